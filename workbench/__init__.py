@@ -1,0 +1,1 @@
+"""dit-workbench UI side: the typer CLI and (later) the Textual application."""

@@ -1,0 +1,71 @@
+"""The `dit-workbench` command line: one typer app, a module per command group."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from engine import __version__
+from engine.errors import UserError
+
+app = typer.Typer(
+    name="dit-workbench",
+    help="Find and test the attention heads that draw spatial relations in diffusion transformers.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"dit-workbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+):
+    """Find and test the attention heads that draw spatial relations in diffusion transformers."""
+
+
+def _register() -> None:
+    from workbench.commands import dataset, evaluate
+
+    app.add_typer(dataset.app, name="dataset")
+    app.command("evaluate")(evaluate.evaluate)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Print tables as rich tables, CSV or JSON, and write them to files safely."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import tempfile
+from enum import Enum
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from engine.errors import UserError
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+def rows_to_csv(rows: list[dict], columns: list[str] | None = None) -> str:
+    columns = columns or (list(rows[0]) if rows else [])
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_rows(rows: list[dict], title: str | None = None, columns: list[str] | None = None):
+    columns = columns or (list(rows[0]) if rows else [])
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*(_fmt(r.get(c, "")) for c in columns))
+    Console().print(t)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a whole file or nothing: temp file in the same folder, then rename."""
+    p = Path(path)
+    if not p.parent.is_dir():
+        raise UserError(
+            f"cannot write {str(p)!r}: folder {str(p.parent)!r} does not exist; create it first"
+        )
+    if not os.access(p.parent, os.W_OK):
+        raise UserError(
+            f"cannot write {str(p)!r}: folder {str(p.parent)!r} is not writable; choose another path"
+        )
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def emit(text: str, out: str | None) -> None:
+    if out:
+        write_text_atomic(out, text)
+    else:
+        sys.stdout.write(text)
+
+
+def dump_json(obj) -> str:
+    return json.dumps(obj, indent=2) + "\n"
