@@ -8,7 +8,7 @@ import json
 import os
 import sys
 import tempfile
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 from rich.console import Console
@@ -17,7 +17,7 @@ from rich.table import Table
 from engine.errors import UserError
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
