@@ -34,10 +34,13 @@ def _root(
 
 
 def _register() -> None:
-    from workbench.commands import dataset, evaluate
+    from workbench.commands import dataset, evaluate, model
 
     app.add_typer(dataset.app, name="dataset")
     app.command("evaluate")(evaluate.evaluate)
+    app.command("train")(model.train)
+    app.command("sample")(model.sample)
+    app.command("info")(model.info)
 
 
 _register()

@@ -1,0 +1,1 @@
+"""PixArt-style DiTs (diffusers PixArtTransformer2DModel), image codecs, checkpoints, sampling."""

@@ -1,0 +1,178 @@
+"""Checkpoints: a diffusers `transformer/` folder (EMA weights), `workbench.json`, the text
+encoder's own files. Plain `PixArtTransformer2DModel.from_pretrained(CKPT / "transformer")` opens
+the model; `load_checkpoint` also validates everything and rebuilds the encoder and codec.
+
+A training run folder holds `step-NNNNNNN/` checkpoints and a `latest` symlink; loading a run
+folder follows `latest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from diffusers import PixArtTransformer2DModel
+
+from engine.errors import UserError
+from engine.model.codec import build_codec
+from engine.model.presets import get_preset
+
+FORMAT = "dit-workbench-checkpoint/1"
+WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """A checkpoint folder, or a run folder whose `latest` link points to one."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(
+            f"checkpoint {str(p)!r} does not exist; give a checkpoint or training run folder"
+        )
+    if not p.is_dir():
+        raise UserError(
+            f"checkpoint {str(p)!r} is not a folder; give a checkpoint or training run folder"
+        )
+    if not (p / "workbench.json").is_file() and (p / "latest").exists():
+        p = (p / "latest").resolve()
+    if not (p / "workbench.json").is_file():
+        raise UserError(
+            f"{str(p)!r} is not a dit-workbench checkpoint (no workbench.json); "
+            "give a folder written by `dit-workbench train`"
+        )
+    return p
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    meta: dict
+    transformer: PixArtTransformer2DModel
+    text_encoder: object
+    codec: object
+    extras: dict = field(default_factory=dict)
+
+    @property
+    def hash(self) -> str:
+        return self.meta["hashes"]["transformer"]
+
+    @property
+    def num_layers(self) -> int:
+        return self.transformer.config.num_layers
+
+    @property
+    def num_heads(self) -> int:
+        return self.transformer.config.num_attention_heads
+
+    def to(self, device) -> Checkpoint:
+        self.transformer.to(device)
+        self.text_encoder.to(device)
+        self.codec.to(device)
+        return self
+
+
+def read_meta(path: str | os.PathLike) -> tuple[Path, dict]:
+    p = resolve_checkpoint_dir(path)
+    try:
+        meta = json.loads((p / "workbench.json").read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(
+            f"{p / 'workbench.json'} is not valid JSON ({e.msg}); the checkpoint is damaged"
+        ) from None
+    if meta.get("format") != FORMAT:
+        raise UserError(
+            f"{p / 'workbench.json'} has format {meta.get('format')!r}, expected {FORMAT!r}"
+        )
+    return p, meta
+
+
+def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkpoint:
+    from engine.text import load_text_encoder
+
+    p, meta = read_meta(path)
+    weights = p / "transformer" / WEIGHTS
+    if not (p / "transformer" / "config.json").is_file() or not weights.is_file():
+        raise UserError(
+            f"checkpoint {str(p)!r} lacks transformer/config.json or {WEIGHTS}; it is incomplete"
+        )
+    if verify_hash and sha256_file(weights) != meta["hashes"]["transformer"]:
+        raise UserError(
+            f"{weights} does not match the hash in workbench.json (truncated or replaced); "
+            "restore the file or retrain"
+        )
+    try:
+        transformer = PixArtTransformer2DModel.from_pretrained(
+            p / "transformer", local_files_only=True
+        )
+    except Exception as e:  # diffusers raises several types for bad weights
+        raise UserError(
+            f"cannot load {p / 'transformer'}: {str(e).splitlines()[0][:200]}"
+        ) from None
+    transformer.eval().requires_grad_(False)
+    text_encoder = load_text_encoder(p)
+    if text_encoder.dim != transformer.config.caption_channels:
+        raise UserError(
+            f"text encoder {meta['text']!r} gives {text_encoder.dim}-d embeddings but the transformer "
+            f"expects {transformer.config.caption_channels}; the checkpoint is mismatched"
+        )
+    codec = build_codec(meta["codec"], meta["res"])
+    return Checkpoint(p, meta, transformer, text_encoder, codec)
+
+
+def save_checkpoint(
+    directory: Path,
+    transformer: PixArtTransformer2DModel,
+    text_encoder,
+    meta: dict,
+) -> Path:
+    """Write transformer/, the encoder's files and workbench.json into `directory` (created)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    transformer.save_pretrained(directory / "transformer", safe_serialization=True)
+    text_encoder.save(directory)
+    meta = {
+        "format": FORMAT,
+        **meta,
+        "hashes": {"transformer": sha256_file(directory / "transformer" / WEIGHTS)},
+    }
+    (directory / "workbench.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return directory
+
+
+def describe(ckpt_path: str | os.PathLike) -> dict:
+    """What `dit-workbench info` prints, without building the model."""
+    p, meta = read_meta(ckpt_path)
+    cfg = json.loads((p / "transformer" / "config.json").read_text())
+    preset = meta.get("preset")
+    return {
+        "path": str(p),
+        "preset": preset,
+        "layers": cfg["num_layers"],
+        "heads": cfg["num_attention_heads"],
+        "width": cfg["num_attention_heads"] * cfg["attention_head_dim"],
+        "text": meta["text"],
+        "codec": meta["codec"],
+        "res": meta["res"],
+        "step": meta.get("step"),
+        "transformer_sha256": meta["hashes"]["transformer"][:16],
+        "params": _param_count(preset),
+    }
+
+
+def _param_count(preset: str | None) -> str:
+    if preset is None:
+        return "?"
+    try:
+        p = get_preset(preset)
+    except UserError:
+        return "?"
+    return f"~{12 * p.layers * p.width**2 / 1e6:.1f}M"

@@ -1,0 +1,391 @@
+"""Training loop: one process, several GPUs or several nodes through accelerate.
+
+Read top to bottom: build data, model, optimiser and EMA; optionally restore the newest
+checkpoint; loop; every `eval_every` steps write a checkpoint atomically and append the
+evaluator's metrics on a fixed prompt set to `metrics.jsonl`.
+
+Resuming is bit-for-bit on CPU: every random draw comes from generators whose state is saved
+(the data order is a permutation seeded by (seed, epoch); noise, timesteps and caption dropout
+come from one generator), and optimiser and EMA state are restored.
+Multi-process: every rank draws the whole global batch's noise from the same generator and
+keeps its own slice, so generator state stays identical across ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+
+from engine import __version__
+from engine.data.prompts import eval_prompts
+from engine.data.render import render_batch
+from engine.data.scenes import sample_scenes
+from engine.errors import UserError
+from engine.model.checkpoint import Checkpoint, save_checkpoint
+from engine.model.codec import build_codec
+from engine.model.presets import build_transformer, get_preset
+from engine.model.sampler import model_kwargs, sample_images, train_scheduler
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    preset: str = "micro"
+    text: str = "rte"
+    codec: str = "pixel"
+    res: int = 32
+    steps: int = 1000
+    batch: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.03
+    ema_decay: float = 0.9999
+    null_caption_p: float = 0.1
+    n_train: int = 10000
+    data_seed: int = 0
+    seed: int = 0
+    eval_every: int = 500
+    eval_prompts: int = 32
+    eval_steps: int = 14
+    cfg: float = 4.5
+    keep: int = 3
+    mixed_precision: str = "no"
+    log_every: int = 10
+    # Which fields may differ when resuming: extending a run is allowed, changing it is not.
+    RESUMABLE = ("steps", "eval_every", "keep", "log_every", "eval_prompts", "mixed_precision")
+
+    def validate(self) -> None:
+        for name in ("steps", "batch", "n_train", "eval_every", "res"):
+            if getattr(self, name) <= 0:
+                raise UserError(
+                    f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})"
+                )
+        if not 0 < self.lr < 1:
+            raise UserError(f"--lr {self.lr} is out of range; use e.g. 1e-4")
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
+        get_preset(self.preset)
+
+
+def _perm(seed: int, epoch: int, n: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class Batches:
+    """Global batches of dataset indices, epoch by epoch, resumable from (epoch, pos)."""
+
+    def __init__(self, n: int, batch: int, seed: int, epoch: int = 0, pos: int = 0):
+        self.n, self.batch, self.seed, self.epoch, self.pos = n, batch, seed, epoch, pos
+        self.perm = _perm(seed, epoch, n)
+
+    def next(self) -> torch.Tensor:
+        idx, have = [], 0
+        while have < self.batch:
+            take = min(self.batch - have, self.n - self.pos)
+            idx.append(self.perm[self.pos : self.pos + take])
+            self.pos += take
+            have += take
+            if self.pos == self.n:
+                self.epoch, self.pos = self.epoch + 1, 0
+                self.perm = _perm(self.seed, self.epoch, self.n)
+        return torch.cat(idx)
+
+
+def _emit(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _latest_step_dir(out: Path) -> Path | None:
+    link = out / "latest"
+    return link.resolve() if link.exists() else None
+
+
+def _fixed_eval_set(k: int):
+    ps = eval_prompts()
+    stride = max(1, len(ps) // k)
+    return ps[::stride][:k]
+
+
+def train(
+    cfg: TrainConfig, resume: bool = False, progress: Callable[[dict], None] | None = None
+) -> Path:
+    """Train and return the run folder. `progress` gets a dict per logged step."""
+    from engine.text import build_text_encoder, load_text_encoder
+
+    cfg.validate()
+    out = Path(cfg.out)
+    accel = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    main = accel.is_main_process
+    state_dir = _latest_step_dir(out) if resume else None
+    if resume:
+        saved = out / "train_config.json"
+        if not saved.is_file():
+            raise UserError(
+                f"nothing to resume in {str(out)!r} (no train_config.json); drop --resume to start"
+            )
+        old = json.loads(saved.read_text())
+        for f in fields(TrainConfig):
+            if f.name not in TrainConfig.RESUMABLE and old.get(f.name) != getattr(cfg, f.name):
+                raise UserError(
+                    f"--{f.name.replace('_', '-')} is {getattr(cfg, f.name)!r} but the run in {str(out)!r} "
+                    f"used {old.get(f.name)!r}; resume with the same settings"
+                )
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(
+            f"run folder {str(out)!r} is not empty; pass --resume to continue it or choose a new --out"
+        )
+
+    torch.manual_seed(cfg.seed)
+    codec = build_codec(cfg.codec, cfg.res)
+    if state_dir is not None:
+        text_encoder = load_text_encoder(state_dir)
+    else:
+        text_encoder = build_text_encoder(cfg.text, seed=cfg.seed)
+    preset = get_preset(cfg.preset)
+    model = build_transformer(
+        preset, codec.channels, codec.latent_size, codec.patch_size, text_encoder.dim
+    )
+
+    # Data: the paper's 10k scenes rendered once; captions encoded once per unique caption.
+    scenes = sample_scenes(cfg.n_train, cfg.data_seed)
+    images = torch.from_numpy(render_batch(scenes, cfg.res))
+    captions = sorted({s.caption for s in scenes})
+    cap_index = {c: i for i, c in enumerate(captions)}
+    cap_of = torch.tensor([cap_index[s.caption] for s in scenes])
+    with torch.no_grad():
+        cap_emb, cap_mask = text_encoder.encode(captions)
+        null_emb, null_mask = text_encoder.encode([""])
+    if codec.spec != "pixel":
+        with torch.no_grad():
+            codec.to(accel.device)
+            data = torch.cat(
+                [codec.encode(images[i : i + 64]).cpu() for i in range(0, len(images), 64)]
+            )
+    else:
+        data = images
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step, epoch, pos = 0, 0, 0
+    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    ema_state = None
+    if state_dir is not None:
+        model.load_state_dict(load_file(state_dir / "train_state" / "model.safetensors"))
+        opt.load_state_dict(
+            torch.load(state_dir / "train_state" / "optimizer.pt", weights_only=True)
+        )
+        st = json.loads((state_dir / "train_state" / "state.json").read_text())
+        step, epoch, pos = st["step"], st["epoch"], st["pos"]
+        noise_gen.set_state(load_file(state_dir / "train_state" / "rng.safetensors")["noise"])
+        ema_state = st["ema"]
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True)
+    if ema_state is not None:
+        shadow = load_file(state_dir / "train_state" / "ema.safetensors")
+        ema.shadow_params = [shadow[n].clone() for n, _ in model.named_parameters()]
+        ema.optimization_step = ema_state["optimization_step"]
+    # Every rank has checked the run folder above; only now may rank 0 write into it.
+    accel.wait_for_everyone()
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+
+    model, opt = accel.prepare(model, opt)
+    ema.to(accel.device)
+    model.train()
+    sched = train_scheduler()
+    alphas = sched.alphas_cumprod.to(accel.device)
+    batches = Batches(cfg.n_train, cfg.batch, cfg.data_seed, epoch, pos)
+    rank, world = accel.process_index, accel.num_processes
+    if cfg.batch % world:
+        raise UserError(f"--batch {cfg.batch} is not divisible by the {world} processes")
+    cap_emb, cap_mask = cap_emb.to(accel.device), cap_mask.to(accel.device)
+    null_emb, null_mask = null_emb.to(accel.device), null_mask.to(accel.device)
+    eval_set = _fixed_eval_set(cfg.eval_prompts)
+    latent_shape = (codec.channels, codec.latent_size, codec.latent_size)
+
+    t0, seen, loss_acc, loss_n = time.perf_counter(), 0, 0.0, 0
+    while step < cfg.steps:
+        idx = batches.next()
+        B = len(idx)
+        t = torch.randint(0, sched.config.num_train_timesteps, (B,), generator=noise_gen)
+        noise_full = torch.randn((B, *latent_shape), generator=noise_gen)
+        drop = torch.rand(B, generator=noise_gen) < cfg.null_caption_p
+        mine = slice(rank, B, world)
+        idx, t, noise, drop = (
+            idx[mine],
+            t[mine].to(accel.device),
+            noise_full[mine].to(accel.device),
+            drop[mine].to(accel.device),
+        )
+        x0 = (codec.encode(data[idx]) if codec.spec == "pixel" else data[idx]).to(accel.device)
+        ab = alphas[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        ci = cap_of[idx].to(accel.device)
+        emb = torch.where(drop.view(-1, 1, 1), null_emb.expand(len(ci), -1, -1), cap_emb[ci])
+        msk = torch.where(drop.view(-1, 1), null_mask.expand(len(ci), -1), cap_mask[ci])
+        with accel.autocast():
+            pred = model(
+                xt,
+                encoder_hidden_states=emb,
+                encoder_attention_mask=msk,
+                timestep=t,
+                **model_kwargs(),
+                return_dict=False,
+            )[0]
+        loss = F.mse_loss(pred.float(), noise)
+        accel.backward(loss)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.step(accel.unwrap_model(model).parameters())
+        step += 1
+        seen += B
+        loss_acc += loss.item()
+        loss_n += 1
+        if main and (step % cfg.log_every == 0 or step == cfg.steps):
+            dt = time.perf_counter() - t0
+            rec = {
+                "step": step,
+                "loss": loss_acc / loss_n,
+                "img_per_s": seen / dt,
+                "epoch": batches.epoch,
+                "time": time.time(),
+            }
+            (progress or _emit)(rec)
+            loss_acc, loss_n = 0.0, 0
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            accel.wait_for_everyone()
+            if main:
+                ckdir = _write_checkpoint(
+                    out,
+                    cfg,
+                    accel.unwrap_model(model),
+                    ema,
+                    opt,
+                    text_encoder,
+                    codec,
+                    step,
+                    batches,
+                    noise_gen,
+                )
+                m = _evaluate(
+                    ckdir, accel.unwrap_model(model), ema, text_encoder, codec, eval_set, cfg
+                )
+                m.update({"step": step, "images_seen": step * cfg.batch})
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(m) + "\n")
+                (progress or _emit)({"event": "checkpoint", **m})
+            accel.wait_for_everyone()
+    # Every rank must end with the same weights; record each rank's digest so this is checkable.
+    from accelerate.utils import gather_object
+
+    digests = gather_object([_param_digest(accel.unwrap_model(model))])
+    if main:
+        (out / "ranks.json").write_text(
+            json.dumps({"world_size": world, "param_sha256": digests}) + "\n"
+        )
+    accel.end_training()
+    return out
+
+
+def _param_digest(model) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for _, p in sorted(model.named_parameters()):
+        h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _ema_copy(model, ema):
+    import copy
+
+    shadow = copy.deepcopy(model)
+    ema.copy_to(shadow.parameters())
+    return shadow.eval()
+
+
+def _write_checkpoint(
+    out, cfg, model, ema, opt, text_encoder, codec, step, batches, noise_gen
+) -> Path:
+    name = f"step-{step:07d}"
+    tmp = out / f".tmp-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    ema_model = _ema_copy(model, ema).to("cpu").float()
+    meta = {
+        "preset": cfg.preset,
+        "text": text_encoder.spec,
+        "codec": codec.spec,
+        "res": cfg.res,
+        "step": step,
+        "images_seen": step * cfg.batch,
+        "train": asdict(cfg),
+        "code_version": __version__,
+        "weights": "ema",
+    }
+    save_checkpoint(tmp, ema_model, text_encoder, meta)
+    ts = tmp / "train_state"
+    ts.mkdir()
+    names = [n for n, _ in model.named_parameters()]
+    save_file(
+        {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()},
+        ts / "model.safetensors",
+    )
+    save_file(
+        {n: s.detach().cpu().contiguous() for n, s in zip(names, ema.shadow_params, strict=True)},
+        ts / "ema.safetensors",
+    )
+    torch.save(opt.state_dict(), ts / "optimizer.pt")
+    save_file({"noise": noise_gen.get_state()}, ts / "rng.safetensors")
+    (ts / "state.json").write_text(
+        json.dumps(
+            {
+                "step": step,
+                "epoch": batches.epoch,
+                "pos": batches.pos,
+                "ema": {"optimization_step": int(ema.optimization_step)},
+            }
+        )
+    )
+    final = out / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    link_tmp = out / ".latest.tmp"
+    link_tmp.unlink(missing_ok=True)
+    link_tmp.symlink_to(name)
+    os.replace(link_tmp, out / "latest")
+    kept = sorted(p for p in out.glob("step-*") if p.is_dir())
+    for old in kept[: -cfg.keep] if cfg.keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _evaluate(ckdir, model, ema, text_encoder, codec, eval_set, cfg) -> dict:
+    """Metrics of the EMA model on the fixed prompts. A failure here is recorded, not fatal:
+    hours of training must not die because an evaluation could not run."""
+    try:
+        from engine.evaluate import evaluate_arrays
+    except Exception as e:  # noqa: BLE001
+        return {"eval_error": f"{type(e).__name__}: {e}"}
+    ema_model = _ema_copy(model, ema)
+    ck = Checkpoint(ckdir, {}, ema_model, text_encoder, codec)
+    t0 = time.perf_counter()
+    imgs = sample_images(
+        ck, [p.text for p in eval_set], [0] * len(eval_set), steps=cfg.eval_steps, cfg=cfg.cfg
+    )
+    res = evaluate_arrays(imgs.numpy(), eval_set)
+    return {
+        **{k: float(v) for k, v in res.metrics.items()},
+        "eval_n": len(eval_set),
+        "eval_s": time.perf_counter() - t0,
+    }

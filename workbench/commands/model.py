@@ -1,0 +1,200 @@
+"""`dit-workbench train | sample | info`: models, training and sampling."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from workbench.output import Format, dump_json, print_rows
+
+
+def train(
+    out: Path = typer.Option(
+        ..., "--out", help="Run folder: checkpoints step-N/, `latest` link, metrics.jsonl."
+    ),
+    preset: str = typer.Option(
+        "micro",
+        "--preset",
+        help="dit-b (12/12/768), mini (6/6/384), micro (6/3/192), nano (3/3/192).",
+    ),
+    text: str = typer.Option("rte", "--text", help="rte, rte-nopos, minilm or t5:<local dir>."),
+    codec: str = typer.Option("pixel", "--codec", help="pixel, or vae:<local AutoencoderKL dir>."),
+    res: int = typer.Option(
+        32, "--res", help="Image side in pixels (the token grid is always 8x8)."
+    ),
+    steps: int = typer.Option(
+        1000, "--steps", help="Optimiser steps in total (a resumed run continues to this)."
+    ),
+    batch: int = typer.Option(64, "--batch", help="Global batch size (split across processes)."),
+    lr: float = typer.Option(1e-4, "--lr", help="AdamW learning rate (paper: 1e-4)."),
+    weight_decay: float = typer.Option(
+        0.03, "--weight-decay", help="AdamW weight decay (paper: 0.03)."
+    ),
+    ema_decay: float = typer.Option(
+        0.9999, "--ema-decay", help="Largest EMA decay (warmed up from 0)."
+    ),
+    eval_every: int = typer.Option(
+        500, "--eval-every", help="Checkpoint and evaluate every K steps."
+    ),
+    eval_prompts: int = typer.Option(
+        32, "--eval-prompts", help="Prompts sampled at each checkpoint for metrics.jsonl."
+    ),
+    n_train: int = typer.Option(10000, "--n-train", help="Training scenes (paper: 10k)."),
+    data_seed: int = typer.Option(0, "--data-seed", help="Dataset seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed for init, noise and the text encoder."),
+    keep: int = typer.Option(
+        3, "--keep", help="Checkpoints kept (oldest removed; metrics.jsonl keeps every one)."
+    ),
+    mixed_precision: str = typer.Option(
+        "auto", "--mixed-precision", help="no, bf16 or fp16; auto = bf16 on GPU, no on CPU."
+    ),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its latest checkpoint."
+    ),
+):
+    """Train a DiT on the two-object dataset (accelerate: `accelerate launch -m workbench.cli train ...` for many GPUs)."""
+    import torch
+
+    from engine.train import TrainConfig
+    from engine.train import train as run
+
+    if mixed_precision == "auto":
+        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+    cfg = TrainConfig(
+        out=str(out),
+        preset=preset,
+        text=text,
+        codec=codec,
+        res=res,
+        steps=steps,
+        batch=batch,
+        lr=lr,
+        weight_decay=weight_decay,
+        ema_decay=ema_decay,
+        eval_every=eval_every,
+        eval_prompts=eval_prompts,
+        n_train=n_train,
+        data_seed=data_seed,
+        seed=seed,
+        keep=keep,
+        mixed_precision=mixed_precision,
+    )
+    run(cfg, resume=resume, progress=_train_progress(steps))
+    typer.echo(f"done: {out}/latest", err=True)
+
+
+def _train_progress(total: int):
+    """Rich progress bar on a terminal, JSON lines otherwise (logs, nohup)."""
+    if not sys.stdout.isatty():
+        return lambda rec: print(json.dumps(rec), flush=True)
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console()
+    bar = Progress(
+        TextColumn("train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+    )
+    task = bar.add_task("train", total=total, info="")
+    bar.start()
+
+    def on(rec: dict):
+        if rec.get("event") == "checkpoint":
+            keys = ("color", "shape", "exist_binding", "spatial")
+            console.print(
+                f"checkpoint step {rec['step']}: "
+                + " ".join(f"{k}={rec.get(k, 0):.2f}" for k in keys)
+            )
+        else:
+            bar.update(
+                task,
+                completed=rec["step"],
+                info=f"loss {rec['loss']:.4f}  {rec['img_per_s']:.0f} img/s",
+            )
+            if rec["step"] >= total:
+                bar.stop()
+
+    return on
+
+
+def sample(
+    ckpt: Path = typer.Argument(
+        ..., help="Checkpoint folder (or a training run folder: uses `latest`)."
+    ),
+    out: Path = typer.Option(
+        ..., "--out", help="New folder for the images (imagefolder with metadata.jsonl)."
+    ),
+    prompt: list[str] = typer.Option(None, "--prompt", help="A caption; repeat for several."),
+    prompts_file: Path = typer.Option(
+        None, "--prompts-file", help="Text file, one caption per line."
+    ),
+    eval_set: bool = typer.Option(False, "--eval-set", help="The fixed 264-prompt evaluation set."),
+    n: int = typer.Option(1, "--n", help="Images per prompt (seeds SEED .. SEED+N-1)."),
+    seed: int = typer.Option(
+        0, "--seed", help="First seed; each image's noise comes from (prompt, seed)."
+    ),
+    steps: int = typer.Option(14, "--steps", help="DPM-Solver++ steps (paper: 14)."),
+    cfg: float = typer.Option(4.5, "--cfg", help="Classifier-free guidance scale (paper: 4.5)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
+):
+    """Sample images from a checkpoint into an image folder that `evaluate` reads."""
+    from engine.sample_files import collect_prompts, write_samples
+
+    prompts = collect_prompts(prompt, prompts_file, eval_set)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    with Progress(
+        TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
+    ) as bar:
+        task = bar.add_task("sample", total=len(prompts) * max(n, 0))
+        path = write_samples(
+            ckpt,
+            out,
+            prompts,
+            n,
+            seed,
+            steps,
+            cfg,
+            batch_size,
+            overwrite,
+            progress=lambda k: bar.advance(task, k),
+        )
+    typer.echo(f"wrote {len(prompts) * n} images to {path}")
+
+
+def info(
+    ckpt: Path = typer.Argument(..., help="Checkpoint folder or training run folder."),
+    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+):
+    """Say what a checkpoint is: preset, shape, text encoder, codec, resolution, step, hash."""
+    from engine.model.checkpoint import describe
+
+    d = describe(ckpt)
+    if format is Format.json:
+        typer.echo(dump_json(d), nl=False)
+    elif format is Format.csv:
+        from workbench.output import rows_to_csv
+
+        typer.echo(rows_to_csv([d]), nl=False)
+    else:
+        print_rows([{"field": k, "value": v} for k, v in d.items()], title="checkpoint")
