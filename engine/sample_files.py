@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from PIL import Image
 
+from engine.data.files import check_output_folder, staged_folder
 from engine.data.prompts import Prompt, eval_prompts, parse_prompt, read_prompts_file
 from engine.errors import UserError
 
@@ -44,22 +43,14 @@ def write_samples(
         if v <= 0:
             raise UserError(f"{name} must be positive (got {v})")
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise UserError(
-            f"output folder {str(out)!r} is not empty; choose a new folder or pass --overwrite"
-        )
-    if not out.parent.is_dir():
-        raise UserError(f"parent folder {str(out.parent)!r} does not exist; create it first")
+    check_output_folder(out, overwrite)
     ckpt = load_checkpoint(ckpt_path)
     ckpt.text_encoder.tokenize([p.text for p in prompts])  # unknown words fail before sampling
     items = [(p, seed + k) for p in prompts for k in range(n)]
     imgs = sample_images(
         ckpt, [p.text for p, _ in items], [s for _, s in items], steps, cfg, batch_size, progress
     )
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with staged_folder(out) as tmp:
         width = max(5, len(str(len(items) - 1)))
         with open(tmp / "metadata.jsonl", "w") as meta:
             for i, ((p, s), img) in enumerate(zip(items, imgs, strict=True)):
@@ -82,10 +73,4 @@ def write_samples(
                     )
                     + "\n"
                 )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -30,6 +31,11 @@ def check_render_args(out: str | os.PathLike, n: int, size: int, overwrite: bool
         raise UserError(f"--n must be positive (got {n})")
     if size < 8:
         raise UserError(f"--size must be at least 8 pixels (got {size})")
+    check_output_folder(out, overwrite)
+
+
+def check_output_folder(out: str | os.PathLike, overwrite: bool) -> None:
+    """A new folder can be written at `out` (an existing non-empty one only with overwrite)."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{str(out)!r} exists and is not a folder; choose a new output folder")
@@ -41,6 +47,23 @@ def check_render_args(out: str | os.PathLike, n: int, size: int, overwrite: bool
         raise UserError(f"parent folder {str(out.parent)!r} does not exist; create it first")
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"cannot write in {str(out.parent)!r}; choose a writable location")
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of `out`; on success it replaces `out`, on any error (or
+    ctrl+c) it is removed, so `out` is either the old folder or the complete new one."""
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _chunks(n: int, seed: int) -> Iterator[tuple[int, list[Scene]]]:
@@ -64,11 +87,8 @@ def write_dataset(
     """
     check_render_args(out, n, size, overwrite)
     out = Path(out)
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
     width = max(5, len(str(n - 1)))
-    try:
+    with staged_folder(out) as tmp:
         h5 = None
         if hdf5:
             h5 = h5py.File(tmp / "dataset.h5", "w")
@@ -104,12 +124,6 @@ def write_dataset(
                     progress(len(scenes))
         if h5 is not None:
             h5.close()
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
