@@ -62,6 +62,9 @@ class TrainConfig:
     keep: int = 3
     mixed_precision: str = "no"
     log_every: int = 10
+    # Warm start: weights and text encoder of an existing checkpoint (fresh optimiser and data
+    # order). For carrying a run across machines when its full training state is too big to move.
+    init_from: str | None = None
     # Which fields may differ when resuming: extending a run is allowed, changing it is not.
     RESUMABLE = ("steps", "eval_every", "keep", "log_every", "eval_prompts", "mixed_precision")
 
@@ -149,14 +152,29 @@ def train(
 
     torch.manual_seed(cfg.seed)
     codec = build_codec(cfg.codec, cfg.res)
+    init = None
+    if cfg.init_from and state_dir is None:
+        from engine.model.checkpoint import load_checkpoint
+
+        init = load_checkpoint(cfg.init_from)
+        for key in ("preset", "text", "codec", "res"):
+            if init.meta.get(key) != getattr(cfg, key):
+                raise UserError(
+                    f"--init-from checkpoint has {key} {init.meta.get(key)!r} but this run asks for "
+                    f"{getattr(cfg, key)!r}; pass the same --{key}"
+                )
     if state_dir is not None:
         text_encoder = load_text_encoder(state_dir)
+    elif init is not None:
+        text_encoder = init.text_encoder
     else:
         text_encoder = build_text_encoder(cfg.text, seed=cfg.seed)
     preset = get_preset(cfg.preset)
     model = build_transformer(
         preset, codec.channels, codec.latent_size, codec.patch_size, text_encoder.dim
     )
+    if init is not None:
+        model.load_state_dict(init.transformer.state_dict())
 
     # Data: the paper's 10k scenes rendered once; captions encoded once per unique caption.
     scenes = sample_scenes(cfg.n_train, cfg.data_seed)

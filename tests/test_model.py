@@ -285,3 +285,23 @@ def _two_process_train(tmp_path):
         return None, out
     r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     return r, out
+
+
+def test_init_from_starts_at_the_checkpoint_weights(run_dir, tmp_path):
+    out = tmp_path / "warm"
+    train(
+        tiny_cfg(out, steps=1, eval_every=1, lr=1e-12, init_from=str(run_dir)),
+        progress=lambda r: None,
+    )
+    start = load_checkpoint(run_dir).transformer.state_dict()
+    after = load_file((out / "latest").resolve() / "train_state" / "model.safetensors")
+    for k, v in start.items():
+        assert torch.allclose(after[k], v, atol=1e-6), k
+    a = load_checkpoint(run_dir).text_encoder.encode(["red square is above blue circle"])[0]
+    b = load_checkpoint(out).text_encoder.encode(["red square is above blue circle"])[0]
+    assert torch.equal(a, b)
+    with pytest.raises(UserError, match="--init-from checkpoint has preset"):
+        train(
+            tiny_cfg(tmp_path / "x", preset="micro", init_from=str(run_dir)),
+            progress=lambda r: None,
+        )

@@ -54,6 +54,11 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its latest checkpoint."
     ),
+    init_from: Path = typer.Option(
+        None,
+        "--init-from",
+        help="Start from this checkpoint's weights and text encoder (fresh optimiser, data order).",
+    ),
 ):
     """Train a DiT on the two-object dataset (accelerate: `accelerate launch -m workbench.cli train ...` for many GPUs)."""
     import torch
@@ -81,6 +86,7 @@ def train(
         seed=seed,
         keep=keep,
         mixed_precision=mixed_precision,
+        init_from=str(init_from) if init_from else None,
     )
     run(cfg, resume=resume, progress=_train_progress(steps))
     typer.echo(f"done: {out}/latest", err=True)
