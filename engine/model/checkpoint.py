@@ -152,10 +152,9 @@ def describe(ckpt_path: str | os.PathLike) -> dict:
     """What `dit-workbench info` prints, without building the model."""
     p, meta = read_meta(ckpt_path)
     cfg = json.loads((p / "transformer" / "config.json").read_text())
-    preset = meta.get("preset")
     return {
         "path": str(p),
-        "preset": preset,
+        "preset": meta.get("preset"),
         "layers": cfg["num_layers"],
         "heads": cfg["num_attention_heads"],
         "width": cfg["num_attention_heads"] * cfg["attention_head_dim"],
@@ -164,15 +163,16 @@ def describe(ckpt_path: str | os.PathLike) -> dict:
         "res": meta["res"],
         "step": meta.get("step"),
         "transformer_sha256": meta["hashes"]["transformer"][:16],
-        "params": _param_count(preset),
+        "params": _param_count(p / "transformer" / WEIGHTS),
     }
 
 
-def _param_count(preset: str | None) -> str:
-    if preset is None:
-        return "?"
-    try:
-        p = get_preset(preset)
-    except UserError:
-        return "?"
-    return f"~{12 * p.layers * p.width**2 / 1e6:.1f}M"
+def _param_count(weights: Path) -> str:
+    """Parameters in the weights file, read from its safetensors header (no tensors loaded)."""
+    from math import prod
+
+    from safetensors import safe_open
+
+    with safe_open(weights, "pt") as f:
+        n = sum(prod(f.get_slice(k).get_shape()) for k in f.keys())
+    return f"{n / 1e6:.2f}M"
