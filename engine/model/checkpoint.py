@@ -18,7 +18,6 @@ from diffusers import PixArtTransformer2DModel
 
 from engine.errors import UserError
 from engine.model.codec import build_codec
-from engine.model.presets import get_preset
 
 FORMAT = "dit-workbench-checkpoint/1"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
