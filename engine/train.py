@@ -5,7 +5,7 @@ checkpoint; loop; every `eval_every` steps write a checkpoint atomically and app
 evaluator's metrics on a fixed prompt set to `metrics.jsonl`.
 
 Resuming is bit-for-bit on CPU: every random draw comes from generators whose state is saved
-(the data order is a permutation seeded by (seed, epoch); noise, timesteps and caption dropout
+(the data order is a permutation seeded by (data_seed, epoch); noise, timesteps and caption dropout
 come from one generator), and optimiser and EMA state are restored.
 Multi-process: every rank draws the whole global batch's noise from the same generator and
 keeps its own slice, so generator state stays identical across ranks.
@@ -66,7 +66,16 @@ class TrainConfig:
     # order). For carrying a run across machines when its full training state is too big to move.
     init_from: str | None = None
     # Which fields may differ when resuming: extending a run is allowed, changing it is not.
-    RESUMABLE = ("steps", "eval_every", "keep", "log_every", "eval_prompts", "mixed_precision")
+    RESUMABLE = (
+        "out",
+        "steps",
+        "eval_every",
+        "keep",
+        "log_every",
+        "eval_prompts",
+        "mixed_precision",
+        "init_from",
+    )
 
     def validate(self) -> None:
         for name in ("steps", "batch", "n_train", "eval_every", "res"):
@@ -76,6 +85,16 @@ class TrainConfig:
                 )
         if not 0 < self.lr < 1:
             raise UserError(f"--lr {self.lr} is out of range; use e.g. 1e-4")
+        if self.eval_prompts <= 0 or self.log_every <= 0:
+            raise UserError("--eval-prompts and the log interval must be positive")
+        if not 0 <= self.null_caption_p < 1:
+            raise UserError(
+                f"null-caption probability must be in [0, 1) (got {self.null_caption_p})"
+            )
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise UserError(
+                f"--mixed-precision {self.mixed_precision!r} is not one of no, fp16, bf16, auto"
+            )
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
         get_preset(self.preset)
@@ -132,6 +151,15 @@ def train(
     accel = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     main = accel.is_main_process
     state_dir = _latest_step_dir(out) if resume else None
+    if resume and (state_dir is None or not (state_dir / "train_state" / "state.json").is_file()):
+        raise UserError(
+            f"no resumable checkpoint in {str(out)!r} (missing `latest` or its train_state/); "
+            "start a new run with --init-from CKPT instead"
+        )
+    if cfg.batch % accel.num_processes:
+        raise UserError(
+            f"--batch {cfg.batch} is not divisible by the {accel.num_processes} processes"
+        )
     if resume:
         saved = out / "train_config.json"
         if not saved.is_file():
@@ -225,8 +253,6 @@ def train(
     alphas = sched.alphas_cumprod.to(accel.device)
     batches = Batches(cfg.n_train, cfg.batch, cfg.data_seed, epoch, pos)
     rank, world = accel.process_index, accel.num_processes
-    if cfg.batch % world:
-        raise UserError(f"--batch {cfg.batch} is not divisible by the {world} processes")
     cap_emb, cap_mask = cap_emb.to(accel.device), cap_mask.to(accel.device)
     null_emb, null_mask = null_emb.to(accel.device), null_mask.to(accel.device)
     eval_set = _fixed_eval_set(cfg.eval_prompts)
@@ -313,7 +339,21 @@ def train(
             json.dumps({"world_size": world, "param_sha256": digests}) + "\n"
         )
     accel.end_training()
+    del model, opt  # the last references to the DDP wrapper, before the group goes down
+    _shutdown_distributed(accel)
     return out
+
+
+def _shutdown_distributed(accel) -> None:
+    """Tear the process group down while every rank is still alive. Left to the interpreter's
+    exit, the DDP reducer's gloo group joins threads whose peer has already gone and can hang."""
+    import gc
+
+    accel.free_memory()  # drops accelerate's references to the DDP wrapper and its reducer
+    gc.collect()
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 def _param_digest(model) -> str:
@@ -393,8 +433,15 @@ def _evaluate(ckdir, model, ema, text_encoder, codec, eval_set, cfg) -> dict:
     hours of training must not die because an evaluation could not run."""
     try:
         from engine.evaluate import evaluate_arrays
+
+        return _evaluate_unguarded(
+            ckdir, model, ema, text_encoder, codec, eval_set, cfg, evaluate_arrays
+        )
     except Exception as e:  # noqa: BLE001
         return {"eval_error": f"{type(e).__name__}: {e}"}
+
+
+def _evaluate_unguarded(ckdir, model, ema, text_encoder, codec, eval_set, cfg, evaluate_arrays):
     ema_model = _ema_copy(model, ema)
     ck = Checkpoint(ckdir, {}, ema_model, text_encoder, codec)
     t0 = time.perf_counter()

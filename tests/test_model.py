@@ -305,3 +305,17 @@ def test_init_from_starts_at_the_checkpoint_weights(run_dir, tmp_path):
             tiny_cfg(tmp_path / "x", preset="micro", init_from=str(run_dir)),
             progress=lambda r: None,
         )
+
+
+def test_resume_without_train_state_and_bad_settings_are_clear_errors(run_dir, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(run_dir, moved, symlinks=True)
+    shutil.rmtree((moved / "latest").resolve() / "train_state")
+    with pytest.raises(UserError, match="--init-from"):
+        train(tiny_cfg(moved, steps=6), resume=True, progress=lambda r: None)
+    with pytest.raises(UserError, match="no resumable checkpoint"):
+        train(tiny_cfg(tmp_path / "fresh"), resume=True, progress=lambda r: None)
+    for bad in (dict(eval_prompts=0), dict(mixed_precision="fp8"), dict(null_caption_p=1.5)):
+        with pytest.raises(UserError):
+            train(tiny_cfg(tmp_path / "bad", **bad), progress=lambda r: None)
+    assert not (tmp_path / "bad").exists()

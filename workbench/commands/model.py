@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -89,11 +90,14 @@ def train(
         init_from=str(init_from) if init_from else None,
     )
     run(cfg, resume=resume, progress=_train_progress(steps))
-    typer.echo(f"done: {out}/latest", err=True)
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"done: {out}/latest", err=True)
 
 
 def _train_progress(total: int):
     """Rich progress bar on a terminal, JSON lines otherwise (logs, nohup)."""
+    if os.environ.get("RANK", "0") != "0":  # under accelerate/torchrun only rank 0 reports
+        return lambda rec: None
     if not sys.stdout.isatty():
         return lambda rec: print(json.dumps(rec), flush=True)
     from rich.console import Console
