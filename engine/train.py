@@ -310,11 +310,14 @@ def train(
         if step % cfg.eval_every == 0 or step == cfg.steps:
             accel.wait_for_everyone()
             if main:
+                raw = accel.unwrap_model(model)
+                ema_model = _ema_copy(raw, ema)  # one copy serves the checkpoint and its metrics
                 ckdir = _write_checkpoint(
                     out,
                     cfg,
-                    accel.unwrap_model(model),
+                    raw,
                     ema,
+                    ema_model,
                     opt,
                     text_encoder,
                     codec,
@@ -322,9 +325,7 @@ def train(
                     batches,
                     noise_gen,
                 )
-                m = _evaluate(
-                    ckdir, accel.unwrap_model(model), ema, text_encoder, codec, eval_set, cfg
-                )
+                m = _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg)
                 m.update({"step": step, "images_seen": step * cfg.batch})
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(m) + "\n")
@@ -374,12 +375,11 @@ def _ema_copy(model, ema):
 
 
 def _write_checkpoint(
-    out, cfg, model, ema, opt, text_encoder, codec, step, batches, noise_gen
+    out, cfg, model, ema, ema_model, opt, text_encoder, codec, step, batches, noise_gen
 ) -> Path:
     name = f"step-{step:07d}"
     tmp = out / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
-    ema_model = _ema_copy(model, ema).to("cpu").float()
     meta = {
         "preset": cfg.preset,
         "text": text_encoder.spec,
@@ -428,21 +428,18 @@ def _write_checkpoint(
     return final
 
 
-def _evaluate(ckdir, model, ema, text_encoder, codec, eval_set, cfg) -> dict:
+def _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg) -> dict:
     """Metrics of the EMA model on the fixed prompts. A failure here is recorded, not fatal:
     hours of training must not die because an evaluation could not run."""
     try:
-        from engine.evaluate import evaluate_arrays
-
-        return _evaluate_unguarded(
-            ckdir, model, ema, text_encoder, codec, eval_set, cfg, evaluate_arrays
-        )
+        return _evaluate_unguarded(ckdir, ema_model, text_encoder, codec, eval_set, cfg)
     except Exception as e:  # noqa: BLE001
         return {"eval_error": f"{type(e).__name__}: {e}"}
 
 
-def _evaluate_unguarded(ckdir, model, ema, text_encoder, codec, eval_set, cfg, evaluate_arrays):
-    ema_model = _ema_copy(model, ema)
+def _evaluate_unguarded(ckdir, ema_model, text_encoder, codec, eval_set, cfg) -> dict:
+    from engine.evaluate import evaluate_arrays
+
     ck = Checkpoint(ckdir, {}, ema_model, text_encoder, codec)
     t0 = time.perf_counter()
     imgs = sample_images(
