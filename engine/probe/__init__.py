@@ -1,0 +1,1 @@
+"""Probes: hook points in attention, the attention synopsis, weight-space screening."""

@@ -1,0 +1,307 @@
+"""The HDF5 cache: one file per checkpoint, a group per result kind, a subgroup per run.
+
+Layout (documented for readers without this package in docs/cache-format.md):
+
+    /                       attrs: format, checkpoint_hash, checkpoint_path, created
+    /<kind>/<run>/          kind: synopsis | screening | ablation | evaluation | variance
+        attrs               provenance: checkpoint_hash, code_version, created, command,
+                            params (JSON), plus any scalar the writer adds
+        <datasets...>       chunked, gzip-compressed arrays
+
+Writes are copy-on-write: a run is written into a copy of the file, which is flushed and then
+renamed over the original, so a reader (or a crash, even SIGKILL) only ever sees the old file
+or the new one, never half a run. An advisory lock serialises writers. Caches are small
+(megabytes), so copying the file per run costs milliseconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from engine import __version__
+from engine.errors import UserError
+
+FORMAT = "dit-workbench-cache/1"
+KINDS = ("synopsis", "screening", "ablation", "evaluation", "variance")
+_RUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_COMPRESS_MIN = 1024  # arrays smaller than this (bytes) are stored contiguous, uncompressed
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DIT_WORKBENCH_CACHE", "cache"))
+
+
+def cache_path(ckpt, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache file of a loaded checkpoint: <cache>/<run name>-<hash12>.h5."""
+    path = Path(ckpt.path).resolve()
+    name = path.parent.name if path.name.startswith("step-") else path.name
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:48] or "checkpoint"
+    step = f"-{path.name}" if path.name.startswith("step-") else ""
+    return Path(cache_dir or default_cache_dir()) / f"{name}{step}-{ckpt.hash[:12]}.h5"
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise UserError(f"unknown result kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return kind
+
+
+def check_run_name(run: str) -> str:
+    """Run names become HDF5 paths and may come from requests: keep them to one plain name."""
+    if not isinstance(run, str) or not _RUN.match(run):
+        raise UserError(
+            f"bad run name {run!r}: use letters, digits, '_', '-' or '.', at most 64 characters"
+        )
+    return run
+
+
+def _attr_value(v):
+    if isinstance(v, (str, int, float, bool, np.integer, np.floating, np.bool_)):
+        return v
+    return json.dumps(v, default=str)
+
+
+class Store:
+    """One checkpoint's cache file. Reading never needs a lock; writing takes one."""
+
+    def __init__(self, path: str | os.PathLike, checkpoint_hash: str | None = None):
+        self.path = Path(path)
+        self.checkpoint_hash = checkpoint_hash
+        if checkpoint_hash and self.path.exists():
+            found = self.file_attrs().get("checkpoint_hash")
+            if found and found != checkpoint_hash:
+                raise UserError(
+                    f"{self.path} is the cache of another checkpoint (hash {found[:12]}, "
+                    f"this one {checkpoint_hash[:12]}); use another --cache folder or delete it"
+                )
+
+    @classmethod
+    def for_checkpoint(cls, ckpt, cache_dir: str | os.PathLike | None = None) -> Store:
+        store = cls(cache_path(ckpt, cache_dir), ckpt.hash)
+        store.checkpoint_path = str(Path(ckpt.path).resolve())
+        return store
+
+    # reading
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[h5py.File]:
+        """The file opened read-only (an empty in-memory file if nothing was written yet)."""
+        if not self.path.exists():
+            with h5py.File("empty.h5", "w", driver="core", backing_store=False) as f:
+                yield f
+            return
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise UserError(f"cannot read cache {self.path}: {e}; move it away to rebuild") from e
+        with f:
+            yield f
+
+    def file_attrs(self) -> dict:
+        with self.open() as f:
+            return {k: _decode(v) for k, v in f.attrs.items()}
+
+    def runs(self, kind: str) -> list[str]:
+        check_kind(kind)
+        with self.open() as f:
+            return sorted(f[kind].keys()) if kind in f else []
+
+    def has_run(self, kind: str, run: str) -> bool:
+        return run in self.runs(kind)
+
+    def latest_run(self, kind: str, **match) -> str | None:
+        """The newest run of `kind` whose attributes equal `match` (None if there is none)."""
+        best, best_time = None, ""
+        with self.open() as f:
+            for run, g in f[kind].items() if kind in f else []:
+                attrs = {k: _decode(v) for k, v in g.attrs.items()}
+                if all(attrs.get(k) == v for k, v in match.items()):
+                    if attrs.get("created", "") >= best_time:
+                        best, best_time = run, attrs.get("created", "")
+        return best
+
+    def attrs(self, kind: str, run: str) -> dict:
+        with self.open() as f:
+            return {k: _decode(v) for k, v in self._group(f, kind, run).attrs.items()}
+
+    def read(self, kind: str, run: str, name: str | None = None) -> dict | np.ndarray:
+        """One dataset of a run, or (name None) all of its datasets as {relative path: array}."""
+        with self.open() as f:
+            g = self._group(f, kind, run)
+            if name is not None:
+                if name not in g:
+                    raise UserError(f"{kind} run {run!r} has no {name!r}")
+                return _read_dataset(g[name])
+            out = {}
+            g.visititems(
+                lambda n, obj: (
+                    out.__setitem__(n, _read_dataset(obj))
+                    if isinstance(obj, h5py.Dataset)
+                    else None
+                )
+            )
+            return out
+
+    def _group(self, f: h5py.File, kind: str, run: str) -> h5py.Group:
+        check_kind(kind)
+        check_run_name(run)
+        if kind not in f or run not in f[kind]:
+            have = ", ".join(sorted(f[kind].keys())) if kind in f else "none"
+            raise UserError(f"no {kind} run {run!r} in {self.path} (runs: {have})")
+        return f[kind][run]
+
+    # writing
+
+    def new_run_name(self, kind: str, prefix: str | None = None) -> str:
+        existing = set(self.runs(kind))
+        stem = prefix or "run"
+        i = len(existing) + 1
+        while f"{stem}-{i:04d}" in existing:
+            i += 1
+        return f"{stem}-{i:04d}"
+
+    def write_run(
+        self,
+        kind: str,
+        arrays: Mapping[str, np.ndarray],
+        attrs: Mapping | None = None,
+        run: str | None = None,
+        overwrite: bool = False,
+    ) -> str:
+        """Write one run atomically and return its name.
+
+        `arrays` maps dataset paths inside the run ("scores", "eval/spatial") to arrays; lists of
+        strings are stored as UTF-8 string datasets. `attrs` add to the provenance attributes.
+        """
+        check_kind(kind)
+        with self._lock():
+            run = check_run_name(run) if run else self.new_run_name(kind)
+            if self.has_run(kind, run) and not overwrite:
+                raise UserError(f"{kind} run {run!r} already exists in {self.path}")
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            try:
+                if self.path.exists():
+                    shutil.copyfile(self.path, tmp)
+                with h5py.File(tmp, "a") as f:
+                    self._init_file(f)
+                    parent = f.require_group(kind)
+                    if run in parent:
+                        del parent[run]
+                    g = parent.create_group(run)
+                    for key, value in self._provenance(attrs).items():
+                        g.attrs[key] = _attr_value(value)
+                    for name, arr in arrays.items():
+                        _write_dataset(g, name, arr)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+                _fsync_dir(self.path.parent)
+            finally:
+                tmp.unlink(missing_ok=True)
+        return run
+
+    def delete_run(self, kind: str, run: str) -> None:
+        with self._lock():
+            if not self.has_run(kind, run):
+                raise UserError(f"no {kind} run {run!r} in {self.path}")
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            try:
+                with h5py.File(self.path, "r") as src, h5py.File(tmp, "w") as dst:
+                    # Copying (not deleting in place) also gives the space back.
+                    for k, v in src.attrs.items():
+                        dst.attrs[k] = v
+                    for name in src:
+                        if name != kind:
+                            src.copy(src[name], dst, name)
+                        else:
+                            dst.create_group(kind)
+                            for r in src[kind]:
+                                if r != run:
+                                    src.copy(src[kind][r], dst[kind], r)
+                os.replace(tmp, self.path)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+    def _init_file(self, f: h5py.File) -> None:
+        if "format" not in f.attrs:
+            f.attrs["format"] = FORMAT
+            f.attrs["created"] = _now()
+        if self.checkpoint_hash:
+            f.attrs["checkpoint_hash"] = self.checkpoint_hash
+        if getattr(self, "checkpoint_path", None):
+            f.attrs["checkpoint_path"] = self.checkpoint_path
+
+    def _provenance(self, attrs: Mapping | None) -> dict:
+        import sys
+
+        base = {
+            "checkpoint_hash": self.checkpoint_hash or "",
+            "code_version": __version__,
+            "created": _now(),
+            "command": " ".join(
+                os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv)
+            ),
+        }
+        base.update(attrs or {})
+        return base
+
+    @contextlib.contextmanager
+    def _lock(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        with open(lock_path, "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _decode(v):
+    if isinstance(v, bytes):
+        v = v.decode()
+    if isinstance(v, np.generic):
+        v = v.item()
+    return v
+
+
+def _write_dataset(g: h5py.Group, name: str, arr) -> None:
+    if isinstance(arr, (list, tuple)) and (not arr or isinstance(arr[0], str)):
+        g.create_dataset(name, data=list(arr), dtype=h5py.string_dtype())
+        return
+    arr = np.asarray(arr)
+    if arr.nbytes >= _COMPRESS_MIN and arr.ndim > 0:
+        g.create_dataset(
+            name, data=arr, chunks=True, compression="gzip", compression_opts=4, shuffle=True
+        )
+    else:
+        g.create_dataset(name, data=arr)
+
+
+def _read_dataset(ds: h5py.Dataset):
+    if h5py.check_string_dtype(ds.dtype) is not None:
+        return [s.decode() if isinstance(s, bytes) else s for s in ds[()]]
+    return ds[()]
