@@ -244,9 +244,12 @@ def train(
     accel.wait_for_everyone()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+        _write_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
 
     model, opt = accel.prepare(model, opt)
+    scaler_file = state_dir / "train_state" / "scaler.json" if state_dir is not None else None
+    if accel.scaler is not None and scaler_file is not None and scaler_file.is_file():
+        accel.scaler.load_state_dict(json.loads(scaler_file.read_text()))
     ema.to(accel.device)
     model.train()
     sched = train_scheduler()
@@ -324,11 +327,11 @@ def train(
                     step,
                     batches,
                     noise_gen,
+                    accel.scaler,
                 )
                 m = _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg)
                 m.update({"step": step, "images_seen": step * cfg.batch})
-                with open(out / "metrics.jsonl", "a") as f:
-                    f.write(json.dumps(m) + "\n")
+                _append_line(out / "metrics.jsonl", json.dumps(m))
                 (progress or _emit)({"event": "checkpoint", **m})
             accel.wait_for_everyone()
     # Every rank must end with the same weights; record each rank's digest so this is checkable.
@@ -374,8 +377,33 @@ def _ema_copy(model, ema):
     return shadow.eval()
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _append_line(path: Path, line: str) -> None:
+    """Append one JSON line and flush it to disk: a crash loses at most the line being written."""
+    with open(path, "a") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def _write_checkpoint(
-    out, cfg, model, ema, ema_model, opt, text_encoder, codec, step, batches, noise_gen
+    out,
+    cfg,
+    model,
+    ema,
+    ema_model,
+    opt,
+    text_encoder,
+    codec,
+    step,
+    batches,
+    noise_gen,
+    scaler=None,
 ) -> Path:
     name = f"step-{step:07d}"
     tmp = out / f".tmp-{name}"
@@ -405,6 +433,8 @@ def _write_checkpoint(
     )
     torch.save(opt.state_dict(), ts / "optimizer.pt")
     save_file({"noise": noise_gen.get_state()}, ts / "rng.safetensors")
+    if scaler is not None:  # fp16: the loss scale must survive a resume, or it restarts at 2**16
+        (ts / "scaler.json").write_text(json.dumps(scaler.state_dict()))
     (ts / "state.json").write_text(
         json.dumps(
             {

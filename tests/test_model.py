@@ -188,6 +188,29 @@ def test_bad_checkpoints(run_dir, tmp_path):
         load_checkpoint(bad)
     r = cli("info", tmp_path / "empty")
     assert r.returncode == 2 and r.stderr.startswith("error:") and "Traceback" not in r.stderr
+    (bad / "transformer" / "config.json").unlink()
+    r = cli("info", bad)
+    assert r.returncode == 2 and "not a complete checkpoint" in r.stderr, r.stderr
+
+
+def test_sample_overwrite_never_replaces_a_checkpoint(run_dir):
+    ck = (run_dir / "latest").resolve()
+    before = sorted(p.name for p in ck.iterdir())
+    r = cli(
+        "sample",
+        run_dir,
+        "--prompt",
+        "red square above blue circle",
+        "--n",
+        "1",
+        "--steps",
+        "1",
+        "--out",
+        ck,
+        "--overwrite",
+    )
+    assert r.returncode == 2 and "refusing to replace" in r.stderr, r.stderr
+    assert sorted(p.name for p in ck.iterdir()) == before
 
 
 def test_resume_is_bit_for_bit(tmp_path):

@@ -43,6 +43,12 @@ def check_output_folder(out: str | os.PathLike, overwrite: bool) -> None:
         raise UserError(
             f"output folder {str(out)!r} is not empty; choose a new folder or pass --overwrite"
         )
+    if out.is_dir() and any(out.iterdir()) and not (out / "metadata.jsonl").is_file():
+        # --overwrite replaces the whole folder: never a checkpoint, run or unrelated directory.
+        raise UserError(
+            f"refusing to replace {str(out)!r}: it is not an image folder written by dit-workbench "
+            "(no metadata.jsonl); choose a new output folder"
+        )
     if not out.parent.exists():
         raise UserError(f"parent folder {str(out.parent)!r} does not exist; create it first")
     if not os.access(out.parent, os.W_OK):

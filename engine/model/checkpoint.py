@@ -150,18 +150,26 @@ def save_checkpoint(
 def describe(ckpt_path: str | os.PathLike) -> dict:
     """What `dit-workbench info` prints, without building the model."""
     p, meta = read_meta(ckpt_path)
-    cfg = json.loads((p / "transformer" / "config.json").read_text())
+    try:
+        cfg = json.loads((p / "transformer" / "config.json").read_text())
+        hashes = meta["hashes"]["transformer"]
+        text, codec, res = meta["text"], meta["codec"], meta["res"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(
+            f"{p} is not a complete checkpoint ({type(e).__name__}: {e}); "
+            "point at a folder written by `dit-workbench train`"
+        ) from None
     return {
         "path": str(p),
         "preset": meta.get("preset"),
         "layers": cfg["num_layers"],
         "heads": cfg["num_attention_heads"],
         "width": cfg["num_attention_heads"] * cfg["attention_head_dim"],
-        "text": meta["text"],
-        "codec": meta["codec"],
-        "res": meta["res"],
+        "text": text,
+        "codec": codec,
+        "res": res,
         "step": meta.get("step"),
-        "transformer_sha256": meta["hashes"]["transformer"][:16],
+        "transformer_sha256": hashes[:16],
         "params": _param_count(p / "transformer" / WEIGHTS),
     }
 
