@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
@@ -37,67 +37,7 @@ from engine.model.checkpoint import Checkpoint, save_checkpoint
 from engine.model.codec import build_codec
 from engine.model.presets import build_transformer, get_preset
 from engine.model.sampler import model_kwargs, sample_images, train_scheduler
-
-
-@dataclass
-class TrainConfig:
-    out: str
-    preset: str = "micro"
-    text: str = "rte"
-    codec: str = "pixel"
-    res: int = 32
-    steps: int = 1000
-    batch: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 0.03
-    ema_decay: float = 0.9999
-    null_caption_p: float = 0.1
-    n_train: int = 10000
-    data_seed: int = 0
-    seed: int = 0
-    eval_every: int = 500
-    eval_prompts: int = 32
-    eval_steps: int = 14
-    cfg: float = 4.5
-    keep: int = 3
-    mixed_precision: str = "no"
-    log_every: int = 10
-    # Warm start: weights and text encoder of an existing checkpoint (fresh optimiser and data
-    # order). For carrying a run across machines when its full training state is too big to move.
-    init_from: str | None = None
-    # Which fields may differ when resuming: extending a run is allowed, changing it is not.
-    RESUMABLE = (
-        "out",
-        "steps",
-        "eval_every",
-        "keep",
-        "log_every",
-        "eval_prompts",
-        "mixed_precision",
-        "init_from",
-    )
-
-    def validate(self) -> None:
-        for name in ("steps", "batch", "n_train", "eval_every", "res"):
-            if getattr(self, name) <= 0:
-                raise UserError(
-                    f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})"
-                )
-        if not 0 < self.lr < 1:
-            raise UserError(f"--lr {self.lr} is out of range; use e.g. 1e-4")
-        if self.eval_prompts <= 0 or self.log_every <= 0:
-            raise UserError("--eval-prompts and the log interval must be positive")
-        if not 0 <= self.null_caption_p < 1:
-            raise UserError(
-                f"null-caption probability must be in [0, 1) (got {self.null_caption_p})"
-            )
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise UserError(
-                f"--mixed-precision {self.mixed_precision!r} is not one of no, fp16, bf16, auto"
-            )
-        if not 0 <= self.ema_decay < 1:
-            raise UserError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
-        get_preset(self.preset)
+from engine.train_config import TrainConfig  # noqa: F401  (re-exported: engine.train.TrainConfig)
 
 
 def _perm(seed: int, epoch: int, n: int) -> torch.Tensor:

@@ -34,13 +34,15 @@ def _root(
 
 
 def _register() -> None:
-    from workbench.commands import dataset, evaluate, model
+    from workbench.commands import dataset, engine, evaluate, model
 
     app.add_typer(dataset.app, name="dataset")
     app.command("evaluate")(evaluate.evaluate)
     app.command("train")(model.train)
     app.command("sample")(model.sample)
     app.command("info")(model.info)
+    app.command("serve")(engine.serve)
+    app.add_typer(engine.jobs_app, name="jobs")
 
 
 _register()

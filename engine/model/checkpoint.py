@@ -13,11 +13,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from diffusers import PixArtTransformer2DModel
+from typing import TYPE_CHECKING
 
 from engine.errors import UserError
-from engine.model.codec import build_codec
+
+if TYPE_CHECKING:  # torch and diffusers load only when a model is: describe() stays cheap
+    from diffusers import PixArtTransformer2DModel
 
 FORMAT = "dit-workbench-checkpoint/1"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
@@ -96,6 +97,9 @@ def read_meta(path: str | os.PathLike) -> tuple[Path, dict]:
 
 
 def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkpoint:
+    from diffusers import PixArtTransformer2DModel
+
+    from engine.model.codec import build_codec
     from engine.text import load_text_encoder
 
     p, meta = read_meta(path)
@@ -180,6 +184,6 @@ def _param_count(weights: Path) -> str:
 
     from safetensors import safe_open
 
-    with safe_open(weights, "pt") as f:
+    with safe_open(weights, "np") as f:  # header only; "np" avoids importing torch
         n = sum(prod(f.get_slice(k).get_shape()) for k in f.keys())
     return f"{n / 1e6:.2f}M"

@@ -7,10 +7,12 @@ Epsilon prediction only (out_channels == in_channels): no learned variance.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-from diffusers import PixArtTransformer2DModel
+from typing import TYPE_CHECKING
 
 from engine.errors import UserError
+
+if TYPE_CHECKING:  # diffusers (and torch) load only when a model is built: presets stay cheap
+    from diffusers import PixArtTransformer2DModel
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ def get_preset(name: str) -> Preset:
 def build_transformer(
     preset: Preset, in_channels: int, sample_size: int, patch_size: int, caption_channels: int
 ) -> PixArtTransformer2DModel:
+    from diffusers import PixArtTransformer2DModel
+
     return PixArtTransformer2DModel(
         num_attention_heads=preset.heads,
         attention_head_dim=preset.head_dim,

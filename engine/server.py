@@ -1,0 +1,466 @@
+"""The engine daemon: HTTP + JSON over a Unix socket (starlette app, uvicorn server).
+
+It owns the job queue and answers table reads; the TUI and the CLI reach it only through
+`engine.client`. Run it with `dit-workbench serve` or `python -m engine.server`. Every endpoint
+is described, with a curl example, in docs/engine-api.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from engine import __version__, daemon, roots, tables
+from engine.errors import UserError
+from engine.job_records import TERMINAL, JobRecords
+from engine.jobs import JOB_KINDS, get_kind
+from engine.scheduler import Conflict, Scheduler
+
+log = logging.getLogger("engine.server")
+
+KEEPALIVE_S = 15.0
+JOB_COLUMNS = [
+    "id",
+    "kind",
+    "state",
+    "progress",
+    "phase",
+    "eta_s",
+    "created",
+    "started",
+    "ended",
+    "error",
+]
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _int_arg(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UserError(f"query parameter {name!r} must be an integer (got {raw!r})") from None
+
+
+def _job_or_404(request: Request) -> dict:
+    job_id = request.path_params["job_id"]
+    rec = request.app.state.scheduler.get(job_id)
+    if rec is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return rec
+
+
+async def _json_body(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise UserError("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise UserError("request body must be a JSON object")
+    return body
+
+
+# --- endpoints ------------------------------------------------------------------------------
+
+
+async def health(request: Request) -> JSONResponse:
+    st = request.app.state
+    return JSONResponse(
+        {
+            "version": __version__,
+            "state": "stopping" if st.scheduler.stopping else "ready",
+            "pid": os.getpid(),
+            "cache": str(st.cache),
+            "socket": st.socket,
+            "started": st.started,
+            **st.scheduler.counts(),
+        }
+    )
+
+
+async def kinds(request: Request) -> JSONResponse:
+    return JSONResponse(
+        {
+            "kinds": [
+                {"name": n, "heavy": k.heavy, "resumable": k.resumable, "help": k.help}
+                for n, k in sorted(JOB_KINDS.items())
+            ]
+        }
+    )
+
+
+async def list_jobs(request: Request) -> JSONResponse:
+    jobs = request.app.state.scheduler.all()
+    state = request.query_params.get("state")
+    if state:
+        jobs = [j for j in jobs if j["state"] == state]
+    limit = _int_arg(request, "limit", 0)
+    if limit > 0:
+        jobs = jobs[-limit:]
+    return JSONResponse({"jobs": jobs})
+
+
+async def submit_job(request: Request) -> JSONResponse:
+    body = await _json_body(request)
+    unknown = set(body) - {"kind", "params", "cwd"}
+    if unknown:
+        raise UserError(f"unknown field {sorted(unknown)[0]!r}; send kind, params and cwd")
+    kind = get_kind(body.get("kind"))
+    cwd = body.get("cwd")
+    if cwd is not None and (not isinstance(cwd, str) or not os.path.isabs(cwd)):
+        raise UserError("cwd must be an absolute path (the client's working directory)")
+    params = body.get("params") or {}
+    params = await run_in_threadpool(kind.check, params, cwd)
+    rec = request.app.state.scheduler.submit(body["kind"], params)
+    return JSONResponse(rec, status_code=201)
+
+
+async def get_job(request: Request) -> JSONResponse:
+    return JSONResponse(_job_or_404(request))
+
+
+async def cancel_job(request: Request) -> JSONResponse:
+    _job_or_404(request)
+    return JSONResponse(request.app.state.scheduler.cancel(request.path_params["job_id"]))
+
+
+async def resume_job(request: Request) -> JSONResponse:
+    rec = _job_or_404(request)
+    kind = get_kind(rec["kind"])
+    if not kind.resumable:
+        raise Conflict(f"jobs of kind {rec['kind']!r} cannot be resumed; submit a new one")
+    if rec["state"] not in ("interrupted", "cancelled", "failed"):
+        raise Conflict(f"job {rec['id']} is {rec['state']}; only a stopped job can be resumed")
+    params = await run_in_threadpool(kind.check, {**rec["params"], "resume": True}, None)
+    new = request.app.state.scheduler.submit(rec["kind"], params, resumed_from=rec["id"])
+    return JSONResponse(new, status_code=201)
+
+
+def tail_lines(path: str | None, n: int, block: int = 1 << 16) -> list[str]:
+    """The last n lines of a file, read from its end (a long training log costs nothing)."""
+    if not path or n <= 0:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            pos, data = f.tell(), b""
+            while pos > 0 and data.count(b"\n") <= n:
+                step = min(block, pos)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+    except FileNotFoundError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-n:]
+
+
+async def job_logs(request: Request) -> JSONResponse:
+    rec = _job_or_404(request)
+    n = min(max(_int_arg(request, "tail", 100), 0), 100_000)
+    return JSONResponse(
+        {"id": rec["id"], "lines": await run_in_threadpool(tail_lines, rec["log"], n)}
+    )
+
+
+async def job_events(request: Request) -> StreamingResponse:
+    """Server-sent events: `event: job` with the whole record on every change, a comment line
+    every 15 s to keep idle connections open, and the end of the stream when the job ends.
+    A client that goes away only ends its own stream; the job is a separate process."""
+    _job_or_404(request)
+    job_id = request.path_params["job_id"]
+    st = request.app.state
+
+    async def stream():
+        last, quiet = None, 0.0
+        while True:
+            tick = st.scheduler.tick  # taken before reading, so no change can slip between
+            rec = st.scheduler.get(job_id)
+            if rec != last:
+                yield f"event: job\ndata: {json.dumps(rec)}\n\n"
+                last, quiet = rec, 0.0
+            if rec["state"] in TERMINAL or st.scheduler.stopping or _exiting(st):
+                return
+            try:
+                await asyncio.wait_for(tick.wait(), timeout=1.0)
+            except TimeoutError:
+                quiet += 1.0
+                if quiet >= KEEPALIVE_S:
+                    yield ": keep-alive\n\n"
+                    quiet = 0.0
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _exiting(state) -> bool:
+    server = getattr(state, "server", None)
+    return bool(server is not None and server.should_exit)
+
+
+async def list_tables(request: Request) -> JSONResponse:
+    return JSONResponse({"tables": sorted(tables.TABLES)})
+
+
+_TABLE_ARGS = {"sort", "desc", "filter", "offset", "limit"}
+
+
+async def get_table(request: Request) -> JSONResponse:
+    name = request.path_params["name"]
+    fn = tables.get_table(name)
+    if fn is None:
+        raise HTTPException(404, f"no table {name!r}; tables: {', '.join(sorted(tables.TABLES))}")
+    q = request.query_params
+    params = {k: v for k, v in q.items() if k not in _TABLE_ARGS}
+    desc = q.get("desc", "0").lower() in ("1", "true", "yes")
+    offset, limit = _int_arg(request, "offset", 0), _int_arg(request, "limit", 100)
+
+    def run():
+        columns, rows = fn(params)
+        return tables.query(
+            columns, rows, q.get("sort") or None, desc, q.get("filter"), offset, limit
+        )
+
+    return JSONResponse(await run_in_threadpool(run))
+
+
+async def checkpoints(request: Request) -> JSONResponse:
+    return JSONResponse({"checkpoints": await run_in_threadpool(tables.list_checkpoints)})
+
+
+# --- errors, auth, app ----------------------------------------------------------------------
+
+
+async def _on_user_error(request, exc):
+    return _error(400, str(exc))
+
+
+async def _on_conflict(request, exc):
+    return _error(409, str(exc))
+
+
+async def _on_http(request, exc: HTTPException):
+    return _error(exc.status_code, str(exc.detail))
+
+
+async def _on_crash(request, exc):
+    # starlette re-raises after answering, so uvicorn logs the traceback to the engine log
+    first = (str(exc).splitlines() or [""])[0][:300]
+    return _error(500, f"internal error: {type(exc).__name__}: {first}")
+
+
+class TokenGate:
+    """Requests that arrive over TCP must carry `Authorization: Bearer <token>`; Unix socket
+    requests are already limited to this user by the socket's permissions. Plain ASGI (not
+    BaseHTTPMiddleware) so event streams pass through untouched."""
+
+    def __init__(self, app, token: str | None):
+        self.app, self.token = app, token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and self.token is not None and _over_tcp(scope):
+            sent = dict(scope.get("headers") or []).get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(sent, f"Bearer {self.token}"):
+                await _error(401, "missing or wrong bearer token (see <cache>/run/token)")(
+                    scope, receive, send
+                )
+                return
+        await self.app(scope, receive, send)
+
+
+def _over_tcp(scope) -> bool:
+    server = scope.get("server")
+    # uvicorn gives (path, None) for a Unix socket; anything else counts as network.
+    return not (isinstance(server, tuple | list) and len(server) == 2 and server[1] is None)
+
+
+def _register_jobs_table(scheduler: Scheduler) -> None:
+    def jobs_table(params: dict):
+        return list(JOB_COLUMNS), [[j[c] for c in JOB_COLUMNS] for j in scheduler.all()]
+
+    tables.TABLES["jobs"] = jobs_table
+
+
+def create_app(
+    cache: str | os.PathLike,
+    socket: str | None = None,
+    token: str | None = None,
+    max_heavy: int = 1,
+    max_light: int = 4,
+    grace_s: float = 10.0,
+) -> Starlette:
+    cache = Path(cache).resolve()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        records = JobRecords(cache / "jobs.sqlite")
+        sched = Scheduler(records, cache / "jobs", max_heavy, max_light, grace_s)
+        app.state.scheduler = sched
+        _register_jobs_table(sched)
+        await sched.start()
+        try:
+            yield
+        finally:
+            await sched.shutdown()
+            records.close()
+
+    routes = [
+        Route("/health", health),
+        Route("/kinds", kinds),
+        Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs", submit_job, methods=["POST"]),
+        Route("/jobs/{job_id:int}", get_job),
+        Route("/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),
+        Route("/jobs/{job_id:int}/resume", resume_job, methods=["POST"]),
+        Route("/jobs/{job_id:int}/logs", job_logs),
+        Route("/jobs/{job_id:int}/events", job_events),
+        Route("/tables", list_tables),
+        Route("/tables/{name}", get_table),
+        Route("/checkpoints", checkpoints),
+    ]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            UserError: _on_user_error,
+            Conflict: _on_conflict,
+            HTTPException: _on_http,
+            Exception: _on_crash,
+        },
+    )
+    app.state.cache, app.state.socket, app.state.started = cache, socket, time.time()
+    app.add_middleware(TokenGate, token=token)
+    return app
+
+
+def serve(
+    cache: str | os.PathLike = "cache",
+    socket_path: str | os.PathLike | None = None,
+    checkpoint_roots: list[str] | None = None,
+    tcp: str | None = None,
+    max_heavy: int = 1,
+    max_light: int = 4,
+    log_level: str = "info",
+) -> None:
+    """Run the engine in this process until SIGINT/SIGTERM. Raises UserError if another engine
+    holds the cache dir or the socket, before touching anything."""
+    import uvicorn
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cache = Path(cache).resolve()
+    cache.mkdir(parents=True, exist_ok=True)
+    if max_heavy < 1 or max_light < 1:
+        raise UserError("--max-heavy and --max-light must be at least 1")
+    host_port = daemon.parse_tcp(tcp) if tcp else None
+    for r in checkpoint_roots or []:
+        if not Path(r).is_dir():
+            raise UserError(f"--checkpoints {r!r} is not a folder")
+    lock_fd = daemon.acquire_lock(cache)
+    sock_path = Path(socket_path).absolute() if socket_path else daemon.default_socket(cache)
+    listeners = [daemon.bind_unix(sock_path)]
+    sock_ino = sock_path.stat().st_ino
+    token = None
+    try:
+        if host_port:
+            token = daemon.ensure_token(cache)
+            listeners.append(daemon.bind_tcp(*host_port))
+        roots.configure(cache, checkpoint_roots or None)
+        app = create_app(cache, str(sock_path), token, max_heavy, max_light)
+        config = uvicorn.Config(
+            app,
+            log_level=log_level,
+            access_log=False,
+            lifespan="on",
+            timeout_graceful_shutdown=2,
+            loop="asyncio",
+            http="h11",
+        )
+        server = uvicorn.Server(config)
+        app.state.server = server
+        daemon.write_info(
+            cache,
+            {
+                "pid": os.getpid(),
+                "socket": str(sock_path),
+                "tcp": f"{host_port[0]}:{host_port[1]}" if host_port else None,
+                "version": __version__,
+                "started": time.time(),
+            },
+        )
+        log.info(
+            "engine %s: cache %s, socket %s%s",
+            __version__,
+            cache,
+            sock_path,
+            f", tcp {tcp} (token in {daemon.token_path(cache)})" if tcp else "",
+        )
+        # uvicorn re-raises the signal that stopped it once it is done; with these no-op
+        # handlers in place that returns here, so the cleanup below still runs.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: None)
+        server.run(sockets=listeners)
+    finally:
+        for s in listeners:
+            s.close()
+        with contextlib.suppress(OSError):  # only our own socket: never one a successor bound
+            if sock_path.stat().st_ino == sock_ino:
+                sock_path.unlink()
+        with contextlib.suppress(OSError):
+            info = daemon.read_info(cache)
+            if info and info.get("pid") == os.getpid():
+                (daemon.run_dir(cache) / "engine.json").unlink()
+        os.close(lock_fd)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m engine.server", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--cache", default="cache", help="cache dir (job records, socket): ./cache")
+    ap.add_argument("--socket", default=None, help="Unix socket path: <cache>/run/engine.sock")
+    ap.add_argument(
+        "--checkpoints",
+        action="append",
+        default=None,
+        help="folder of checkpoints and training runs (repeatable): ./checkpoints and ./runs",
+    )
+    ap.add_argument("--tcp", default=None, help="also listen on loopback HOST:PORT (token needed)")
+    ap.add_argument("--max-heavy", type=int, default=1, help="accelerator jobs at once")
+    ap.add_argument("--max-light", type=int, default=4, help="CPU jobs at once")
+    ap.add_argument("--log-level", default="info")
+    a = ap.parse_args(argv)
+    try:
+        serve(a.cache, a.socket, a.checkpoints, a.tcp, a.max_heavy, a.max_light, a.log_level)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Tables the engine serves, with sort, filter and paging done here so a client of a 100k-row
+table receives only the page it shows.
+
+A table is a function `(params) -> (columns, rows)`; params are the request's extra query
+parameters (strings). Register one with a line in TABLES (or `TABLES["name"] = fn` from the
+module that owns the data). Functions raise UserError for bad params, and must take any
+path they read through `engine.roots.resolve`.
+
+Filter syntax: whitespace-separated terms, all of which must hold. `col=value` and
+`col!=value` compare numbers as numbers and text case-insensitively; `col>x`, `col>=x`,
+`col<x`, `col<=x` compare numbers; `col~text` tests that the cell contains text; any other
+term must be a case-insensitive substring of some cell. Quote a term with spaces:
+`"red circle" layer>=3`. An unknown column or a non-numeric bound is a UserError.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import operator
+import re
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+
+from engine import roots
+from engine.errors import UserError
+
+Table = Callable[[dict], tuple[list[str], list[list]]]
+
+MAX_LIMIT = 100_000
+
+# --- built-in tables ------------------------------------------------------------------------
+
+CURVE_COLUMNS = [
+    "step",
+    "images_seen",
+    "color",
+    "shape",
+    "exist_binding",
+    "unique_binding",
+    "spatial",
+    "overall",
+]
+
+
+def curves_table(params: dict) -> tuple[list[str], list[list]]:
+    """Training curves: one row per checkpoint of a run, from its metrics.jsonl."""
+    if "run" not in params:
+        raise UserError("table 'curves' needs run=RUN (a training run folder)")
+    run = roots.resolve(params["run"], "run")
+    path = run / "metrics.jsonl" if run.is_dir() else run
+    if path.name != "metrics.jsonl" or not path.is_file():
+        raise UserError(f"run {params['run']!r} has no metrics.jsonl (no checkpoint written yet?)")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue  # a line cut short by a killed run: skip, keep the rest
+            if isinstance(rec, dict):
+                rows.append([rec.get(c) for c in CURVE_COLUMNS])
+    return list(CURVE_COLUMNS), rows
+
+
+TABLES: dict[str, Table] = {
+    "curves": curves_table,
+    # "jobs" is registered by the engine server, which owns the job records.
+}
+
+
+# --- query: filter, sort, page --------------------------------------------------------------
+# The TUI keeps a client-side copy of these semantics (workbench/components/rowfilter.py) for
+# rows it already holds; the two must agree.
+
+_TERM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(>=|<=|!=|=|>|<|~)(.*)$")
+_ORDER = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
+def _num(v) -> float | None:
+    if isinstance(v, bool | int | float):
+        return float(v)
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    return None
+
+
+def cell_text(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def _compare(cell, op: str, want: str) -> bool:
+    if op == "~":
+        return want.lower() in cell_text(cell).lower()
+    a, b = _num(cell), _num(want)
+    if op in ("=", "!="):
+        if a is not None and b is not None:
+            eq = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        else:
+            eq = cell_text(cell).lower() == want.lower()
+        return eq if op == "=" else not eq
+    return a is not None and b is not None and _ORDER[op](a, b)
+
+
+def parse_filter(text: str | None, columns: list[str]) -> list[tuple[int | None, str, str]]:
+    """Terms as (column index, or None for any cell, op, value); UserError if unreadable."""
+    if not text or not text.strip():
+        return []
+    try:
+        parts = shlex.split(text)
+    except ValueError as e:
+        raise UserError(f"cannot read filter {text!r}: {e}; close the quote") from None
+    terms = []
+    for part in parts:
+        m = _TERM.match(part)
+        if not m:
+            terms.append((None, "~", part))
+            continue
+        col, op, val = m.groups()
+        if col not in columns:
+            raise UserError(f"unknown column {col!r} in filter; columns are: {', '.join(columns)}")
+        if op in _ORDER and _num(val) is None:
+            raise UserError(f"{part!r}: {op} needs a number, e.g. {col}{op}0.5")
+        terms.append((columns.index(col), op, val))
+    return terms
+
+
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def query(
+    columns: list[str],
+    rows: list[list],
+    sort: str | None = None,
+    desc: bool = False,
+    filter: str | None = None,
+    offset: int = 0,
+    limit: int = 100,
+) -> dict:
+    """{"columns", "rows" (one page), "total" (rows after filtering)}; a stable sort, with
+    missing cells (None, NaN) last either way."""
+    if offset < 0 or not 0 < limit <= MAX_LIMIT:
+        raise UserError(f"offset must be >= 0 and limit in 1..{MAX_LIMIT}")
+    columns = list(columns)
+    terms = parse_filter(filter, columns)
+    if terms:
+
+        def keep(row) -> bool:
+            for i, op, val in terms:
+                if i is None:
+                    if not any(val.lower() in cell_text(c).lower() for c in row):
+                        return False
+                elif not _compare(row[i], op, val):
+                    return False
+            return True
+
+        rows = [r for r in rows if keep(r)]
+    if sort:
+        if sort not in columns:
+            raise UserError(f"cannot sort by {sort!r}; columns are: {', '.join(columns)}")
+        i = columns.index(sort)
+
+        def key(r):
+            v = r[i]
+            n = _num(v) if not isinstance(v, str) else None
+            return (0, n, "") if n is not None else (1, 0.0, cell_text(v).lower())
+
+        present = sorted((r for r in rows if not _missing(r[i])), key=key, reverse=desc)
+        rows = present + [r for r in rows if _missing(r[i])]
+    return {"columns": columns, "rows": rows[offset : offset + limit], "total": len(rows)}
+
+
+def get_table(name: str) -> Table | None:
+    return TABLES.get(name)
+
+
+def list_checkpoints() -> list[dict]:
+    """Checkpoints and training runs (their `latest`) up to two levels under each root: name,
+    root, kind (run or checkpoint), path, describe()'s fields, hash (full sha256 of the
+    weights), run (folder with metrics.jsonl, or None); or name, path and error."""
+    from engine.model.checkpoint import describe, read_meta
+
+    found, seen = [], set()
+
+    def visit(d: Path, root: Path, depth: int):
+        is_ckpt = (d / "workbench.json").is_file()
+        is_run = not is_ckpt and (d / "latest").exists()
+        if is_ckpt or is_run:
+            real = d.resolve()
+            if real in seen:
+                return
+            seen.add(real)
+            entry = {
+                "name": str(d.relative_to(root)) if d != root else d.name,
+                "root": str(root),
+                "kind": "run" if is_run else "checkpoint",
+            }
+            try:
+                info = describe(d)
+                _, meta = read_meta(d)
+                info["hash"] = meta["hashes"]["transformer"]
+                if is_run:  # name the run folder (it follows `latest`), and say which step
+                    info["latest"], info["path"] = info["path"], str(d)
+                # the training run whose curves belong to it (GET /tables/curves?run=...)
+                owner = d if is_run else d.parent
+                info["run"] = str(owner) if (owner / "metrics.jsonl").is_file() else None
+                entry.update(info)
+            except UserError as e:
+                entry.update(path=str(d), error=str(e))
+            found.append(entry)
+            return
+        if depth < 2:
+            try:
+                children = sorted(
+                    p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
+                )
+            except OSError:
+                return
+            for c in children:
+                visit(c, root, depth + 1)
+
+    for root in roots.checkpoint_roots():
+        if root.is_dir():
+            visit(root, root, 0)
+    return found

@@ -1,0 +1,71 @@
+"""Training settings: a plain dataclass, importable without torch so the engine can check a
+submitted training job's parameters before queueing it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engine.errors import UserError
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    preset: str = "micro"
+    text: str = "rte"
+    codec: str = "pixel"
+    res: int = 32
+    steps: int = 1000
+    batch: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.03
+    ema_decay: float = 0.9999
+    null_caption_p: float = 0.1
+    n_train: int = 10000
+    data_seed: int = 0
+    seed: int = 0
+    eval_every: int = 500
+    eval_prompts: int = 32
+    eval_steps: int = 14
+    cfg: float = 4.5
+    keep: int = 3
+    mixed_precision: str = "no"
+    log_every: int = 10
+    # Warm start: weights and text encoder of an existing checkpoint (fresh optimiser and data
+    # order). For carrying a run across machines when its full training state is too big to move.
+    init_from: str | None = None
+    # Which fields may differ when resuming: extending a run is allowed, changing it is not.
+    RESUMABLE = (
+        "out",
+        "steps",
+        "eval_every",
+        "keep",
+        "log_every",
+        "eval_prompts",
+        "mixed_precision",
+        "init_from",
+    )
+
+    def validate(self) -> None:
+        for name in ("steps", "batch", "n_train", "eval_every", "res"):
+            if getattr(self, name) <= 0:
+                raise UserError(
+                    f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})"
+                )
+        if not 0 < self.lr < 1:
+            raise UserError(f"--lr {self.lr} is out of range; use e.g. 1e-4")
+        if self.eval_prompts <= 0 or self.log_every <= 0:
+            raise UserError("--eval-prompts and the log interval must be positive")
+        if not 0 <= self.null_caption_p < 1:
+            raise UserError(
+                f"null-caption probability must be in [0, 1) (got {self.null_caption_p})"
+            )
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise UserError(
+                f"--mixed-precision {self.mixed_precision!r} is not one of no, fp16, bf16, auto"
+            )
+        if not 0 <= self.ema_decay < 1:
+            raise UserError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
+        from engine.model.presets import get_preset
+
+        get_preset(self.preset)

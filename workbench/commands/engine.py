@@ -1,0 +1,337 @@
+"""`dit-workbench serve` and `dit-workbench jobs ...`: the engine daemon and its job queue."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from engine.errors import UserError
+from workbench.output import Format, dump_json, print_rows
+
+jobs_app = typer.Typer(
+    help="Submit, watch and cancel engine jobs (the engine is started if none is running).",
+    no_args_is_help=True,
+)
+
+_CACHE = typer.Option(
+    Path("cache"), "--cache", help="Cache dir of the engine (job records, socket)."
+)
+_SOCKET = typer.Option(None, "--socket", help="Engine socket (default: the one <cache> records).")
+_FORMAT = typer.Option(Format.table, "--format", help="table or json.")
+
+
+@contextlib.contextmanager
+def _engine_errors():
+    """Engine refusals become the CLI's one-line `error: ...` (exit 2)."""
+    from engine.client import EngineError
+
+    try:
+        yield
+    except EngineError as e:
+        raise UserError(str(e)) from None
+
+
+def _client(cache: Path, socket: Path | None):
+    from engine.client import connect
+
+    return connect(cache, start=True, socket_path=socket)
+
+
+def serve(
+    socket: Path = typer.Option(
+        None, "--socket", help="Unix socket path (default <cache>/run/engine.sock)."
+    ),
+    cache: Path = typer.Option(Path("cache"), "--cache", help="Cache dir: job records, results."),
+    checkpoints: list[Path] = typer.Option(
+        None,
+        "--checkpoints",
+        help="Folder of checkpoints / training runs the engine may read (repeatable; default "
+        "./checkpoints and ./runs).",
+    ),
+    foreground: bool = typer.Option(
+        False, "--foreground", help="Run in this terminal instead of detaching."
+    ),
+    tcp: str = typer.Option(
+        None,
+        "--tcp",
+        help="Also listen on loopback HOST:PORT; clients need the token in <cache>/run/token.",
+    ),
+    max_heavy: int = typer.Option(1, "--max-heavy", help="Accelerator-heavy jobs run at once."),
+):
+    """Run the engine: the long-lived process that owns the GPU, the job queue and the cache.
+
+    Detached by default (its own session: closing the terminal or losing SSH does not stop
+    it); `--foreground` keeps it in this terminal. One engine per cache dir.
+    """
+    from engine import daemon
+    from engine.client import EngineClient, EngineUnavailable, connect
+
+    if foreground:
+        from engine.server import serve as run
+
+        run(cache, socket, [str(c) for c in checkpoints] if checkpoints else None, tcp, max_heavy)
+        return
+    if tcp:
+        daemon.parse_tcp(tcp)  # refuse a bad address here rather than in the engine's log
+    with EngineClient(socket_path=socket, cache_dir=cache) as probe:
+        try:
+            h = probe.health()
+        except EngineUnavailable:
+            h = None
+    if h is not None:
+        raise UserError(
+            f"an engine is already running for {h['cache']} (pid {h['pid']}, socket {h['socket']})"
+        )
+    args = [f"--checkpoints={c.resolve()}" for c in checkpoints or []]
+    args += [f"--tcp={tcp}"] if tcp else []
+    args += [f"--max-heavy={max_heavy}"]
+    with _engine_errors(), connect(cache, start=True, socket_path=socket, args=args) as client:
+        h = client.health()
+    typer.echo(f"engine running: pid {h['pid']}, socket {h['socket']}")
+    typer.echo(f"log: {daemon.run_dir(cache) / 'engine.log'}", err=True)
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+def _when(t: float | None) -> str:
+    return time.strftime("%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+
+
+def _eta(s: float | None) -> str:
+    if s is None:
+        return ""
+    s = int(s)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _row(j: dict) -> dict:
+    return {
+        "id": j["id"],
+        "kind": j["kind"],
+        "state": j["state"],
+        "progress": f"{100 * (j['progress'] or 0):.0f}%",
+        "phase": j["phase"] or "",
+        "eta": _eta(j["eta_s"]),
+        "created": _when(j["created"]),
+        "error": j["error"] or "",
+    }
+
+
+def _show(rec: dict, format: Format) -> None:
+    if format is Format.json:
+        typer.echo(dump_json(rec), nl=False)
+    else:
+        print_rows(
+            [
+                {"field": k, "value": json.dumps(v) if isinstance(v, dict | list) else v}
+                for k, v in rec.items()
+            ],
+            title=f"job {rec['id']}",
+        )
+
+
+@jobs_app.command("list")
+def list_jobs(cache: Path = _CACHE, socket: Path = _SOCKET, format: Format = _FORMAT):
+    """Every job the engine has run or queued, oldest first."""
+    with _engine_errors(), _client(cache, socket) as c:
+        jobs = c.jobs()
+    if format is Format.json:
+        typer.echo(dump_json(jobs), nl=False)
+    elif format is Format.csv:
+        from workbench.output import rows_to_csv
+
+        typer.echo(rows_to_csv([_row(j) for j in jobs]), nl=False)
+    elif jobs:
+        print_rows([_row(j) for j in jobs], title="jobs")
+    else:
+        typer.echo("no jobs yet", err=True)
+
+
+def parse_params(pairs: list[str], params_json: str | None) -> dict:
+    """`--params-json` then each `--param k=v` (a value that parses as JSON is taken as JSON:
+    numbers, true/false, lists; otherwise as text; a key given twice becomes a list)."""
+    params: dict = {}
+    if params_json:
+        try:
+            params = json.loads(params_json)
+        except ValueError as e:
+            raise UserError(f"--params-json is not valid JSON ({e})") from None
+        if not isinstance(params, dict):
+            raise UserError("--params-json must be a JSON object")
+    repeated: set[str] = set()
+    for pair in pairs or []:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--param {pair!r} is not KEY=VALUE")
+        key = key.strip().replace("-", "_")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if key in repeated:
+            params[key] = (
+                [*params[key], value] if isinstance(params[key], list) else [params[key], value]
+            )
+        else:
+            params[key] = value
+            repeated.add(key)
+    return params
+
+
+@jobs_app.command("submit")
+def submit(
+    kind: str = typer.Argument(..., help="Job kind: train, sample, evaluate, selftest, ..."),
+    param: list[str] = typer.Option(
+        None, "--param", "-p", help="KEY=VALUE, as the CLI option of that name (repeatable)."
+    ),
+    params_json: str = typer.Option(None, "--params-json", help="All params as a JSON object."),
+    watch: bool = typer.Option(False, "--watch", help="Follow the job until it ends."),
+    cache: Path = _CACHE,
+    socket: Path = _SOCKET,
+    format: Format = _FORMAT,
+):
+    """Queue a job. Paths in params are relative to this directory.
+
+    Example: dit-workbench jobs submit train -p out=runs/a -p preset=nano -p steps=100
+    """
+    params = parse_params(param, params_json)
+    with _engine_errors(), _client(cache, socket) as c:
+        rec = c.submit(kind, params)
+        if watch:
+            _follow(c, rec["id"], format)
+            return
+    if format is Format.json:
+        typer.echo(dump_json(rec), nl=False)
+    else:
+        typer.echo(f"job {rec['id']} ({rec['kind']}) {rec['state']}")
+
+
+def _follow(c, job_id: int, format: Format) -> None:
+    last = c.job(job_id)
+    if format is Format.json:
+        for rec in c.events(job_id):
+            typer.echo(json.dumps(rec))
+            last = rec
+    elif sys.stderr.isatty():
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(
+            TextColumn(f"job {job_id}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}%"),
+            TextColumn("{task.fields[phase]}"),
+            TextColumn("eta {task.fields[eta]}"),
+            TimeElapsedColumn(),
+            transient=False,
+        ) as bar:
+            task = bar.add_task("job", total=1.0, phase="", eta="")
+            for rec in c.events(job_id):
+                bar.update(
+                    task,
+                    completed=rec["progress"] or 0,
+                    phase=rec["phase"] or rec["state"],
+                    eta=_eta(rec["eta_s"]),
+                )
+                last = rec
+    else:
+        shown = None
+        for rec in c.events(job_id):
+            key = (rec["state"], rec["phase"], int(10 * (rec["progress"] or 0)))
+            if key != shown:
+                typer.echo(
+                    f"job {job_id} {rec['state']} {100 * (rec['progress'] or 0):.0f}% "
+                    f"{rec['phase'] or ''} {_eta(rec['eta_s'])}".rstrip()
+                )
+                shown = key
+            last = rec
+    if format is not Format.json:
+        typer.echo(
+            f"job {job_id} {last['state']}" + (f": {last['error']}" if last["error"] else ""),
+            err=last["state"] != "done",
+        )
+        if last["state"] == "done" and last["result"]:
+            typer.echo(dump_json(last["result"]), nl=False)
+    if last["state"] != "done":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("watch")
+def watch(
+    job_id: int = typer.Argument(..., help="Job id."),
+    cache: Path = _CACHE,
+    socket: Path = _SOCKET,
+    format: Format = typer.Option(
+        Format.table, "--format", help="table: a progress bar; json: one record per change."
+    ),
+):
+    """Follow a job until it ends (exit 0 if done, 1 otherwise); ctrl+c stops only the watching."""
+    with _engine_errors(), _client(cache, socket) as c:
+        _follow(c, job_id, format)
+
+
+@jobs_app.command("show")
+def show(
+    job_id: int = typer.Argument(...),
+    cache: Path = _CACHE,
+    socket: Path = _SOCKET,
+    format: Format = _FORMAT,
+):
+    """One job's record: params, state, progress, result or error."""
+    with _engine_errors(), _client(cache, socket) as c:
+        _show(c.job(job_id), format)
+
+
+@jobs_app.command("cancel")
+def cancel(
+    job_id: int = typer.Argument(...),
+    cache: Path = _CACHE,
+    socket: Path = _SOCKET,
+    format: Format = _FORMAT,
+):
+    """Cancel a queued or running job (its worker process is terminated)."""
+    with _engine_errors(), _client(cache, socket) as c:
+        rec = c.cancel(job_id)
+    if format is Format.json:
+        typer.echo(dump_json(rec), nl=False)
+    else:
+        typer.echo(f"job {job_id} {rec['state'] if rec['state'] != 'running' else 'cancelling'}")
+
+
+@jobs_app.command("resume")
+def resume(
+    job_id: int = typer.Argument(...),
+    cache: Path = _CACHE,
+    socket: Path = _SOCKET,
+    format: Format = _FORMAT,
+):
+    """Continue an interrupted, cancelled or failed resumable job (training) as a new job."""
+    with _engine_errors(), _client(cache, socket) as c:
+        rec = c.resume(job_id)
+    if format is Format.json:
+        typer.echo(dump_json(rec), nl=False)
+    else:
+        typer.echo(f"job {rec['id']} ({rec['kind']}) {rec['state']}, resuming job {job_id}")
+
+
+@jobs_app.command("logs")
+def logs(
+    job_id: int = typer.Argument(...),
+    tail: int = typer.Option(100, "--tail", "-n", help="Last N lines."),
+    cache: Path = _CACHE,
+    socket: Path = _SOCKET,
+    format: Format = _FORMAT,
+):
+    """The last lines of a job's log."""
+    with _engine_errors(), _client(cache, socket) as c:
+        lines = c.logs(job_id, tail)
+    if format is Format.json:
+        typer.echo(dump_json(lines), nl=False)
+    else:
+        for line in lines:
+            typer.echo(line)
