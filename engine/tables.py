@@ -15,7 +15,6 @@ term must be a case-insensitive substring of some cell. Quote a term with spaces
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 import re
@@ -32,36 +31,14 @@ MAX_LIMIT = 100_000
 
 # --- built-in tables ------------------------------------------------------------------------
 
-CURVE_COLUMNS = [
-    "step",
-    "images_seen",
-    "color",
-    "shape",
-    "exist_binding",
-    "unique_binding",
-    "spatial",
-    "overall",
-]
-
 
 def curves_table(params: dict) -> tuple[list[str], list[list]]:
     """Training curves: one row per checkpoint of a run, from its metrics.jsonl."""
+    from engine.curves import COLUMNS, curve_rows, read_curves
+
     if "run" not in params:
         raise UserError("table 'curves' needs run=RUN (a training run folder)")
-    run = roots.resolve(params["run"], "run")
-    path = run / "metrics.jsonl" if run.is_dir() else run
-    if path.name != "metrics.jsonl" or not path.is_file():
-        raise UserError(f"run {params['run']!r} has no metrics.jsonl (no checkpoint written yet?)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a killed run: skip, keep the rest
-            if isinstance(rec, dict):
-                rows.append([rec.get(c) for c in CURVE_COLUMNS])
-    return list(CURVE_COLUMNS), rows
+    return list(COLUMNS), curve_rows(read_curves(roots.resolve(params["run"], "run")))
 
 
 TABLES: dict[str, Table] = {

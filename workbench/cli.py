@@ -43,6 +43,9 @@ def _register() -> None:
     app.command("info")(model.info)
     app.command("serve")(engine.serve)
     app.add_typer(engine.jobs_app, name="jobs")
+    from workbench.commands import curves
+
+    app.command("curves")(curves.curves)
 
 
 _register()
