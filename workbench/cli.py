@@ -46,6 +46,10 @@ def _register() -> None:
     from workbench.commands import curves
 
     app.command("curves")(curves.curves)
+    from workbench.commands import intervene
+
+    app.command("ablate")(intervene.ablate)
+    app.command("variance")(intervene.variance)
 
 
 _register()

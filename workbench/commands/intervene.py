@@ -1,0 +1,414 @@
+"""`dit-workbench ablate` and `dit-workbench variance`: interventions scored with intervals,
+and the text-encoder variance decomposition."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import sys
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from workbench.output import Format, emit, rows_to_csv
+
+_SPEC_HELP = (
+    "An intervention, e.g. 'mask-head 2.8 tokens=relation steps=0-13'. Forms: "
+    "mask-head L.H \\[tokens=CATS] \\[steps=S] \\[branch=cond|uncond|both]; "
+    "zero-head L.H \\[attn=cross|self] \\[steps=S] \\[branch=..]; drop-words CATS; "
+    "swap-words A=B; insert-filler WORD \\[where=before-relation] \\[count=1]; "
+    "embed-add '+above -below' \\[scale=1] \\[tokens=CATS]; "
+    "patch L.H from='PROMPT' \\[what=out|probs] \\[attn=..] \\[steps=..]. "
+    "Join parts with ' + ' to apply them together; repeat --intervention for separate "
+    "conditions, each compared with the same baseline."
+)
+
+
+def _clean(obj):
+    """JSON-safe: NaN and infinities become null."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def _json(obj) -> str:
+    return json.dumps(_clean(obj), indent=2) + "\n"
+
+
+def _prompts(spec: str):
+    from engine.data.prompts import eval_prompts, read_prompts_file
+
+    if spec == "eval":
+        return eval_prompts(), "eval"
+    return read_prompts_file(spec), str(Path(spec).resolve())
+
+
+def _store(ckpt, cache: Path | None, no_cache: bool):
+    from engine.store import Store
+
+    return None if no_cache else Store.for_checkpoint(ckpt, cache)
+
+
+def _light_ckpt(path: Path):
+    """Path and hash of a checkpoint without loading it (enough to find its cache file)."""
+    from types import SimpleNamespace
+
+    from engine.model.checkpoint import read_meta
+
+    p, meta = read_meta(path)
+    return SimpleNamespace(path=p, hash=meta["hashes"]["transformer"])
+
+
+def _progress_bar(label: str):
+    """(callback(done, total), stop()) drawing a rich bar on a terminal's stderr, else silent."""
+    if not sys.stderr.isatty():
+        return (lambda done, total: None), (lambda: None)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(label, total=None)
+    bar.start()
+
+    def on(done: int, total: int):
+        bar.update(task, completed=done, total=total)
+
+    return on, bar.stop
+
+
+def _print_table(tables: Table | list[Table], out: str | None) -> None:
+    tables = tables if isinstance(tables, list) else [tables]
+    if out:
+        buf = io.StringIO()
+        console = Console(file=buf, width=120, color_system=None)
+    else:
+        console = Console()
+    if not tables:
+        console.print("nothing stored yet")
+    for t in tables:
+        console.print(t)
+    if out:
+        emit(buf.getvalue(), out)
+
+
+def _pct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}"
+
+
+def _spct(x) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:+.1f}"
+
+
+def _table(title: str, first: list[str]) -> Table:
+    t = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        caption="values in %; bold: 95% CI excludes 0",
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    for name in first:
+        t.add_column(name, justify="left")
+    for name in ("base", "ablated", "delta", "95% CI", "lost", "gained"):
+        t.add_column(name, justify="right", no_wrap=True)
+    return t
+
+
+def _cells(r: dict) -> list[str]:
+    sig = r["ci_low"] > 0 or r["ci_high"] < 0
+    delta = _spct(r["delta"])
+    return [
+        _pct(r["baseline"]),
+        _pct(r["intervened"]),
+        f"[bold]{delta}[/]" if sig else delta,
+        f"[{_spct(r['ci_low'])}, {_spct(r['ci_high'])}]",
+        str(r.get("lost", "")),
+        str(r.get("gained", "")),
+    ]
+
+
+def _ablation_tables(rows: list[dict], title: str) -> list[Table]:
+    """One table per intervention (fits 80 columns)."""
+    tables, current = [], None
+    for r in rows:
+        key = (r.get("run"), r["intervention"])
+        if key != current:
+            run = f" ({r['run']})" if r.get("run") else ""
+            tables.append(_table(f"{r['intervention']}{run}", ["metric"]))
+            current = key
+        tables[-1].add_row(r["metric"], *_cells(r))
+    if tables:
+        tables[0].title = f"{title}\n{tables[0].title}"
+        for t in tables[:-1]:
+            t.caption = None
+    return tables
+
+
+def _sweep_table(rows: list[dict], title: str) -> Table:
+    t = _table(title, ["head", "metric"])
+    for r in rows:
+        t.add_row(f"L{r['layer']}H{r['head']}", r["metric"], *_cells(r))
+    return t
+
+
+def _share(x: float) -> str:
+    if math.isnan(x):
+        return "-"
+    v = 100 * x
+    return f"{0.0 if abs(v) < 0.05 else v:.1f}"
+
+
+def _check_metrics(metric: list[str] | None) -> list[str] | None:
+    from engine.errors import UserError
+    from engine.evaluate import METRICS
+
+    for m in metric or []:
+        if m not in METRICS:
+            raise UserError(f"unknown metric {m!r}; use one of {', '.join(METRICS)}")
+    return metric or None
+
+
+def ablate(
+    ckpt: Path = typer.Argument(
+        ..., help="Checkpoint folder (or a training run folder: uses `latest`)."
+    ),
+    intervention: list[str] = typer.Option(None, "--intervention", "-i", help=_SPEC_HELP),
+    sweep: str = typer.Option(
+        None,
+        "--sweep",
+        help="One intervention per head: a spec whose head is written with '*', e.g. "
+        "'mask-head *.* tokens=relation' (N heads cost N+1 sample sets). Stored as the "
+        "ablation-delta table the TUI shows.",
+    ),
+    prompts: str = typer.Option(
+        "eval", "--prompts", help="eval (the 264-prompt set) or a text file, one caption a line."
+    ),
+    n: int = typer.Option(
+        25,
+        "--n",
+        help="(prompt, seed) samples: the prompt set shuffled with --seed, taken in order; past "
+        "the end it wraps round with the next seed.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the shuffle and first image seed."),
+    steps: int = typer.Option(14, "--steps", help="DPM-Solver++ steps (paper: 14)."),
+    cfg: float = typer.Option(4.5, "--cfg", help="Classifier-free guidance scale (paper: 4.5)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    resamples: int = typer.Option(
+        2000, "--resamples", help="Paired-bootstrap resamples for the 95% intervals."
+    ),
+    metric: list[str] = typer.Option(
+        None, "--metric", help="Show only this metric (repeatable); JSON keeps all."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto (cuda if present), cpu, cuda..."),
+    cache: Path = typer.Option(
+        None, "--cache", help="Cache folder (default ./cache or $DIT_WORKBENCH_CACHE)."
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Neither reuse nor store anything (baseline sampled afresh)."
+    ),
+    list_runs: bool = typer.Option(
+        False,
+        "--list",
+        help="Print the stored ablation table (and with --sweep, the newest sweep's) instead "
+        "of sampling.",
+    ),
+    format: Format = typer.Option(
+        Format.table,
+        "--format",
+        help="table; csv (one row per intervention and metric); json (baseline, intervened, "
+        "delta, ci_low, ci_high per metric).",
+    ),
+    out: str = typer.Option(None, "--out", help="Write the output to this file."),
+):
+    """Run interventions against the unmodified model on paired seeds and score both.
+
+    Reports per metric the baseline, the intervened value, the delta and a paired-bootstrap
+    95% interval, plus per-sample flips (lost: correct -> wrong; gained: wrong -> correct).
+    The baseline sample set is cached and reused; results go to the HDF5 cache.
+    """
+    from engine.errors import UserError
+
+    metrics = _check_metrics(metric)
+    if list_runs:
+        return _list(ckpt, sweep is not None, cache, metrics, format, out)
+    if not intervention and not sweep:
+        raise UserError(
+            "give --intervention SPEC (repeatable) or --sweep SPEC, e.g. --intervention "
+            "'mask-head 0.0 tokens=relation'; --list shows stored results"
+        )
+    if intervention and sweep:
+        raise UserError("give --intervention or --sweep, not both")
+    if resamples < 1:
+        raise UserError(f"--resamples must be positive (got {resamples})")
+    import torch
+
+    from engine.intervene.ablate import result_rows, run_ablation, run_sweep
+    from engine.model.checkpoint import load_checkpoint
+
+    plist, label = _prompts(prompts)
+    model = load_checkpoint(ckpt)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        model.to(device)
+    except (RuntimeError, AssertionError) as e:
+        raise UserError(f"cannot use device {device!r}: {str(e).splitlines()[0]}") from None
+    store = _store(model, cache, no_cache)
+    on, stop = _progress_bar("sweep" if sweep else "ablate")
+    kw = dict(
+        prompts=plist, n=n, seed=seed, steps=steps, cfg=cfg, store=store, progress=on,
+        batch_size=batch_size, resamples=resamples, prompts_label=label,
+    )  # fmt: skip
+    try:
+        if sweep:
+            result = run_sweep(model, sweep, **kw)
+        else:
+            result = run_ablation(model, intervention, **kw)
+    finally:
+        stop()
+    if format is Format.json:
+        emit(_json(result), out)
+        return
+    if sweep:
+        rows = [r for r in result["cells"] if not metrics or r["metric"] in metrics]
+        columns = ["layer", "head", "metric", "baseline", "intervened", "delta", "ci_low",
+                   "ci_high", "lost", "gained", "n"]  # fmt: skip
+        title = f"sweep {sweep!r}: n={result['n']}, {result['sample_sets']} sample sets" + (
+            f", stored as {result['run']}" if result["run"] else ""
+        )
+        if format is Format.csv:
+            emit(rows_to_csv(rows, columns), out)
+        else:
+            _print_table(_sweep_table(rows, title), out)
+        return
+    rows = [r for r in result_rows(result) if not metrics or r["metric"] in metrics]
+    if format is Format.csv:
+        columns = ["intervention", "metric", "baseline", "intervened", "delta", "ci_low",
+                   "ci_high", "lost", "gained", "n", "run"]  # fmt: skip
+        emit(rows_to_csv(rows, columns), out)
+        return
+    base = result["baseline_run"]
+    title = f"{Path(result['checkpoint']).name}: n={result['n']} samples, baseline " + (
+        f"{base} ({'cached' if result['baseline_reused'] else 'new'})" if base else "not cached"
+    )
+    _print_table(_ablation_tables(rows, title), out)
+
+
+def _list(ckpt: Path, sweep: bool, cache, metrics, format: Format, out) -> None:
+    from engine.intervene.ablate import ABLATION_COLUMNS, ablation_rows, sweep_rows
+    from engine.store import Store
+
+    store = Store.for_checkpoint(_light_ckpt(ckpt), cache)
+    if sweep:
+        rows = sweep_rows(store)
+        columns = ["layer", "head", "metric", "baseline", "intervened", "delta", "ci_low",
+                   "ci_high", "lost", "gained", "n", "run"]  # fmt: skip
+    else:
+        rows = ablation_rows(store)
+        columns = [*ABLATION_COLUMNS, "lost", "gained", "created"]
+    rows = [r for r in rows if not metrics or r["metric"] in metrics]
+    if format is Format.json:
+        emit(_json(rows), out)
+    elif format is Format.csv:
+        emit(rows_to_csv(rows, columns), out)
+    elif sweep:
+        _print_table(_sweep_table(rows, f"newest sweep in {store.path}"), out)
+    else:
+        _print_table(_ablation_tables(rows, f"ablations in {store.path}"), out)
+
+
+_VIEWS = {
+    "pooled": lambda v: v in ("all", "mean"),
+    "positions": lambda v: v.startswith("pos "),
+    "tokens": lambda v: v.startswith("tok "),
+}
+
+
+def variance(
+    ckpt: Path = typer.Argument(
+        ..., help="Checkpoint folder (or a training run folder: uses `latest`)."
+    ),
+    prompts: str = typer.Option(
+        "eval", "--prompts", help="eval (the 264-prompt set) or a text file, one caption a line."
+    ),
+    view: list[str] = typer.Option(
+        None,
+        "--view",
+        help="pooled (whole sequence, mean token), positions (each token position), tokens "
+        "(each token category); repeatable; default all.",
+    ),
+    cache: Path = typer.Option(
+        None, "--cache", help="Cache folder (default ./cache or $DIT_WORKBENCH_CACHE)."
+    ),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Do not store the result."),
+    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    out: str = typer.Option(None, "--out", help="Write the output to this file."),
+):
+    """Share of the text embedding's variance explained by each caption factor.
+
+    Factors: shape1, shape2, color (which colour words are named), relation, phrasing (within
+    relation); overlap (correlated factors) and residual (non-additive) complete 100%. Before
+    (encoder) and after (projected) the DiT's caption projection; per token and pooled.
+    """
+    from engine.errors import UserError
+    from engine.intervene.variance import SHARES, run_variance
+    from engine.model.checkpoint import load_checkpoint
+
+    for v in view or []:
+        if v not in _VIEWS:
+            raise UserError(f"unknown --view {v!r}; use pooled, positions or tokens")
+    plist, label = _prompts(prompts)
+    model = load_checkpoint(ckpt)
+    result = run_variance(model, plist, _store(model, cache, no_cache), label)
+    rows = [r for r in result["rows"] if not view or any(_VIEWS[v](r["view"]) for v in view)]
+    if format is Format.json:
+        emit(_json({**result, "rows": rows}), out)
+        return
+    if format is Format.csv:
+        emit(rows_to_csv(rows, ["stage", "view", "n", "variance", *SHARES]), out)
+        return
+    heads = {"shape1": "shape1", "shape2": "shape2", "color": "color", "relation": "relat",
+             "phrasing": "phrase", "overlap": "overlap", "residual": "resid"}  # fmt: skip
+    tables = []
+    for stage in dict.fromkeys(r["stage"] for r in rows):
+        what = "encoder output" if stage == "encoder" else "after the caption projection"
+        t = Table(
+            title=f"{Path(result['checkpoint']).name} ({result['encoder']}), {what}: % of "
+            f"variance over {result['n']} prompts",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            collapse_padding=True,
+        )
+        for c in ("view", "n", "var", *(heads[k] for k in SHARES)):
+            t.add_column(c, justify="left" if c == "view" else "right", no_wrap=True)
+        for r in (r for r in rows if r["stage"] == stage):
+            t.add_row(
+                r["view"],
+                str(r["n"]),
+                f"{r['variance']:.4g}",
+                *(_share(r[k]) for k in SHARES),
+            )
+        tables.append(t)
+    if result["run"]:
+        tables[-1].caption = f"stored as variance run {result['run']}"
+    _print_table(tables, out)
