@@ -86,6 +86,17 @@ JOB_KINDS: dict[str, JobKind] = {
         heavy=False,
         help="score an image folder against its prompts (CPU)",
     ),
+    "ablate": JobKind(
+        "engine.intervene.jobs:run_ablate",
+        "engine.intervene.jobs:validate_ablate",
+        help="interventions or a head sweep against the cached baseline (dit-workbench ablate)",
+    ),
+    "variance": JobKind(
+        "engine.intervene.jobs:run_variance_job",
+        "engine.intervene.jobs:validate_variance",
+        heavy=False,
+        help="text-encoder variance decomposition (dit-workbench variance)",
+    ),
 }
 
 

@@ -305,3 +305,18 @@ def _read_dataset(ds: h5py.Dataset):
     if h5py.check_string_dtype(ds.dtype) is not None:
         return [s.decode() if isinstance(s, bytes) else s for s in ds[()]]
     return ds[()]
+
+
+def store_for_path(
+    checkpoint: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+) -> Store:
+    """The cache of a checkpoint named by path, read from its metadata without loading the
+    model (no torch): what the engine uses to answer table requests."""
+    from types import SimpleNamespace
+
+    from engine.model.checkpoint import read_meta
+
+    path, meta = read_meta(checkpoint)
+    return Store.for_checkpoint(
+        SimpleNamespace(path=path, hash=meta["hashes"]["transformer"]), cache_dir
+    )

@@ -41,8 +41,22 @@ def curves_table(params: dict) -> tuple[list[str], list[list]]:
     return list(COLUMNS), curve_rows(read_curves(roots.resolve(params["run"], "run")))
 
 
+def _lazy(target: str) -> Table:
+    """A table whose module is imported on first request (keeps the engine's start cheap)."""
+
+    def table(params: dict):
+        import importlib
+
+        module, _, attr = target.partition(":")
+        return getattr(importlib.import_module(module), attr)(params)
+
+    return table
+
+
 TABLES: dict[str, Table] = {
     "curves": curves_table,
+    "ablations": _lazy("engine.intervene.jobs:ablations_table"),
+    "sweep": _lazy("engine.intervene.jobs:sweep_table"),
     # "jobs" is registered by the engine server, which owns the job records.
 }
 

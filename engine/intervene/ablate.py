@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,10 +40,19 @@ from engine.data.prompts import Prompt
 from engine.errors import UserError
 from engine.evaluate import METRICS, evaluate_arrays
 from engine.intervene.base import Composite
+from engine.intervene.results import (  # noqa: F401  (re-exported)
+    ABLATION_COLUMNS,
+    KIND,
+    SWEEP_COLUMNS,
+    _sweep_cells,
+    ablation_rows,
+    head_deltas,
+    sweep_rows,
+    sweep_runs,
+)
 from engine.intervene.sample import preflight
 from engine.intervene.spec import expand_sweep, parse_spec
 
-KIND = "ablation"
 IMAGE_BUDGET = 32 << 20  # bytes of images stored per run
 DEFAULT_RESAMPLES = 2000
 LEVEL = 0.95
@@ -456,44 +464,7 @@ def run_sweep(
     return out
 
 
-def _sweep_cells(covered, tables, flips, baseline, n, run, template) -> list[dict]:
-    rows = []
-    for layer, head in zip(*np.nonzero(covered), strict=True):
-        for j, m in enumerate(METRICS):
-            rows.append(
-                {
-                    "layer": int(layer),
-                    "head": int(head),
-                    "metric": m,
-                    "delta": float(tables["delta"][layer, head, j]),
-                    "ci_low": float(tables["ci_low"][layer, head, j]),
-                    "ci_high": float(tables["ci_high"][layer, head, j]),
-                    "baseline": float(baseline[j]),
-                    "intervened": float(tables["intervened"][layer, head, j]),
-                    "lost": int(flips["lost"][layer, head, j]),
-                    "gained": int(flips["gained"][layer, head, j]),
-                    "n": int(n),
-                    "run": run,
-                    "sweep": template,
-                }
-            )
-    return rows
-
-
 # table readers (the TUI and `ablate --list` read these)
-
-ABLATION_COLUMNS = [
-    "run",
-    "intervention",
-    "metric",
-    "baseline",
-    "intervened",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "n",
-]
-SWEEP_COLUMNS = ["layer", "head", "metric", "delta", "ci_low", "ci_high"]
 
 
 def result_rows(result: dict) -> list[dict]:
@@ -514,104 +485,3 @@ def result_rows(result: dict) -> list[dict]:
                 }
             )
     return rows
-
-
-def _runs_by_role(store, role: str) -> list[tuple[str, dict]]:
-    out = []
-    for run in store.runs(KIND):
-        attrs = store.attrs(KIND, run)
-        if attrs.get("role") == role:
-            out.append((run, attrs))
-    out.sort(key=lambda ra: (ra[1].get("created", ""), ra[0]))
-    return out
-
-
-def _read_some(store, run: str, names) -> dict:
-    """Only the named datasets of a run (not its images)."""
-    with store.open() as f:
-        g = store._group(f, KIND, run)
-        out = {}
-        for name in names:
-            ds = g[name]
-            value = ds[()]
-            if ds.dtype.kind in "OS":
-                value = [v.decode() if isinstance(v, bytes) else v for v in value]
-            out[name] = value
-        return out
-
-
-def ablation_rows(store, metric: str | None = None) -> list[dict]:
-    """Every stored intervention run, one row per metric (oldest first): ABLATION_COLUMNS plus
-    lost, gained, created."""
-    rows = []
-    keys = ("metrics", "baseline", "intervened", "delta", "ci_low", "ci_high", "lost", "gained")
-    for run, attrs in _runs_by_role(store, "intervention"):
-        data = _read_some(store, run, keys)
-        names = list(data["metrics"])
-        for j, m in enumerate(names):
-            if metric and m != metric:
-                continue
-            rows.append(
-                {
-                    "run": run,
-                    "intervention": attrs.get("intervention", ""),
-                    "metric": m,
-                    **{
-                        k: float(data[k][j])
-                        for k in ("baseline", "intervened", "delta", "ci_low", "ci_high")
-                    },
-                    "n": int(attrs.get("n", 0)),
-                    "lost": int(data["lost"][j]),
-                    "gained": int(data["gained"][j]),
-                    "created": attrs.get("created", ""),
-                }
-            )
-    return rows
-
-
-def sweep_runs(store) -> list[dict]:
-    """The stored sweeps: run, sweep template, n, steps, created (oldest first)."""
-    return [
-        {
-            "run": run,
-            "sweep": a.get("sweep", ""),
-            "n": a.get("n"),
-            "steps": a.get("steps"),
-            "created": a.get("created", ""),
-        }
-        for run, a in _runs_by_role(store, "sweep")
-    ]
-
-
-def sweep_rows(store, run: str | None = None, metric: str | None = None) -> list[dict]:
-    """The [layer, head, metric] table of a sweep (the newest if `run` is None), one row per
-    covered cell: SWEEP_COLUMNS plus baseline, intervened, lost, gained, n, run, sweep.
-    Empty when there is no sweep."""
-    if run is None:
-        runs = _runs_by_role(store, "sweep")
-        if not runs:
-            return []
-        run = runs[-1][0]
-    attrs = store.attrs(KIND, run)
-    if attrs.get("role") != "sweep":
-        raise UserError(f"ablation run {run!r} is not a sweep; sweeps: "
-                        f"{', '.join(r['run'] for r in sweep_runs(store)) or 'none'}")  # fmt: skip
-    keys = ("metrics", "baseline", "covered", "intervened", "delta", "ci_low", "ci_high")
-    data = _read_some(store, run, (*keys, "lost", "gained"))
-    if list(data["metrics"]) != list(METRICS):
-        raise UserError(f"sweep {run!r} was written with other metrics; run the sweep again")
-    tables = {k: data[k] for k in ("intervened", "delta", "ci_low", "ci_high")}
-    flips = {k: data[k] for k in ("lost", "gained")}
-    rows = _sweep_cells(
-        data["covered"], tables, flips, data["baseline"], attrs.get("n", 0), run, attrs.get("sweep")
-    )
-    return [r for r in rows if metric is None or r["metric"] == metric]
-
-
-def head_deltas(store, metric: str = "spatial", run: str | None = None) -> dict:
-    """{(layer, head): (delta, ci_low, ci_high)} of a sweep (the newest if run is None)."""
-    return {
-        (r["layer"], r["head"]): (r["delta"], r["ci_low"], r["ci_high"])
-        for r in sweep_rows(store, run, metric)
-        if not math.isnan(r["delta"])
-    }

@@ -1,0 +1,132 @@
+"""Engine job kinds and tables for ablations, head sweeps and the variance decomposition.
+
+Parameters mirror `dit-workbench ablate` / `variance`. Validation runs in the engine and stays
+cheap (no torch); the run functions load the model in the job's worker process.
+"""
+
+from __future__ import annotations
+
+from engine import roots
+from engine.errors import UserError
+from engine.jobs import Param, Reporter, check_params
+
+ABLATE = {
+    "checkpoint": Param(str, path=True),
+    "interventions": Param(list, None),
+    "sweep": Param(str, None),
+    "prompts": Param(str, "eval"),
+    "n": Param(int, 25),
+    "seed": Param(int, 0),
+    "steps": Param(int, 14),
+    "cfg": Param(float, 4.5),
+    "batch_size": Param(int, 32),
+    "resamples": Param(int, 2000),
+    "cache": Param(str, None, path=True),
+}
+VARIANCE = {
+    "checkpoint": Param(str, path=True),
+    "prompts": Param(str, "eval"),
+    "cache": Param(str, None, path=True),
+}
+
+
+def _prompts(spec: str):
+    from engine.data.prompts import eval_prompts, read_prompts_file
+
+    return (eval_prompts(), "eval") if spec == "eval" else (read_prompts_file(spec), spec)
+
+
+def _check_common(p: dict, cwd: str | None) -> dict:
+    from pathlib import Path
+
+    from engine.model.checkpoint import resolve_checkpoint_dir
+
+    resolve_checkpoint_dir(p["checkpoint"])
+    if p["prompts"] != "eval":
+        p["prompts"] = str(Path(cwd or ".", p["prompts"]).resolve())
+        _prompts(p["prompts"])
+    p["cache"] = p["cache"] or str(roots.cache_dir())
+    return p
+
+
+def validate_ablate(params: dict, cwd: str | None) -> dict:
+    p = _check_common(check_params("ablate", params, ABLATE, cwd), cwd)
+    if not p["interventions"] and not p["sweep"]:
+        raise UserError("ablate needs interventions=[SPEC, ...] or sweep=TEMPLATE")
+    if p["interventions"] and p["sweep"]:
+        raise UserError("give either interventions or sweep, not both")
+    for name in ("n", "steps", "batch_size", "resamples"):
+        if p[name] <= 0:
+            raise UserError(f"param {name!r} must be positive (got {p[name]})")
+    return p
+
+
+def run_ablate(params: dict, report: Reporter) -> dict:
+    from engine.intervene.ablate import run_ablation, run_sweep
+    from engine.model.checkpoint import load_checkpoint
+    from engine.store import Store
+
+    p = params
+    prompts, label = _prompts(p["prompts"])
+    report.progress(0.0, "load")
+    ckpt = load_checkpoint(p["checkpoint"])
+    store = Store.for_checkpoint(ckpt, p["cache"])
+
+    def progress(done: int, total: int):
+        report.progress(done / max(total, 1), "sample")
+
+    common = dict(n=p["n"], seed=p["seed"], steps=p["steps"], cfg=p["cfg"], store=store,
+                  progress=progress, batch_size=p["batch_size"], resamples=p["resamples"],
+                  prompts_label=label)  # fmt: skip
+    if p["sweep"]:
+        res = run_sweep(ckpt, p["sweep"], prompts, **common)
+        report.log(f"sweep {p['sweep']!r}: {len(res.get('cells', []))} cells in run {res['run']}")
+        return {"run": res["run"], "sweep": p["sweep"], "sample_sets": res.get("sample_sets")}
+    res = run_ablation(ckpt, p["interventions"], prompts, **common)
+    runs = [e["run"] for e in res["interventions"]]
+    for e in res["interventions"]:
+        sp = e["metrics"].get("spatial", {})
+        report.log(f"{e['intervention']}: spatial delta {sp.get('delta', float('nan')):+.3f}")
+    return {"runs": runs, "baseline_run": res["baseline_run"]}
+
+
+def validate_variance(params: dict, cwd: str | None) -> dict:
+    return _check_common(check_params("variance", params, VARIANCE, cwd), cwd)
+
+
+def run_variance_job(params: dict, report: Reporter) -> dict:
+    from engine.intervene.variance import run_variance
+    from engine.model.checkpoint import load_checkpoint
+    from engine.store import Store
+
+    prompts, label = _prompts(params["prompts"])
+    report.progress(0.0, "load")
+    ckpt = load_checkpoint(params["checkpoint"])
+    res = run_variance(ckpt, prompts, Store.for_checkpoint(ckpt, params["cache"]), label)
+    report.progress(1.0, "done")
+    return {"run": res.get("run")}
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+def _store(params: dict):
+    from engine.store import store_for_path
+
+    if "checkpoint" not in params:
+        raise UserError("this table needs checkpoint=CKPT")
+    return store_for_path(roots.resolve(params["checkpoint"], "checkpoint"), roots.cache_dir())
+
+
+def ablations_table(params: dict) -> tuple[list[str], list[list]]:
+    from engine.intervene.results import ABLATION_COLUMNS, ablation_rows
+
+    rows = ablation_rows(_store(params), params.get("metric") or None)
+    return list(ABLATION_COLUMNS), [[r.get(c) for c in ABLATION_COLUMNS] for r in rows]
+
+
+def sweep_table(params: dict) -> tuple[list[str], list[list]]:
+    from engine.intervene.results import SWEEP_COLUMNS, sweep_rows
+
+    rows = sweep_rows(_store(params), params.get("run") or None, params.get("metric") or None)
+    return list(SWEEP_COLUMNS), [[r.get(c) for c in SWEEP_COLUMNS] for r in rows]
