@@ -91,6 +91,12 @@ JOB_KINDS: dict[str, JobKind] = {
         "engine.intervene.jobs:validate_ablate",
         help="interventions or a head sweep against the cached baseline (dit-workbench ablate)",
     ),
+    "screen": JobKind(
+        "engine.probe.screening:run_screen",
+        "engine.probe.screening:validate_screen",
+        heavy=False,
+        help="weight-space screening of every head x relation (dit-workbench screen)",
+    ),
     "variance": JobKind(
         "engine.intervene.jobs:run_variance_job",
         "engine.intervene.jobs:validate_variance",

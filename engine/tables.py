@@ -57,6 +57,8 @@ TABLES: dict[str, Table] = {
     "curves": curves_table,
     "ablations": _lazy("engine.intervene.jobs:ablations_table"),
     "sweep": _lazy("engine.intervene.jobs:sweep_table"),
+    "screening": _lazy("engine.probe.screening:screening_table"),
+    "screen_map": _lazy("engine.probe.screening:screen_map_table"),
     # "jobs" is registered by the engine server, which owns the job records.
 }
 

@@ -77,3 +77,16 @@ def test_result_job_params_are_checked_before_queueing(nano_ckpt, cache):
         )
     with pytest.raises(UserError):
         TABLES["ablations"]({"checkpoint": "../etc"})
+
+
+def test_screen_job_then_tables(nano_ckpt, cache):
+    res, rep = _run("screen", {"checkpoint": str(nano_ckpt)}, nano_ckpt.parent)
+    assert res["run"] and rep.fractions[-1] == 1.0
+    cols, rows = TABLES["screening"]({"checkpoint": nano_ckpt.name})
+    assert len(rows) == 3 * 3 * 8 and "cosine" in cols
+    cols, rows = TABLES["screen_map"](
+        {"checkpoint": nano_ckpt.name, "layer": "1", "head": "2", "relation": "above"}
+    )
+    assert [r[0] for r in rows] == ["qk", "reference"] and len(rows[0][1]) == 8
+    with pytest.raises(UserError):
+        TABLES["screening"]({"checkpoint": "/etc"})

@@ -50,6 +50,9 @@ def _register() -> None:
 
     app.command("ablate")(intervene.ablate)
     app.command("variance")(intervene.variance)
+    from workbench.commands import screen
+
+    app.command("screen")(screen.screen)
 
 
 _register()

@@ -1,0 +1,393 @@
+"""`dit-workbench screen CKPT`: weight-space screening of every cross-attention head.
+
+Ranks head x relation by how closely the head's query/key weights turn position into a ramp in
+the relation word's direction (see engine/probe/screening.py for the method and its
+approximation); `--map L.H` draws one map beside its reference ramp; `--compare` measures the
+agreement with a sampling-based synopsis ranking stored for the same checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from workbench.output import Format, dump_json, emit, rows_to_csv
+
+_RELATION_HELP = (
+    "above, below, left, right, upper-left, upper-right, lower-left, lower-right, or all."
+)
+
+
+def screen(
+    ckpt: Path = typer.Argument(
+        ..., help="Checkpoint folder (or a training run folder: uses `latest`)."
+    ),
+    relation: str = typer.Option("all", "--relation", "-r", help=_RELATION_HELP),
+    metric: str = typer.Option(
+        "cosine",
+        "--metric",
+        "-m",
+        help="Rank by cosine (shape of the map vs the ramp), projection (ramp amplitude in "
+        "logits: the map rises 2x this across the grid) or energy (signed fraction of the map's "
+        "spatial variance along the ramp).",
+    ),
+    best: bool = typer.Option(
+        False,
+        "--best",
+        help="One row per head: its best relation, the mean over relations (high when every "
+        "relation word ramps in its own direction: a relation head) and selectivity (best "
+        "minus the mean of the others). Ranked by the mean.",
+    ),
+    tokens: bool = typer.Option(
+        False,
+        "--tokens",
+        help="One row per head x relation token: each token of a multi-word phrase "
+        "('to the left of') scored on its own against its relation's ramp.",
+    ),
+    map_head: str = typer.Option(
+        None,
+        "--map",
+        help="Draw head L.H's 8x8 QK map beside the reference ramp of --relation (all: every "
+        "relation). Row 0 is the top of the image.",
+    ),
+    compare: bool = typer.Option(
+        False,
+        "--compare",
+        help="Spearman correlation and top-k overlap between this ranking and the newest "
+        "synopsis ranking stored for the checkpoint.",
+    ),
+    query: str = typer.Option(
+        "relation->object1",
+        "--query",
+        help="With --compare: the synopsis category pair that ranks heads (text->image).",
+    ),
+    synopsis_run: str = typer.Option(
+        None, "--synopsis-run", help="With --compare: this synopsis run (default: the newest)."
+    ),
+    k: int = typer.Option(5, "--k", help="With --compare: size of the top-k sets."),
+    top: int = typer.Option(None, "--top", help="Show only the first K rows."),
+    phrasings: str = typer.Option(
+        "first",
+        "--phrasings",
+        help="first: each relation's first phrasing ('above', 'to the left of'); all: the mean "
+        "map of all its phrasings.",
+    ),
+    contrast: bool = typer.Option(
+        False,
+        "--contrast",
+        help="Score each relation word's map minus the mean map of all eight relation words: "
+        "only what tells this relation from the others (an 'above' vs a 'below' caption).",
+    ),
+    recompute: bool = typer.Option(
+        False, "--recompute", help="Screen again even if a matching run is stored."
+    ),
+    no_cache: bool = typer.Option(
+        False, "--no-cache", help="Neither read nor store screenings (compute in memory)."
+    ),
+    cache: Path = typer.Option(
+        None, "--cache", help="Cache folder (default ./cache or $DIT_WORKBENCH_CACHE)."
+    ),
+    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    out: str = typer.Option(None, "--out", help="Write the output to this file."),
+):
+    """Screen every cross-attention head x relation from the weights alone (under a second).
+
+    Queries are the 2D sin-cos position features the model adds to its patches, through each head's to_q; keys are each relation word (in template captions, after the caption projection) through to_k. Their scaled products give an 8x8 map per head and relation, scored against the relation's reference ramp.
+
+    Results are stored in the checkpoint's HDF5 cache (kind "screening") with provenance, and reused when the same screening is asked again.
+    """
+    from engine.errors import UserError
+    from engine.probe import screening as S
+
+    S.check_relation(relation)
+    S.check_metric(metric)
+    if phrasings not in S.PHRASINGS_CHOICES:
+        raise UserError(
+            f"unknown --phrasings {phrasings!r}; use one of {', '.join(S.PHRASINGS_CHOICES)}"
+        )
+    if top is not None and top < 1:
+        raise UserError(f"--top must be at least 1 (got {top})")
+    if k < 1:
+        raise UserError(f"--k must be at least 1 (got {k})")
+    modes = [
+        name
+        for name, on in (
+            ("--best", best),
+            ("--tokens", tokens),
+            ("--map", map_head),
+            ("--compare", compare),
+        )
+        if on
+    ]
+    if len(modes) > 1:
+        raise UserError(
+            f"give one of --best, --tokens, --map, --compare (got {' and '.join(modes)})"
+        )
+
+    light, meta, layers, heads = _describe(ckpt)
+    head = S.parse_head(map_head, layers, heads) if map_head is not None else None
+
+    store, s = _screening(ckpt, light, meta, phrasings, contrast, cache, recompute, no_cache)
+    where = f"screening run {s.run} in {store.path}" if s.run else "not stored (--no-cache)"
+
+    if head is not None:
+        return _print_map(s, head, relation, format, out, where)
+    if compare:
+        if store is None:
+            raise UserError("--compare reads the synopsis from the cache; drop --no-cache")
+        return _print_compare(s, store, relation, metric, query, synopsis_run, k, format, out)
+    if best:
+        rows = S.best_rows(s, metric)
+        title = f"heads ranked by mean {metric} over relations"
+    elif tokens:
+        rows = S.token_rows(s, relation, metric)
+        title = f"relation tokens ranked by {metric}"
+    else:
+        rows = S.relation_rows(s, relation, metric)
+        title = f"head x relation ranked by {metric}"
+    if top is not None:
+        rows = rows[:top]
+    _print_rows(rows, title, where, s, format, out)
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _describe(ckpt: Path):
+    """(path+hash stand-in, meta, layers, heads) without building the model."""
+    import json
+    from types import SimpleNamespace
+
+    from engine.errors import UserError
+    from engine.model.checkpoint import read_meta
+
+    p, meta = read_meta(ckpt)
+    try:
+        cfg = json.loads((p / "transformer" / "config.json").read_text())
+        layers, heads = int(cfg["num_layers"]), int(cfg["num_attention_heads"])
+        light = SimpleNamespace(path=p, hash=meta["hashes"]["transformer"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(
+            f"{p} is not a complete checkpoint ({type(e).__name__}: {e}); "
+            "point at a folder written by `dit-workbench train`"
+        ) from None
+    return light, meta, layers, heads
+
+
+def _screening(ckpt, light, meta, phrasings, contrast, cache, recompute, no_cache):
+    from engine.data.relations import RELATIONS
+    from engine.model.checkpoint import load_checkpoint
+    from engine.probe import screening as S
+    from engine.store import Store
+
+    store = None if no_cache else Store.for_checkpoint(light, cache)
+    params = S.screen_params(RELATIONS, phrasings, contrast)
+    params["text_encoder"] = meta.get("text")
+    if store is not None and not recompute:
+        run = S.find_screening(store, params)
+        if run is not None:
+            return store, S.load_screening(store, run)
+    loaded = load_checkpoint(ckpt)
+    s = S.screen(loaded, RELATIONS, phrasings, contrast)
+    if store is not None:
+        S.save_screening(store, s)
+    return store, s
+
+
+def _clean(v):
+    if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def _print_rows(rows, title, where, s, format, out):
+    if format is Format.csv:
+        emit(rows_to_csv(rows), out)
+        return
+    if format is Format.json:
+        emit(dump_json(_clean({"run": s.run, "rows": rows, "params": s.params})), out)
+        return
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title=title, box=box.SIMPLE_HEAD, caption=where, padding=(0, 1))
+    # the phrase is in csv/json; the table keeps to 80 columns
+    cols = [c for c in (list(rows[0]) if rows else []) if c != "phrase"]
+    for c in cols:
+        numeric = c not in ("relation", "best_relation", "phrase", "token")
+        t.add_column(c, justify="right" if numeric else "left", no_wrap=True)
+    for r in rows:
+        t.add_row(*(_cell(r[c]) for c in cols))
+    _print_renderables([t], out)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:+.3f}"
+    return str(v)
+
+
+def _print_renderables(items, out):
+    import io
+
+    from rich.console import Console
+
+    if out:
+        buf = io.StringIO()
+        console = Console(file=buf, width=120, color_system=None)
+    else:
+        console = Console()
+    for it in items:
+        console.print(it)
+    if out:
+        emit(buf.getvalue(), out)
+
+
+# --map
+
+
+_ASCII = " .:-=+*#%@"
+
+
+def heatmap(values, lo: float, hi: float, color: bool):
+    """An 8x8 (any) map as rich Text lines: two columns per cell; red high, blue low.
+
+    Without colour (a pipe or a file), cells are characters from light to dark.
+    """
+    from rich.text import Text
+
+    lines = []
+    span = hi - lo if hi > lo else 1.0
+    for row in values:
+        t = Text()
+        for v in row:
+            f = min(max((v - lo) / span, 0.0), 1.0)  # 0 .. 1
+            if color:
+                t.append("  ", style=f"on {_diverging(2 * f - 1)}")
+            else:
+                t.append(_ASCII[min(int(f * len(_ASCII)), len(_ASCII) - 1)] * 2)
+        lines.append(t)
+    return lines
+
+
+def _diverging(x: float) -> str:
+    """-1 blue .. 0 near-white .. +1 red, as #rrggbb."""
+    x = min(max(x, -1.0), 1.0)
+    white = (235, 235, 235)
+    end = (200, 30, 30) if x >= 0 else (30, 70, 200)
+    a = abs(x)
+    rgb = [round(w + (e - w) * a) for w, e in zip(white, end, strict=True)]
+    return "#{:02x}{:02x}{:02x}".format(*rgb)
+
+
+def _print_map(s, head, relation, format, out, where):
+    from engine.probe import screening as S
+
+    layer, h = head
+    rels = list(s.relations) if relation == "all" else [relation]
+    details = [S.map_detail(s, layer, h, r) for r in rels]
+    if format is Format.json:
+        emit(dump_json(_clean({"run": s.run, "maps": details})), out)
+        return
+    if format is Format.csv:
+        rows = [
+            {
+                "layer": layer,
+                "head": h,
+                "relation": d["relation"],
+                "y": y,
+                "x": x,
+                "qk": d["qk"][y][x],
+                "reference": d["reference"][y][x],
+            }
+            for d in details
+            for y in range(len(d["qk"]))
+            for x in range(len(d["qk"][0]))
+        ]
+        emit(rows_to_csv(rows), out)
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    color = not out and Console().color_system in ("256", "truecolor")
+    items = []
+    for d in details:
+        qk, ref = d["qk"], d["reference"]
+        lo, hi = min(map(min, qk)), max(map(max, qk))
+        w = 2 * len(qk[0])
+        left = heatmap(qk, lo, hi, color)
+        right = heatmap(ref, -1.0, 1.0, color)
+        head_line = Text(
+            f"L{layer}H{h} · {d['relation']} ('{' | '.join(d['phrases'])}')", style="bold"
+        )
+        labels = Text("QK map".ljust(w) + "   " + f"ramp '{d['relation']}'")
+        items.append(head_line)
+        items.append(labels)
+        for a, b in zip(left, right, strict=True):
+            items.append(Text.assemble(a, "   ", b))
+        items.append(
+            Text(
+                f"cosine {d['cosine']:+.3f}  projection {d['projection']:+.3f}  energy "
+                f"{d['energy']:+.3f}\nlogits {lo:+.3f} .. {hi:+.3f}; fitted ramp points "
+                f"{d['fitted_direction']} ({d['fitted_angle_deg']:+.0f}°, 90° = up)\n",
+                style="dim",
+            )
+        )
+    legend = "red: higher logit (attends more to the word), blue: lower; row 0 = top of the image"
+    if not color:
+        legend = f"'{_ASCII[1]}' low .. '{_ASCII[-1]}' high logit; row 0 = top of the image"
+    items.append(Text(f"{legend}\n{where}", style="dim"))
+    _print_renderables(items, out)
+
+
+# --compare
+
+
+def _print_compare(s, store, relation, metric, query, synopsis_run, k, format, out):
+    from engine.probe import screening as S
+
+    res = S.compare_with_synopsis(s, store, relation, metric, query, synopsis_run, k)
+    fmt_top = lambda hs: " ".join(f"{a}.{b}" for a, b in hs)  # noqa: E731
+    row = {
+        "screening_run": s.run or "",
+        "synopsis_run": res["synopsis_run"],
+        "query": query,
+        "relation": relation,
+        "metric": metric,
+        "n_heads": res["n_heads"],
+        "spearman": res["spearman"],
+        "k": res["k"],
+        "topk_overlap": res["topk_overlap"],
+        "topk_chance": res["topk_chance"],
+        "top_screening": fmt_top(res["top_a"]),
+        "top_synopsis": fmt_top(res["top_b"]),
+    }
+    if format is Format.csv:
+        emit(rows_to_csv([row]), out)
+        return
+    if format is Format.json:
+        emit(
+            dump_json(_clean({**row, "top_screening": res["top_a"], "top_synopsis": res["top_b"]})),
+            out,
+        )
+        return
+    from rich import box
+    from rich.table import Table
+
+    t = Table(title="screening vs synopsis ranking", box=box.SIMPLE_HEAD, show_header=False)
+    t.add_column("field")
+    t.add_column("value")
+    for key, v in row.items():
+        t.add_row(
+            key,
+            "-"
+            if isinstance(v, float) and math.isnan(v)
+            else (f"{v:+.3f}" if isinstance(v, float) else str(v)),
+        )
+    _print_renderables([t], out)
