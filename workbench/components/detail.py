@@ -1,0 +1,333 @@
+"""Head detail (enter on a head): 8x8 attention maps per step on stored samples, the samples
+themselves drawn with half-block cells, and the head's screening QK map beside the reference ramp.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import ScrollableContainer
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from workbench.components.base import EngineCallMixin, ExportSource, fetch_all
+from workbench.components.canvas import Canvas
+from workbench.components.query import TEXT_CATEGORIES
+from workbench.components.render import (
+    cmap,
+    halfblock_image,
+    hstack,
+    legend,
+    norm,
+    value_range,
+)
+
+RELATIONS = (
+    "above",
+    "below",
+    "left",
+    "right",
+    "upper-left",
+    "upper-right",
+    "lower-left",
+    "lower-right",
+)
+ZOOM_FACTORS = {1: 1, 2: 2, 3: 4}  # map cell -> pixels; 8x8 map is 8*f columns wide
+
+
+def map_image(
+    m: list[list[float]], lo: float, hi: float, f: int
+) -> list[list[tuple[int, int, int]]]:
+    """An 8x8 map as an RGB image upsampled f times (nearest), for half-block drawing."""
+    out = []
+    for row in m:
+        line = []
+        for v in row:
+            line.extend([cmap(norm(v, lo, hi))] * f)
+        out.extend([list(line) for _ in range(f)])
+    return out
+
+
+def draw_map(m: list[list[float]], lo: float, hi: float, f: int) -> list[Text]:
+    w = len(m[0]) * f if m and m[0] else 8 * f
+    return halfblock_image(map_image(m, lo, hi, f), width=w)
+
+
+class HeadDetailScreen(EngineCallMixin, Screen):
+    """One head in depth. escape goes back."""
+
+    DEFAULT_CSS = """
+    HeadDetailScreen > #detail-title { height: 1; background: $panel; padding: 0 1; }
+    HeadDetailScreen > #detail-scroll { height: 1fr; }
+    HeadDetailScreen #detail-screen-maps { margin: 0 1; }
+    HeadDetailScreen #detail-grid { margin: 0 1; }
+    """
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("c", "category(1)", "Category"),
+        Binding("C", "category(-1)", "Prev category", show=False),
+        Binding("v", "relation(1)", "Relation"),
+        Binding("V", "relation(-1)", "Prev relation", show=False),
+        Binding("plus,equals_sign", "zoom(1)", "Zoom in", show=False),
+        Binding("minus", "zoom(-1)", "Zoom out", show=False),
+    ]
+
+    def __init__(
+        self,
+        checkpoint: dict,
+        layer: int,
+        head: int,
+        *,
+        relation: str | None = None,
+        category: str = "relation",
+        zoom: int = 2,
+    ) -> None:
+        super().__init__()
+        self.checkpoint = checkpoint
+        self.layer_idx = layer
+        self.head_idx = head
+        self.relation = relation if relation in RELATIONS else "above"
+        self.category = category if category in TEXT_CATEGORIES else "relation"
+        self.zoom = zoom
+        self.detail: tuple[list[str], list[list]] | None = None
+        self.images: dict[int, list] = {}
+        self.prompts: dict[int, str] = {}
+        self.screen_maps: dict[str, list] = {}
+        self.errors: dict[str, str] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static("", id="detail-title")
+        with ScrollableContainer(id="detail-scroll"):
+            yield Canvas(id="detail-screen-maps")
+            yield Canvas(id="detail-grid")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#detail-scroll").focus()
+        self._title()
+        self.load_images()
+        self.load_detail()
+        self.load_screen_map()
+
+    @property
+    def ckpt_name(self) -> str:
+        return str(self.checkpoint.get("name"))
+
+    # ----------------------------------------------------------------- loading
+    def load_detail(self) -> None:
+        params = self.detail_params()
+        self.detail = None
+        self.errors.pop("detail", None)
+        self._draw()
+
+        def done(res: tuple[list[str], list[list]]) -> None:
+            if params == self.detail_params():
+                self.detail = res
+                self._draw()
+
+        def failed(exc: BaseException) -> None:
+            self.errors["detail"] = str(exc)
+            self._draw()
+
+        self.engine_call(
+            "head detail",
+            lambda c: fetch_all(c, "head_detail", params=params),
+            done,
+            group=f"detail:{id(self)}",
+            on_error=failed,
+        )
+
+    def load_images(self) -> None:
+        name = self.ckpt_name
+
+        def done(res: tuple[list[str], list[list]]) -> None:
+            cols, rows = res
+            try:
+                si, pi, ii = cols.index("sample"), cols.index("prompt"), cols.index("image")
+            except ValueError:
+                self.errors["images"] = f"sample_images has columns {cols}"
+                return
+            self.images = {r[si]: r[ii] for r in rows}
+            self.prompts.update({r[si]: r[pi] for r in rows})
+            self._draw()
+
+        def failed(exc: BaseException) -> None:
+            self.errors["images"] = str(exc)
+            self._draw()
+
+        self.engine_call(
+            "sample images",
+            lambda c: fetch_all(c, "sample_images", params={"checkpoint": name}),
+            done,
+            group=f"images:{id(self)}",
+            quiet=True,
+            on_error=failed,
+        )
+
+    def screen_params(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.ckpt_name,
+            "layer": self.layer_idx,
+            "head": self.head_idx,
+            "relation": self.relation,
+        }
+
+    def load_screen_map(self) -> None:
+        params = self.screen_params()
+        self.screen_maps = {}
+        self.errors.pop("screen", None)
+
+        def done(res: tuple[list[str], list[list]]) -> None:
+            if params != self.screen_params():
+                return
+            cols, rows = res
+            try:
+                ki, mi = cols.index("kind"), cols.index("map")
+            except ValueError:
+                self.errors["screen"] = f"screen_map has columns {cols}"
+                return
+            self.screen_maps = {r[ki]: r[mi] for r in rows}
+            self._draw()
+
+        def failed(exc: BaseException) -> None:
+            self.errors["screen"] = str(exc)
+            self._draw()
+
+        self.engine_call(
+            "screening map",
+            lambda c: fetch_all(c, "screen_map", params=params),
+            done,
+            group=f"screen:{id(self)}",
+            quiet=True,
+            on_error=failed,
+        )
+
+    def detail_params(self) -> dict[str, Any]:
+        return {
+            "checkpoint": self.ckpt_name,
+            "layer": self.layer_idx,
+            "head": self.head_idx,
+            "category": self.category,
+        }
+
+    def export_source(self) -> ExportSource:
+        return ExportSource(
+            "head_detail",
+            params=self.detail_params(),
+            stem=f"head_detail-L{self.layer_idx}H{self.head_idx}-{self.category}",
+        )
+
+    # ----------------------------------------------------------------- drawing
+    def _title(self) -> None:
+        t = Text()
+        t.append(f"L{self.layer_idx}H{self.head_idx}", style="bold")
+        t.append(f" · {self.ckpt_name} · text ")
+        t.append(self.category, style="bold")
+        t.append(" (c) · QK ")
+        t.append(self.relation, style="bold")
+        t.append(" (v) · +/- zoom · esc back", style="dim")
+        self.query_one("#detail-title", Static).update(t)
+
+    def _draw(self) -> None:
+        if not self.is_mounted:
+            return
+        self._title()
+        f = ZOOM_FACTORS[self.zoom]
+        # screening: QK map beside the reference ramp
+        top = self.query_one("#detail-screen-maps", Canvas)
+        if "screen" in self.errors:
+            top.set_lines([Text(f"screening: {self.errors['screen']}", style="dim")])
+        elif self.screen_maps:
+            qk, ref = self.screen_maps.get("qk"), self.screen_maps.get("reference")
+            blocks, labels = [], []
+            for label, m in (("QK map", qk), (f"ramp “{self.relation}”", ref)):
+                if m:
+                    lo, hi = value_range([m])
+                    blocks.append(draw_map(m, lo, hi, f))
+                    labels.append(label)
+            w = 8 * f
+            head = Text("  ".join(lb[:w].ljust(w) for lb in labels), style="bold")
+            cos = _cosine(qk, ref) if qk and ref else None
+            cap = Text("weight-space screening", style="bold underline")
+            if cos is not None:
+                cap.append(f"   pattern correlation r = {cos:+.3f}", style="bold")
+            top.set_lines([cap, head, *hstack(blocks, gap=2, widths=[w] * len(blocks))])
+        else:
+            top.set_lines([Text("screening: loading…", style="dim")])
+        # per-sample grid: image, then the map at each step
+        grid = self.query_one("#detail-grid", Canvas)
+        if "detail" in self.errors:
+            grid.set_lines([Text(f"⚠ {self.errors['detail']}", style="#D55E00")])
+            return
+        if self.detail is None:
+            grid.set_lines([Text("attention maps: loading…", style="dim")])
+            return
+        cols, rows = self.detail
+        try:
+            si, pi, ti, mi = (cols.index(c) for c in ("sample", "prompt", "step", "map"))
+        except ValueError:
+            grid.set_lines([Text(f"head_detail has columns {cols}")])
+            return
+        by_sample: dict[Any, dict[int, list]] = {}
+        for r in rows:
+            by_sample.setdefault(r[si], {})[r[ti]] = r[mi]
+            self.prompts.setdefault(r[si], r[pi])
+        lo, hi = value_range([m for s in by_sample.values() for m in s.values()])
+        w = 8 * f
+        lines: list[Text] = [Text("")]
+        cap = Text(
+            f"attention to “{self.category}” tokens per denoising step ", style="bold underline"
+        )
+        lines.append(cap)
+        lines.append(legend(lo, hi, 16))
+        for sample in sorted(by_sample, key=str):
+            steps = by_sample[sample]
+            lines.append(Text(""))
+            lines.append(Text(f"sample {sample}: {self.prompts.get(sample, '')}", style="bold"))
+            order = sorted(steps)
+            labels = ["image"] + [f"t{s}" for s in order]
+            lines.append(Text("  ".join(lb[:w].ljust(w) for lb in labels), style="dim"))
+            img = self.images.get(sample)
+            blocks = [
+                halfblock_image(img, width=w) if img else [Text("(no image)".ljust(w), style="dim")]
+            ]
+            blocks += [draw_map(steps[s], lo, hi, f) for s in order]
+            lines.extend(hstack(blocks, gap=2, widths=[w] * len(blocks)))
+        grid.set_lines(lines)
+
+    # ----------------------------------------------------------------- keys
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_category(self, delta: int) -> None:
+        i = TEXT_CATEGORIES.index(self.category)
+        self.category = TEXT_CATEGORIES[(i + delta) % len(TEXT_CATEGORIES)]
+        self.load_detail()
+
+    def action_relation(self, delta: int) -> None:
+        i = RELATIONS.index(self.relation)
+        self.relation = RELATIONS[(i + delta) % len(RELATIONS)]
+        self.load_screen_map()
+        self._draw()
+
+    def action_zoom(self, delta: int) -> None:
+        self.zoom = min(3, max(1, self.zoom + delta))
+        self._draw()
+
+    def selected_head(self) -> tuple[int, int]:
+        return self.layer_idx, self.head_idx
+
+
+def _cosine(a: list[list[float]], b: list[list[float]]) -> float | None:
+    xs = [v for row in a for v in row]
+    ys = [v for row in b for v in row]
+    if len(xs) != len(ys) or not xs:
+        return None
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    num = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
+    den = (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
+    return num / den if den else None

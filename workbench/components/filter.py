@@ -1,0 +1,54 @@
+"""The `/` prompt: a filter for the current table, evaluated by the engine."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Static
+
+from workbench.components.rowfilter import FILTER_HELP
+
+
+class FilterDialog(ModalScreen[str | None]):
+    """Returns the new filter ("" clears it), or None when cancelled."""
+
+    DEFAULT_CSS = """
+    FilterDialog { align: center bottom; background: $background 30%; }
+    FilterDialog > Vertical {
+        width: 100%; height: auto; background: $surface; padding: 0 1;
+        border-top: hkey $accent;
+    }
+    FilterDialog .hint { color: $text-muted; }
+    """
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+
+    def __init__(self, current: str | None, table: str, columns: list[str]) -> None:
+        super().__init__()
+        self.current = current or ""
+        self.table = table
+        self.columns = columns
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Input(
+                self.current,
+                placeholder=f"filter {self.table} (e.g. layer<4 score>0.3)",
+                compact=True,
+                id="filter-input",
+            )
+            yield Static(FILTER_HELP, classes="hint")
+            if self.columns:
+                yield Static("columns: " + " ".join(self.columns), classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one(Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.dismiss(event.value.strip())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,163 @@
+"""Heads pane: the ranked head table for the chosen query, with the query picker above it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from workbench.components.base import Pane
+from workbench.components.engine_table import Col, EngineTable, fmt_cell, fmt_signed
+from workbench.components.messages import HeadSelected, OpenHeadDetail, Query, QueryChanged
+from workbench.components.query import QueryBar
+
+
+def _short(v: float) -> str:
+    s = f"{v:+.2f}"
+    return s.replace("0.", ".", 1) if abs(v) < 1 else s
+
+
+def fmt_ci_short(lo_key: str, hi_key: str):
+    def f(_v: Any, row: dict) -> Text:
+        lo, hi = row.get(lo_key), row.get(hi_key)
+        if not isinstance(lo, int | float) or not isinstance(hi, int | float):
+            return Text("–", style="dim", justify="center")
+        excludes_zero = lo > 0 or hi < 0
+        return Text(f"[{_short(lo)},{_short(hi)}]", style="bold" if excludes_zero else "dim")
+
+    return f
+
+
+def fmt_z(v: Any, _row: dict) -> Text | str:
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return Text(f"{v:+.1f}", justify="right")
+    return fmt_cell(v)
+
+
+HEADS_COLS = [
+    Col("layer", "L"),
+    Col("head", "H"),
+    Col("score", "score"),
+    Col("rank", "rank"),
+    Col("peak_step", "peak"),
+    Col("z", "z", fmt_z),
+    Col("n_samples", "n"),
+    Col("screen_score", "screen"),
+    Col("screen_relation", "relation"),
+    Col("ablation_delta", "Δablate", fmt_signed),
+    Col(
+        "ablation_ci_low",
+        "CI95",
+        fmt_ci_short("ablation_ci_low", "ablation_ci_high"),
+        uses=("ablation_ci_high",),
+    ),
+]
+
+
+def head_of(row: dict | None) -> tuple[int, int] | None:
+    if not row:
+        return None
+    try:
+        return int(row["layer"]), int(row["head"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+class HeadsPane(Pane):
+    title = "Heads"
+
+    DEFAULT_CSS = """
+    HeadsPane > EngineTable { height: 1fr; }
+    HeadsPane > .caption { height: 1; color: $text-muted; }
+    """
+
+    def __init__(
+        self, query: Query | None = None, *, page_size: int = 200, id: str | None = None
+    ) -> None:
+        super().__init__(id=id)
+        self.query_value = query or Query()
+        self.page_size = page_size
+
+    def compose(self) -> ComposeResult:
+        yield QueryBar(self.query_value, id="query-bar")
+        yield EngineTable(
+            "heads", HEADS_COLS, page_size=self.page_size, row_id=head_of, id="heads-table"
+        )
+        yield Static("", classes="caption", id="heads-caption")
+
+    @property
+    def table(self) -> EngineTable:
+        return self.query_one("#heads-table", EngineTable)
+
+    def reload(self) -> None:
+        if self.checkpoint is None:
+            self.table.configure(None)
+            return
+        self.table.configure({"checkpoint": self.checkpoint["name"], **self.query_value.params()})
+
+    def refresh_rows(self) -> None:
+        """Reload keeping the cursor on the same head (after an ablation finishes, etc.)."""
+        if self.active and self.table.params is not None:
+            self.table.reload()
+        else:
+            self.stale = True
+
+    def current_table(self) -> EngineTable:
+        return self.table
+
+    def selected_head(self) -> tuple[int, int] | None:
+        return head_of(self.table.current_row())
+
+    def select_head(self, layer: int, head: int) -> None:
+        if self.selected_head() != (layer, head):
+            self.table.select_where(lambda r: head_of(r) == (layer, head))
+
+    def set_query(self, q: Query) -> None:
+        if q != self.query_value:
+            self.query_value = q
+            self.query_one(QueryBar).set_query(q)
+            self.invalidate()
+
+    def focus_query(self) -> None:
+        self.query_one(QueryBar).focus_first()
+
+    # ----------------------------------------------------------------- events
+    def on_query_changed(self, event: QueryChanged) -> None:
+        # let it bubble on to the app (the map pane follows the query too)
+        self.query_value = event.query
+        self.invalidate()
+
+    def on_query_bar_leave(self, event: QueryBar.Leave) -> None:
+        event.stop()
+        self.table.focus()
+
+    def on_engine_table_loaded(self, event: EngineTable.Loaded) -> None:
+        event.stop()
+        t = event.table
+        q = self.query_value
+        steps = q.steps or "all steps"
+        caption = f"{q.name} · {q.agg} over {steps}"
+        if q.correct_only:
+            caption += " · correct samples only"
+        s = t.summary()
+        if t.params is None:
+            s = "no checkpoint yet (waiting for the engine)"
+        self.query_one("#heads-caption", Static).update(f"{caption} · {s}" if s else caption)
+        # tell the app which head the (possibly restored) cursor is on
+        hd = head_of(t.current_row())
+        if hd is not None:
+            self.post_message(HeadSelected(*hd, source="table", row=t.current_row()))
+
+    def on_engine_table_row_changed(self, event: EngineTable.RowChanged) -> None:
+        event.stop()
+        hd = head_of(event.row)
+        if hd is not None:
+            self.post_message(HeadSelected(*hd, source="table", row=event.row))
+
+    def on_engine_table_activated(self, event: EngineTable.Activated) -> None:
+        event.stop()
+        hd = head_of(event.row)
+        if hd is not None:
+            self.post_message(OpenHeadDetail(*hd, relation=event.row.get("screen_relation")))

@@ -1,0 +1,223 @@
+"""Screening pane: weight-space scores of every head x relation, with the QK map of the row under
+the cursor beside its reference ramp."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widget import Widget
+from textual.widgets import Label, Select, Static
+
+from workbench.components.base import Pane, fetch_all
+from workbench.components.detail import RELATIONS, draw_map
+from workbench.components.engine_table import Col, EngineTable, fmt_signed
+from workbench.components.heads import head_of
+from workbench.components.messages import HeadSelected, OpenHeadDetail
+from workbench.components.render import hstack, join_lines, value_range
+
+SCREEN_COLS = [
+    Col("layer", "L"),
+    Col("head", "H"),
+    Col("relation", "relation"),
+    Col("cosine", "cosine", fmt_signed),
+    Col("projection", "proj", fmt_signed),
+    Col("energy", "energy"),
+    Col("rank", "rank"),
+]
+
+
+class ScreenMapView(Widget):
+    """The QK map beside the reference ramp; 2 or 1 columns per map cell, to fit its width."""
+
+    DEFAULT_CSS = """
+    ScreenMapView { width: 38; height: 1fr; padding: 0 1; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.title: Text | None = None
+        self.maps: dict[str, list] = {}
+        self.message: Text | None = None
+
+    def show(
+        self,
+        title: Text | None = None,
+        maps: dict[str, list] | None = None,
+        message: Text | str | None = None,
+    ) -> None:
+        self.title = title
+        self.maps = maps or {}
+        self.message = Text(message) if isinstance(message, str) else message
+        self.refresh()
+
+    def render(self) -> Text:
+        if self.message is not None:
+            return self.message
+        if not self.maps:
+            return Text("")
+        f = 2 if self.size.width >= 36 else 1
+        w = 8 * f
+        blocks, labels = [], []
+        for label, key in (("QK map", "qk"), ("ramp", "reference")):
+            m = self.maps.get(key)
+            if m:
+                lo, hi = value_range([m])
+                blocks.append(draw_map(m, lo, hi, f))
+                labels.append(label[:w])
+        lab = Text("  ".join(lb.ljust(w) for lb in labels), style="dim")
+        return join_lines(
+            [self.title or Text(""), lab, *hstack(blocks, gap=2, widths=[w] * len(blocks))]
+        )
+
+
+class ScreeningPane(Pane):
+    title = "Screening"
+
+    DEFAULT_CSS = """
+    ScreeningPane > #screen-controls { height: 1; }
+    ScreeningPane > #screen-controls Label { padding: 0 1 0 0; color: $text-muted; }
+    ScreeningPane > #screen-controls Select { width: 15; margin: 0 1 0 0; }
+    ScreeningPane > #screen-body { height: 1fr; }
+    ScreeningPane EngineTable { width: 1fr; height: 1fr; }
+    ScreeningPane > .caption { height: 1; color: $text-muted; }
+    """
+
+    BINDINGS = [Binding("m", "metric", "Metric", show=False)]
+
+    def __init__(self, *, page_size: int = 200, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.relation = "all"
+        self.metric = "cosine"
+        self.page_size = page_size
+        self._map_key: tuple | None = None
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="screen-controls"):
+            yield Label("relation")
+            yield Select(
+                [("all", "all"), *[(r, r) for r in RELATIONS]],
+                value="all",
+                allow_blank=False,
+                compact=True,
+                id="screen-relation",
+            )
+            yield Label("metric")
+            yield Select(
+                [(m, m) for m in ("cosine", "projection", "energy")],
+                value="cosine",
+                allow_blank=False,
+                compact=True,
+                id="screen-metric",
+            )
+        with Horizontal(id="screen-body"):
+            yield EngineTable(
+                "screening",
+                SCREEN_COLS,
+                page_size=self.page_size,
+                row_id=lambda r: (r["layer"], r["head"], r["relation"]),
+                id="screening-table",
+            )
+            yield ScreenMapView(id="screen-map")
+        yield Static("", classes="caption", id="screen-caption")
+
+    @property
+    def table(self) -> EngineTable:
+        return self.query_one("#screening-table", EngineTable)
+
+    def reload(self) -> None:
+        if self.checkpoint is None:
+            self.table.configure(None)
+            return
+        self.table.configure(
+            {"checkpoint": self.ckpt_name, "relation": self.relation, "metric": self.metric}
+        )
+
+    def current_table(self) -> EngineTable:
+        return self.table
+
+    def selected_head(self) -> tuple[int, int] | None:
+        return head_of(self.table.current_row())
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        event.stop()
+        value = str(event.value)
+        if event.select.id == "screen-relation" and value != self.relation:
+            self.relation = value
+        elif event.select.id == "screen-metric" and value != self.metric:
+            self.metric = value
+        else:
+            return
+        self.invalidate()
+
+    def action_metric(self) -> None:
+        order = ("cosine", "projection", "energy")
+        sel = self.query_one("#screen-metric", Select)
+        sel.value = order[(order.index(self.metric) + 1) % len(order)]
+
+    def on_engine_table_loaded(self, event: EngineTable.Loaded) -> None:
+        event.stop()
+        s = event.table.summary()
+        self.query_one("#screen-caption", Static).update(
+            f"relation {self.relation} · ranked by {self.metric} · {s}" if s else ""
+        )
+        self._show_map(event.table.current_row())
+
+    def on_engine_table_row_changed(self, event: EngineTable.RowChanged) -> None:
+        event.stop()
+        hd = head_of(event.row)
+        if hd is not None:
+            self.post_message(HeadSelected(*hd, source="screening", row=event.row))
+        self._show_map(event.row)
+
+    def on_engine_table_activated(self, event: EngineTable.Activated) -> None:
+        event.stop()
+        hd = head_of(event.row)
+        if hd is not None:
+            self.post_message(OpenHeadDetail(*hd, relation=event.row.get("relation")))
+
+    def _show_map(self, row: dict | None) -> None:
+        view = self.query_one("#screen-map", ScreenMapView)
+        hd = head_of(row)
+        if hd is None or self.checkpoint is None or not row:
+            view.show()
+            self._map_key = None
+            return
+        rel = row.get("relation") if row.get("relation") in RELATIONS else "above"
+        params: dict[str, Any] = {
+            "checkpoint": self.ckpt_name,
+            "layer": hd[0],
+            "head": hd[1],
+            "relation": rel,
+        }
+        key = tuple(sorted(params.items()))
+        if key == self._map_key:
+            return
+        self._map_key = key
+
+        def done(res: tuple[list[str], list[list]]) -> None:
+            if key != self._map_key:
+                return
+            cols, rows = res
+            try:
+                ki, mi = cols.index("kind"), cols.index("map")
+            except ValueError:
+                return
+            maps = {r[ki]: r[mi] for r in rows}
+            view.show(Text(f"L{hd[0]}H{hd[1]} · {rel}", style="bold"), maps)
+
+        def failed(exc: BaseException) -> None:
+            if key == self._map_key:
+                view.show(message=Text(f"no QK map: {exc}", style="dim"))
+
+        self.engine_call(
+            "screening map",
+            lambda c: fetch_all(c, "screen_map", params=params),
+            done,
+            group=f"screenmap:{id(self)}",
+            quiet=True,
+            on_error=failed,
+        )
