@@ -7,6 +7,12 @@ model loading. Heavy modules are imported inside the run function.
 
 Adding a kind is one line in JOB_KINDS, e.g.
 
+    "synopsis": JobKind(
+        "engine.probe.jobs:run_synopsis_job",
+        "engine.probe.jobs:validate_synopsis",
+        resumable=True,
+        help="sample with attention capture, evaluate, store the synopsis (dit-workbench synopsis)",
+    ),
     "screen": JobKind("engine.probe.jobs:run_screen", "engine.probe.jobs:validate_screen"),
 
 Targets may be callables or "module:attribute" strings; strings are imported on first use so
@@ -90,6 +96,12 @@ JOB_KINDS: dict[str, JobKind] = {
         "engine.intervene.jobs:run_ablate",
         "engine.intervene.jobs:validate_ablate",
         help="interventions or a head sweep against the cached baseline (dit-workbench ablate)",
+    ),
+    "synopsis": JobKind(
+        "engine.probe.jobs:run_synopsis_job",
+        "engine.probe.jobs:validate_synopsis",
+        resumable=True,
+        help="sample with attention capture, evaluate, store the synopsis (dit-workbench synopsis)",
     ),
     "screen": JobKind(
         "engine.probe.screening:run_screen",

@@ -57,6 +57,10 @@ TABLES: dict[str, Table] = {
     "curves": curves_table,
     "ablations": _lazy("engine.intervene.jobs:ablations_table"),
     "sweep": _lazy("engine.intervene.jobs:sweep_table"),
+    "heads": _lazy("engine.probe.jobs:heads_table"),
+    "head_map": _lazy("engine.probe.jobs:head_map_table"),
+    "head_detail": _lazy("engine.probe.jobs:head_detail_table"),
+    "sample_images": _lazy("engine.probe.jobs:sample_images_table"),
     "screening": _lazy("engine.probe.screening:screening_table"),
     "screen_map": _lazy("engine.probe.screening:screen_map_table"),
     # "jobs" is registered by the engine server, which owns the job records.

@@ -90,3 +90,30 @@ def test_screen_job_then_tables(nano_ckpt, cache):
     assert [r[0] for r in rows] == ["qk", "reference"] and len(rows[0][1]) == 8
     with pytest.raises(UserError):
         TABLES["screening"]({"checkpoint": "/etc"})
+
+
+def test_synopsis_job_then_head_tables(nano_ckpt, cache, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("red square is above blue circle\ncircle left of blue triangle\n")
+    res, rep = _run(
+        "synopsis",
+        {"checkpoint": str(nano_ckpt), "prompts": str(prompts), "n_per_prompt": 1, "steps": 2,
+         "detail": 2},
+        tmp_path,
+    )  # fmt: skip
+    assert res["run"].startswith("synopsis-") and rep.fractions[-1] == 1.0
+    name = nano_ckpt.name
+    cols, rows = TABLES["heads"]({"checkpoint": name, "query": "relation->object1"})
+    assert len(rows) == 9 and cols[:3] == ["layer", "head", "score"]
+    page = query(cols, rows, sort="score", desc=True, limit=3)
+    assert page["total"] == 9 and page["rows"][0][cols.index("rank")] == 1
+    cols, rows = TABLES["head_map"]({"checkpoint": name, "query": "shape2->object2", "step": "1"})
+    assert len(rows) == 9 and cols == ["layer", "head", "value"]
+    cols, rows = TABLES["head_detail"]({"checkpoint": name, "layer": "2", "head": "0"})
+    assert len(rows) == 2 * 2 and len(rows[0][cols.index("map")]) == 8
+    cols, rows = TABLES["sample_images"]({"checkpoint": name})
+    assert len(rows) == 2 and len(rows[0][2]) == 32
+    with pytest.raises(UserError, match="unknown query"):
+        TABLES["heads"]({"checkpoint": name, "query": "x->y"})
+    with pytest.raises(UserError, match="out of range"):
+        TABLES["head_detail"]({"checkpoint": name, "layer": "3", "head": "0"})

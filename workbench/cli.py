@@ -43,7 +43,10 @@ def _register() -> None:
     app.command("info")(model.info)
     app.command("serve")(engine.serve)
     app.add_typer(engine.jobs_app, name="jobs")
-    from workbench.commands import curves
+    from workbench.commands import curves, probe
+
+    app.command("synopsis")(probe.synopsis)
+    app.command("heads")(probe.heads)
 
     app.command("curves")(curves.curves)
     from workbench.commands import intervene

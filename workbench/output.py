@@ -78,3 +78,32 @@ def emit(text: str, out: str | None) -> None:
 
 def dump_json(obj) -> str:
     return json.dumps(obj, indent=2) + "\n"
+
+
+def progress_bar(label: str):
+    """(callback(done, total), stop()) drawing a rich bar on a terminal's stderr, else silent."""
+    if not sys.stderr.isatty():
+        return (lambda done, total: None), (lambda: None)
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+    task = bar.add_task(label, total=None)
+    bar.start()
+
+    def on(done: int, total: int):
+        bar.update(task, completed=done, total=total)
+
+    return on, bar.stop

@@ -749,17 +749,12 @@ def compare_rankings(a: dict, b: dict, k: int = 5) -> dict:
 def synopsis_head_scores(store, run: str | None = None, query: str = "relation->object1"):
     """(run, {(layer, head): score}) of a stored synopsis ranking for `query`.
 
-    Uses the synopsis module's ``rank_heads`` (issue 5); its rows may be dicts with
-    layer/head/score, or (layer, head, score) sequences, or a {(layer, head): score} dict.
+    Uses `engine.probe.ranking.rank_heads`; its rows are dicts with layer/head/score.
     """
-    try:
-        from engine.probe.synopsis import rank_heads
-    except ImportError:
-        raise UserError(
-            "this version has no synopsis ranking (engine.probe.synopsis); --compare needs it"
-        ) from None
+    from engine.probe.ranking import rank_heads
+
     if run is None:
-        run = store.latest_run("synopsis")
+        run = store.latest_run("synopsis", complete=True)
         if run is None:
             raise UserError(
                 f"no synopsis run in {store.path}; run `dit-workbench synopsis CKPT` first "

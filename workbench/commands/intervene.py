@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import math
-import sys
 from pathlib import Path
 
 import typer
@@ -14,7 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from workbench.output import Format, emit, rows_to_csv
+from workbench.output import Format, emit, progress_bar, rows_to_csv
 
 _SPEC_HELP = (
     "An intervention, e.g. 'mask-head 2.8 tokens=relation steps=0-13'. Forms: "
@@ -65,35 +64,6 @@ def _light_ckpt(path: Path):
 
     p, meta = read_meta(path)
     return SimpleNamespace(path=p, hash=meta["hashes"]["transformer"])
-
-
-def _progress_bar(label: str):
-    """(callback(done, total), stop()) drawing a rich bar on a terminal's stderr, else silent."""
-    if not sys.stderr.isatty():
-        return (lambda done, total: None), (lambda: None)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        TextColumn(label),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        transient=True,
-    )
-    task = bar.add_task(label, total=None)
-    bar.start()
-
-    def on(done: int, total: int):
-        bar.update(task, completed=done, total=total)
-
-    return on, bar.stop
 
 
 def _print_table(tables: Table | list[Table], out: str | None) -> None:
@@ -274,7 +244,7 @@ def ablate(
     except (RuntimeError, AssertionError) as e:
         raise UserError(f"cannot use device {device!r}: {str(e).splitlines()[0]}") from None
     store = _store(model, cache, no_cache)
-    on, stop = _progress_bar("sweep" if sweep else "ablate")
+    on, stop = progress_bar("sweep" if sweep else "ablate")
     kw = dict(
         prompts=plist, n=n, seed=seed, steps=steps, cfg=cfg, store=store, progress=on,
         batch_size=batch_size, resamples=resamples, prompts_label=label,

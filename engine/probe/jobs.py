@@ -1,0 +1,176 @@
+"""Engine job kind `synopsis` and the tables built on synopsis runs: heads, head_map,
+head_detail, sample_images. Table functions are torch-free (numpy/h5py reads of the cache)."""
+
+from __future__ import annotations
+
+import math
+
+from engine import roots
+from engine.errors import UserError
+from engine.jobs import Param, Reporter, check_params
+
+SYNOPSIS = {
+    "checkpoint": Param(str, path=True),
+    "prompts": Param(str, "eval"),
+    "n_per_prompt": Param(int, 8),
+    "seed": Param(int, 0),
+    "steps": Param(int, 14),
+    "cfg": Param(float, 4.5),
+    "batch_size": Param(int, 32),
+    "detail": Param(int, 8),
+    "self_attn": Param(bool, False),
+    "cache": Param(str, None, path=True),
+    "resume": Param(bool, False),  # a synopsis always continues its stored partial run
+}
+HEADS_TABLE_COLUMNS = [
+    "layer", "head", "score", "rank", "peak_step", "z", "n_samples", "screen_score",
+    "screen_relation", "ablation_delta", "ablation_ci_low", "ablation_ci_high",
+]  # fmt: skip
+# Which evaluator metric an ablation of a head is judged on, by the query's text category.
+ABLATION_METRIC = {"relation": "spatial", "shape1": "shape", "shape2": "shape",
+                   "color1": "color", "color2": "color"}  # fmt: skip
+
+
+def prompts_of(spec: str):
+    from engine.data.prompts import eval_prompts, read_prompts_file
+
+    return (eval_prompts(), "eval") if spec == "eval" else (read_prompts_file(spec), spec)
+
+
+def validate_synopsis(params: dict, cwd: str | None) -> dict:
+    from pathlib import Path
+
+    from engine.model.checkpoint import resolve_checkpoint_dir
+
+    p = check_params("synopsis", params, SYNOPSIS, cwd)
+    for name in ("n_per_prompt", "steps", "batch_size"):
+        if p[name] <= 0:
+            raise UserError(f"param {name!r} must be positive (got {p[name]})")
+    resolve_checkpoint_dir(p["checkpoint"])
+    if p["prompts"] != "eval":
+        p["prompts"] = str(Path(cwd or ".", p["prompts"]).resolve())
+        prompts_of(p["prompts"])
+    p["cache"] = p["cache"] or str(roots.cache_dir())
+    return p
+
+
+def run_synopsis_job(params: dict, report: Reporter) -> dict:
+    import time
+
+    from engine.model.checkpoint import load_checkpoint
+    from engine.probe.synopsis import run_synopsis
+    from engine.store import Store
+
+    p = params
+    prompts, label = prompts_of(p["prompts"])
+    report.progress(0.0, "load")
+    ckpt = load_checkpoint(p["checkpoint"])
+    store = Store.for_checkpoint(ckpt, p["cache"])
+    t0 = time.monotonic()
+
+    def progress(done: int, total: int):
+        el = time.monotonic() - t0
+        eta = el / done * (total - done) if done else None
+        report.progress(done / max(total, 1), "sample", eta)
+
+    run = run_synopsis(ckpt, prompts, p["n_per_prompt"], p["seed"], p["steps"], p["cfg"],
+                       p["batch_size"], store, progress, p["detail"], p["self_attn"], label)  # fmt: skip
+    report.log(f"synopsis run {run} stored in {store.path}")
+    return {"run": run, "cache": str(store.path)}
+
+
+# --- tables -----------------------------------------------------------------------------------
+
+
+def _store(params: dict):
+    from engine.store import store_for_path
+
+    if not params.get("checkpoint"):
+        raise UserError("this table needs checkpoint=CKPT")
+    return store_for_path(roots.resolve(params["checkpoint"], "checkpoint"), roots.cache_dir())
+
+
+def _flag(v) -> bool:
+    return str(v).lower() in ("1", "true", "yes", "on")
+
+
+def _int(params: dict, key: str) -> int:
+    try:
+        return int(params[key])
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"this table needs {key}=N (an integer)") from None
+
+
+def heads_rows(store, params: dict) -> list[dict]:
+    """The ranked heads of a synopsis query, joined with the newest screening (best relation per
+    head) and the newest head sweep (delta of the metric the query's text category concerns)."""
+    from engine.probe.ranking import parse_query, rank_heads
+
+    query = params.get("query") or "relation->object1"
+    rows = rank_heads(store, params.get("run") or None, query, params.get("steps") or None,
+                      params.get("agg") or "max", _flag(params.get("correct_only", "")))  # fmt: skip
+    screen = _screen_by_head(store)
+    q = parse_query(query)
+    deltas = _sweep_by_head(store, ABLATION_METRIC.get(q.source, "overall"))
+    for r in rows:
+        key = (r["layer"], r["head"])
+        r["screen_score"], r["screen_relation"] = screen.get(key, (None, None))
+        r["ablation_delta"], r["ablation_ci_low"], r["ablation_ci_high"] = deltas.get(
+            key, (None, None, None)
+        )
+    return rows
+
+
+def _screen_by_head(store) -> dict:
+    from engine.probe.screening import KIND, best_rows, load_screening
+
+    run = store.latest_run(KIND)
+    if run is None:
+        return {}
+    try:
+        return {(r["layer"], r["head"]): (r["best"], r["best_relation"])
+                for r in best_rows(load_screening(store, run))}  # fmt: skip
+    except (UserError, KeyError, ValueError):
+        return {}
+
+
+def _sweep_by_head(store, metric: str) -> dict:
+    from engine.intervene.results import head_deltas
+
+    try:
+        return {k: tuple(None if math.isnan(x) else x for x in v)
+                for k, v in head_deltas(store, metric).items()}  # fmt: skip
+    except (UserError, KeyError, ValueError):
+        return {}
+
+
+def heads_table(params: dict) -> tuple[list[str], list[list]]:
+    rows = heads_rows(_store(params), params)
+    return list(HEADS_TABLE_COLUMNS), [[r.get(c) for c in HEADS_TABLE_COLUMNS] for r in rows]
+
+
+def head_map_table(params: dict) -> tuple[list[str], list[list]]:
+    from engine.probe.ranking import head_map
+
+    m = head_map(_store(params), params.get("run") or None,
+                 params.get("query") or "relation->object1", params.get("step", "all"),
+                 params.get("agg") or "max")  # fmt: skip
+    rows = [[layer, head, None if math.isnan(v) else float(v)]
+            for layer, row in enumerate(m.tolist()) for head, v in enumerate(row)]  # fmt: skip
+    return ["layer", "head", "value"], rows
+
+
+def head_detail_table(params: dict) -> tuple[list[str], list[list]]:
+    from engine.probe.ranking import head_detail
+
+    rows = head_detail(_store(params), params.get("run") or None, _int(params, "layer"),
+                       _int(params, "head"), params.get("category") or "relation")  # fmt: skip
+    cols = ["sample", "prompt", "step", "map"]
+    return cols, [[r[c] for c in cols] for r in rows]
+
+
+def sample_images_table(params: dict) -> tuple[list[str], list[list]]:
+    from engine.probe.ranking import sample_images
+
+    rows = sample_images(_store(params), params.get("run") or None)
+    return ["sample", "prompt", "image"], [[r["sample"], r["prompt"], r["image"]] for r in rows]

@@ -1,0 +1,288 @@
+"""The attention synopsis: how much attention each head sends between token categories, per
+denoising step, summarised inside the attention call and reduced once the images exist.
+
+Cross-attention (attn2). For every head, image token q and text category c, the capture hook
+sums the attention probabilities over the text tokens of category c:
+    mass[q, c] = sum_{k in c} A[q, k]
+Categories are color1, shape1, relation, color2, shape2, filler and pad (engine.text); padding
+is a category of its own, and the padding mask (a -10000 logit) already gives it ~0 mass, so
+the seven masses of a query sum to 1. The CFG batch is [uncond; cond]: each branch is summed
+with the categories of its own caption (the empty caption for uncond) and kept apart.
+
+Image categories. Once a batch's images are decoded, each is split into object 1 (red),
+object 2 (blue) and background with the evaluator's colour masks (engine.detect.color_masks),
+area-averaged to the 8x8 token grid: soft masks w[q, a] in [0, 1]. The synopsis value is the
+mask-weighted mean over image tokens:
+    S[a, c] = sum_q w[q, a] mass[q, c] / sum_q w[q, a]
+(NaN when the image has no pixel of category a). Stored per sample:
+    cross [sample, step, layer, branch, head, 3 image cats, 7 text cats]  float16
+Self-attention (attn1), optional second pass with the same noise and the masks known:
+    self  [sample, step, layer, branch, head, 3 query cats, 3 key cats]   float16
+      = sum_{q,k} w[q, a] A[q, k] w[k, b] / sum_q w[q, a]
+Full per-token cross maps [step, layer, head, 64, 7] (cond branch) are kept for the first
+`detail` samples, with their images, for the TUI's head-detail pane.
+
+Resume. Completed batches are written to the run (attribute complete=False) as they finish;
+calling again with the same parameters continues after the last stored sample. The run name is
+derived from the parameters, so the same request always finds its run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from engine.data.prompts import Prompt
+from engine.errors import UserError
+
+KIND = "synopsis"
+IMAGE_CATS = ("object1", "object2", "background")
+# engine.text.CATEGORIES, spelled out so table reads need not import the encoders (torch);
+# tests/test_probe.py checks that the two agree.
+TEXT_CATS = ("color1", "shape1", "relation", "color2", "shape2", "filler", "pad")
+BRANCHES = ("uncond", "cond")
+GRID = 8
+
+
+def category_onehot(categories: Sequence[Sequence[str]]):
+    """[B, K, 7] float: which text category each token position belongs to."""
+    import torch
+
+    idx = torch.tensor([[TEXT_CATS.index(c) for c in row] for row in categories])
+    return torch.nn.functional.one_hot(idx, len(TEXT_CATS)).float()
+
+
+def soft_masks(images: np.ndarray, grid: int = GRID) -> np.ndarray:
+    """[N, grid*grid, 3] fraction of each token's pixels that are object 1, object 2, background
+    (row-major tokens, row 0 at the top, as PixArt's patch order)."""
+    import cv2
+
+    from engine.detect import color_masks
+
+    out = np.zeros((len(images), grid * grid, 3), dtype=np.float32)
+    for i, img in enumerate(images):
+        red, blue = color_masks(np.ascontiguousarray(img))
+        r = cv2.resize(red.astype(np.float32) / 255, (grid, grid), interpolation=cv2.INTER_AREA)
+        b = cv2.resize(blue.astype(np.float32) / 255, (grid, grid), interpolation=cv2.INTER_AREA)
+        out[i, :, 0], out[i, :, 1] = r.reshape(-1), b.reshape(-1)
+        out[i, :, 2] = np.clip(1 - out[i, :, 0] - out[i, :, 1], 0, 1)
+    return out
+
+
+def reduce_tokens(mass: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """mass [..., N, H, Q, C] (N samples) and masks [N, Q, A] -> [..., N, H, A, C], the
+    mask-weighted mean over image tokens (NaN where a mask is empty)."""
+    total = masks.sum(axis=1)  # [N, A]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        weighted = np.einsum("...nhqc,nqa->...nhac", mass, masks)
+        return weighted / total[:, None, :, None]
+
+
+class CrossCapture:
+    """Hook: per-token category masses of every cross-attention head, for one batch."""
+
+    def __init__(self, onehot, steps: int, layers: int):
+        self.onehot = onehot  # [2B, K, C]: uncond rows first
+        self.mass: list[list] = [[None] * layers for _ in range(steps)]
+
+    # the Hook protocol (engine.probe.hooks.Hook), written out to keep this module torch-free
+    def active(self, site):
+        return site.attn == "cross" and site.step >= 0
+
+    def changes_attention(self, site):
+        return False
+
+    def wants_probs(self, site):
+        return True
+
+    def scores(self, site, s):
+        return None
+
+    def probs(self, site, p):
+        import torch
+
+        m = torch.einsum("bhqk,bkc->bhqc", p.float(), self.onehot.to(p.device))
+        self.mass[site.step][site.layer] = m.cpu().numpy()
+        return None
+
+    def head_out(self, site, o):
+        return None
+
+    def array(self) -> np.ndarray:
+        """[step, layer, 2B, H, Q, C]"""
+        if any(m is None for row in self.mass for m in row):
+            raise RuntimeError("some step or layer was not captured (is the schedule right?)")
+        return np.stack([np.stack(row) for row in self.mass])
+
+
+class SelfCapture(CrossCapture):
+    """Hook: object -> object/background self-attention of every head, given the soft masks."""
+
+    def __init__(self, masks, steps: int, layers: int):
+        import torch
+
+        self.masks = torch.from_numpy(masks)  # [B, Q, A]
+        self.mass = [[None] * layers for _ in range(steps)]
+
+    def active(self, site):
+        return site.attn == "self" and site.step >= 0
+
+    def probs(self, site, p):
+        import torch
+
+        w = torch.cat([self.masks, self.masks]).to(p.device)  # both branches see the same image
+        num = torch.einsum("bqa,bhqk,bkc->bhac", w, p.float(), w)
+        den = w.sum(1)[:, None, :, None]
+        self.mass[site.step][site.layer] = (num / den).cpu().numpy()
+        return None
+
+
+def _run_key(ckpt_hash: str, texts, seeds, steps, cfg, detail, self_attn) -> str:
+    h = hashlib.sha256(
+        json.dumps([ckpt_hash, list(texts), list(seeds), steps, cfg, detail, self_attn]).encode()
+    )
+    return h.hexdigest()[:12]
+
+
+def synopsis_items(prompts: Sequence[Prompt], n_per_prompt: int, seed: int):
+    return [(p, seed + k) for p in prompts for k in range(n_per_prompt)]
+
+
+def run_synopsis(
+    ckpt,
+    prompts: Sequence[Prompt],
+    n_per_prompt: int = 8,
+    seed: int = 0,
+    steps: int = 14,
+    cfg: float = 4.5,
+    batch_size: int = 32,
+    store=None,
+    progress: Callable[[int, int], None] | None = None,
+    detail: int = 8,
+    self_attn: bool = False,
+    prompts_label: str = "eval",
+) -> str:
+    """Sample every (prompt, seed) with capture, evaluate, reduce and store; returns the run
+    name. Continues a stored incomplete run with the same parameters."""
+    import torch
+
+    from engine.evaluate import METRICS, evaluate_arrays
+    from engine.model.sampler import denoise, initial_noise
+    from engine.probe.hooks import hooked, schedule_timesteps
+
+    for name, v in (("--n-per-prompt", n_per_prompt), ("--steps", steps),
+                    ("--batch-size", batch_size)):  # fmt: skip
+        if v <= 0:
+            raise UserError(f"{name} must be positive (got {v})")
+    if detail < 0:
+        raise UserError(f"--detail must be >= 0 (got {detail})")
+    if store is None:
+        raise UserError("the synopsis needs a cache to write to")
+    items = synopsis_items(prompts, n_per_prompt, seed)
+    texts, seeds = [p.text for p, _ in items], [s for _, s in items]
+    enc, tr, codec = ckpt.text_encoder, ckpt.transformer, ckpt.codec
+    enc.tokenize(sorted(set(texts)))  # unknown words fail before any sampling
+    run = f"synopsis-{_run_key(ckpt.hash, texts, seeds, steps, cfg, detail, self_attn)}"
+    attrs = {
+        "role": "synopsis",
+        "prompts": prompts_label,
+        "n_samples": len(items),
+        "n_per_prompt": n_per_prompt,
+        "seed": seed,
+        "steps": steps,
+        "cfg": cfg,
+        "encoder": enc.spec,
+        "codec": codec.spec,
+        "layers": ckpt.num_layers,
+        "heads": ckpt.num_heads,
+        "image_categories": json.dumps(IMAGE_CATS),
+        "text_categories": json.dumps(TEXT_CATS),
+        "branches": json.dumps(BRANCHES),
+        "self_attn": self_attn,
+        "detail": min(detail, len(items)),
+        "mask_source": "engine.detect.color_masks, area-averaged to 8x8",
+    }
+    data: dict[str, list] = {"cross": [], "self": [], "masks": [], "detail_maps": [],
+                             "detail_images": []}  # fmt: skip
+    evals: dict[str, list] = {m: [] for m in METRICS}
+    done = 0
+    if store.has_run(KIND, run):
+        a = store.attrs(KIND, run)
+        if a.get("complete"):
+            if progress:
+                progress(len(items), len(items))
+            return run
+        old = store.read(KIND, run)
+        done = int(a.get("done", 0))
+        for k in data:
+            if k in old:
+                data[k] = [old[k]]
+        for m in METRICS:
+            evals[m] = [old[f"eval/{m}"]]
+    if progress:
+        progress(done, len(items))
+
+    timesteps = schedule_timesteps(steps)
+    shape = (codec.channels, codec.latent_size, codec.latent_size)
+    null, null_mask = enc.encode([""])
+    null_cats = enc.tokenize([""]).categories
+    t0 = time.perf_counter()
+    for start in range(done, len(items), batch_size):
+        bt, bs = texts[start : start + batch_size], seeds[start : start + batch_size]
+        n = len(bt)
+        tok = enc.tokenize(bt)
+        emb, mask = enc.encode(bt)
+        onehot = category_onehot(null_cats * n + tok.categories)
+        noise = initial_noise(bt, bs, shape)
+        cap = CrossCapture(onehot, steps, ckpt.num_layers)
+        uncond = (null.expand(n, -1, -1), null_mask.expand(n, -1))
+        with hooked(tr, [cap], timesteps):
+            lat = denoise(tr, emb, mask, *uncond, noise, steps, cfg)
+        images = codec.decode(lat).cpu().numpy()
+        masks = soft_masks(images)
+        mass = cap.array()  # [S, L, 2n, H, Q, C]
+        both = np.stack([mass[:, :, :n], mass[:, :, n:]], axis=2)  # [S, L, 2, n, H, Q, C]
+        red = reduce_tokens(both, masks)  # [S, L, 2, n, H, A, C]
+        data["cross"].append(red.transpose(3, 0, 1, 2, 4, 5, 6).astype(np.float16))
+        data["masks"].append(masks.astype(np.float16))
+        keep = max(0, min(detail - start, n))
+        if keep:
+            data["detail_maps"].append(
+                mass[:, :, n : n + keep].transpose(2, 0, 1, 3, 4, 5).astype(np.float16)
+            )
+            data["detail_images"].append(images[:keep])
+        if self_attn:
+            sc = SelfCapture(masks, steps, ckpt.num_layers)
+            with hooked(tr, [sc], timesteps):
+                denoise(tr, emb, mask, *uncond, noise, steps, cfg)
+            s = sc.array()  # [S, L, 2n, H, A, A]
+            s = np.stack([s[:, :, :n], s[:, :, n:]], axis=2)
+            data["self"].append(s.transpose(3, 0, 1, 2, 4, 5, 6).astype(np.float16))
+        res = evaluate_arrays(images, [p for p, _ in items[start : start + n]])
+        for m in METRICS:
+            evals[m].append(np.array([bool(r[m]) for r in res.per_image]))
+        done = start + n
+        _write(store, run, attrs, data, evals, texts, seeds, done, len(items),
+               time.perf_counter() - t0)  # fmt: skip
+        if progress:
+            progress(done, len(items))
+    del torch
+    return run
+
+
+def _write(store, run, attrs, data, evals, texts, seeds, done, total, seconds) -> None:
+    arrays = {k: np.concatenate(v) for k, v in data.items() if v}
+    arrays.update({f"eval/{m}": np.concatenate(v) for m, v in evals.items()})
+    arrays["prompts"] = texts
+    arrays["seeds"] = np.asarray(seeds, dtype=np.int64)
+    store.write_run(
+        KIND,
+        arrays,
+        {**attrs, "done": done, "complete": done >= total, "seconds": round(seconds, 2)},
+        run=run,
+        overwrite=True,
+    )

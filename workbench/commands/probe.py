@@ -1,0 +1,90 @@
+"""`dit-workbench synopsis` and `heads`: capture attention while sampling, rank the heads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from engine.probe.ranking import HEAD_COLUMNS, query_help
+from workbench.output import Format, dump_json, emit, print_rows, progress_bar, rows_to_csv
+
+CACHE_HELP = "Cache folder (one HDF5 file per checkpoint); default ./cache or $DIT_WORKBENCH_CACHE."
+
+
+def synopsis(
+    ckpt: Path = typer.Argument(..., help="Checkpoint folder or training run (uses `latest`)."),
+    prompts: str = typer.Option(
+        "eval", "--prompts", help="eval (the 264-prompt evaluation set) or a file, one per line."
+    ),
+    n_per_prompt: int = typer.Option(8, "--n-per-prompt", help="Seeds per prompt."),
+    seed: int = typer.Option(0, "--seed", help="First image seed (then seed+1, ...)."),
+    steps: int = typer.Option(14, "--steps", help="DPM-Solver++ steps (paper: 14)."),
+    cfg: float = typer.Option(4.5, "--cfg", help="Classifier-free guidance scale (paper: 4.5)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
+    detail: int = typer.Option(
+        8, "--detail", help="Samples whose full per-token maps are kept (head-detail pane)."
+    ),
+    self_attn: bool = typer.Option(
+        False, "--self-attn", help="Also summarise self-attention (a second sampling pass)."
+    ),
+    cache: Path = typer.Option(None, "--cache", help=CACHE_HELP),
+    format: Format = typer.Option(Format.table, "--format", help="table or json summary."),
+):
+    """Sample the prompts with attention capture, evaluate the images and store the synopsis
+    in the checkpoint's HDF5 cache. Interrupted? Run the same command again: it continues."""
+    from engine.model.checkpoint import load_checkpoint
+    from engine.probe.jobs import prompts_of
+    from engine.probe.ranking import run_summary
+    from engine.probe.synopsis import run_synopsis
+    from engine.store import Store
+
+    plist, label = prompts_of(prompts)
+    ckpt_obj = load_checkpoint(ckpt)
+    store = Store.for_checkpoint(ckpt_obj, cache)
+    on, stop = progress_bar("synopsis")
+    try:
+        run = run_synopsis(ckpt_obj, plist, n_per_prompt, seed, steps, cfg, batch_size, store,
+                           on, detail, self_attn, label)  # fmt: skip
+    finally:
+        stop()
+    summary = {"run": run, "cache": str(store.path), **run_summary(store, run)}
+    if format is Format.json:
+        emit(dump_json(summary), None)
+    else:
+        typer.echo(f"synopsis run {run}: {summary['n_samples']} samples, {steps} steps -> "
+                   f"{store.path}")  # fmt: skip
+
+
+def heads(
+    ckpt: Path = typer.Argument(..., help="Checkpoint folder or training run."),
+    query: str = typer.Option("relation->object1", "--query", "-q", help=query_help() + "."),
+    run: str = typer.Option(None, "--run", help="Synopsis run (default: the newest complete)."),
+    steps: str = typer.Option(None, "--steps", help="Steps to aggregate, e.g. 0-3 (default all)."),
+    agg: str = typer.Option("max", "--agg", help="max (paper) or mean over steps, per sample."),
+    correct_only: bool = typer.Option(
+        False, "--correct-only", help="Only samples the evaluator scores correct (spatial)."
+    ),
+    top: int = typer.Option(None, "--top", help="Only the K best heads."),
+    cache: Path = typer.Option(None, "--cache", help=CACHE_HELP),
+    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
+    out: str = typer.Option(None, "--out", help="Write to this file instead of stdout."),
+):
+    """Rank every layer x head by how much attention flows along QUERY in a synopsis run:
+    score (max over steps, mean over samples), rank, peak step, z-score, samples."""
+    from engine.errors import UserError
+    from engine.probe.ranking import parse_query, rank_heads
+    from engine.store import store_for_path
+
+    parse_query(query)  # a bad query fails before anything is read
+    if top is not None and top <= 0:
+        raise UserError(f"--top must be positive (got {top})")
+    store = store_for_path(ckpt, cache)
+    rows = rank_heads(store, run, query, steps, agg, correct_only)[:top]
+    if format is Format.csv:
+        emit(rows_to_csv(rows, HEAD_COLUMNS), out)
+    elif format is Format.json:
+        emit(dump_json({"query": query, "agg": agg, "steps": steps, "rows": rows}), out)
+    else:
+        print_rows(rows, title=f"heads by {query} ({agg} over steps, mean over samples)",
+                   columns=HEAD_COLUMNS)  # fmt: skip
