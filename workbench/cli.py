@@ -47,6 +47,9 @@ def _register() -> None:
 
     app.command("synopsis")(probe.synopsis)
     app.command("heads")(probe.heads)
+    from workbench.commands import report
+
+    app.command("report")(report.report)
 
     app.command("curves")(curves.curves)
     from workbench.commands import intervene
