@@ -208,7 +208,7 @@ def list_checkpoints() -> list[dict]:
                 if is_run:  # name the run folder (it follows `latest`), and say which step
                     info["latest"], info["path"] = info["path"], str(d)
                 # the training run whose curves belong to it (GET /tables/curves?run=...)
-                owner = d if is_run else d.parent
+                owner = d if is_run or (d / "metrics.jsonl").is_file() else d.parent
                 info["run"] = str(owner) if (owner / "metrics.jsonl").is_file() else None
                 entry.update(info)
             except UserError as e:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from engine.data.relations import ALL_PHRASES, PHRASINGS, RELATIONS
 from engine.data.scenes import COLORS, SHAPES, make_caption
@@ -132,3 +133,11 @@ def read_prompts_file(path) -> list[Prompt]:
     if not prompts:
         raise UserError(f"prompts file {str(p)!r} has no captions; write one caption per line")
     return prompts
+
+
+def prompt_set(spec: str) -> tuple[list[Prompt], str]:
+    """`--prompts` of the probe commands: "eval" (the fixed 264) or a file of captions; returns
+    the prompts and the label stored with results (the set's name or the file's full path)."""
+    if spec == "eval":
+        return eval_prompts(), "eval"
+    return read_prompts_file(spec), str(Path(spec).resolve())

@@ -7,6 +7,7 @@ cheap (no torch); the run functions load the model in the job's worker process.
 from __future__ import annotations
 
 from engine import roots
+from engine.data.prompts import prompt_set
 from engine.errors import UserError
 from engine.jobs import Param, Reporter, check_params
 
@@ -30,12 +31,6 @@ VARIANCE = {
 }
 
 
-def _prompts(spec: str):
-    from engine.data.prompts import eval_prompts, read_prompts_file
-
-    return (eval_prompts(), "eval") if spec == "eval" else (read_prompts_file(spec), spec)
-
-
 def _check_common(p: dict, cwd: str | None) -> dict:
     from pathlib import Path
 
@@ -44,7 +39,7 @@ def _check_common(p: dict, cwd: str | None) -> dict:
     resolve_checkpoint_dir(p["checkpoint"])
     if p["prompts"] != "eval":
         p["prompts"] = str(Path(cwd or ".", p["prompts"]).resolve())
-        _prompts(p["prompts"])
+        prompt_set(p["prompts"])
     p["cache"] = p["cache"] or str(roots.cache_dir())
     return p
 
@@ -67,7 +62,7 @@ def run_ablate(params: dict, report: Reporter) -> dict:
     from engine.store import Store
 
     p = params
-    prompts, label = _prompts(p["prompts"])
+    prompts, label = prompt_set(p["prompts"])
     report.progress(0.0, "load")
     ckpt = load_checkpoint(p["checkpoint"])
     store = Store.for_checkpoint(ckpt, p["cache"])
@@ -99,7 +94,7 @@ def run_variance_job(params: dict, report: Reporter) -> dict:
     from engine.model.checkpoint import load_checkpoint
     from engine.store import Store
 
-    prompts, label = _prompts(params["prompts"])
+    prompts, label = prompt_set(params["prompts"])
     report.progress(0.0, "load")
     ckpt = load_checkpoint(params["checkpoint"])
     res = run_variance(ckpt, prompts, Store.for_checkpoint(ckpt, params["cache"]), label)

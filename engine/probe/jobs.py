@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 from engine import roots
+from engine.data.prompts import prompt_set
 from engine.errors import UserError
 from engine.jobs import Param, Reporter, check_params
 
@@ -31,12 +32,6 @@ ABLATION_METRIC = {"relation": "spatial", "shape1": "shape", "shape2": "shape",
                    "color1": "color", "color2": "color"}  # fmt: skip
 
 
-def prompts_of(spec: str):
-    from engine.data.prompts import eval_prompts, read_prompts_file
-
-    return (eval_prompts(), "eval") if spec == "eval" else (read_prompts_file(spec), spec)
-
-
 def validate_synopsis(params: dict, cwd: str | None) -> dict:
     from pathlib import Path
 
@@ -49,7 +44,7 @@ def validate_synopsis(params: dict, cwd: str | None) -> dict:
     resolve_checkpoint_dir(p["checkpoint"])
     if p["prompts"] != "eval":
         p["prompts"] = str(Path(cwd or ".", p["prompts"]).resolve())
-        prompts_of(p["prompts"])
+        prompt_set(p["prompts"])
     p["cache"] = p["cache"] or str(roots.cache_dir())
     return p
 
@@ -62,7 +57,7 @@ def run_synopsis_job(params: dict, report: Reporter) -> dict:
     from engine.store import Store
 
     p = params
-    prompts, label = prompts_of(p["prompts"])
+    prompts, label = prompt_set(p["prompts"])
     report.progress(0.0, "load")
     ckpt = load_checkpoint(p["checkpoint"])
     store = Store.for_checkpoint(ckpt, p["cache"])

@@ -13,6 +13,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from engine.data.prompts import prompt_set
 from workbench.output import Format, emit, progress_bar, rows_to_csv
 
 _SPEC_HELP = (
@@ -40,14 +41,6 @@ def _clean(obj):
 
 def _json(obj) -> str:
     return json.dumps(_clean(obj), indent=2) + "\n"
-
-
-def _prompts(spec: str):
-    from engine.data.prompts import eval_prompts, read_prompts_file
-
-    if spec == "eval":
-        return eval_prompts(), "eval"
-    return read_prompts_file(spec), str(Path(spec).resolve())
 
 
 def _store(ckpt, cache: Path | None, no_cache: bool):
@@ -235,7 +228,7 @@ def ablate(
     from engine.intervene.ablate import result_rows, run_ablation, run_sweep
     from engine.model.checkpoint import load_checkpoint
 
-    plist, label = _prompts(prompts)
+    plist, label = prompt_set(prompts)
     model = load_checkpoint(ckpt)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -347,7 +340,7 @@ def variance(
     for v in view or []:
         if v not in _VIEWS:
             raise UserError(f"unknown --view {v!r}; use pooled, positions or tokens")
-    plist, label = _prompts(prompts)
+    plist, label = prompt_set(prompts)
     model = load_checkpoint(ckpt)
     result = run_variance(model, plist, _store(model, cache, no_cache), label)
     rows = [r for r in result["rows"] if not view or any(_VIEWS[v](r["view"]) for v in view)]

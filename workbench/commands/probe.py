@@ -33,13 +33,13 @@ def synopsis(
 ):
     """Sample the prompts with attention capture, evaluate the images and store the synopsis
     in the checkpoint's HDF5 cache. Interrupted? Run the same command again: it continues."""
+    from engine.data.prompts import prompt_set
     from engine.model.checkpoint import load_checkpoint
-    from engine.probe.jobs import prompts_of
     from engine.probe.ranking import run_summary
     from engine.probe.synopsis import run_synopsis
     from engine.store import Store
 
-    plist, label = prompts_of(prompts)
+    plist, label = prompt_set(prompts)
     ckpt_obj = load_checkpoint(ckpt)
     store = Store.for_checkpoint(ckpt_obj, cache)
     on, stop = progress_bar("synopsis")
