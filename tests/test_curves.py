@@ -70,3 +70,12 @@ def test_curves_cli_csv_and_errors(tmp_path):
     assert float(rows[2]["unique_binding"]) == 0.6
     with pytest.raises(UserError, match="no metrics.jsonl"):
         read_curves(tmp_path)
+
+
+def test_no_arguments_without_a_terminal_is_a_clear_error():
+    r = subprocess.run([sys.executable, "-m", "workbench.cli"], capture_output=True, text=True,
+                       cwd=ROOT, stdin=subprocess.DEVNULL)  # fmt: skip
+    assert r.returncode == 2 and "needs a terminal" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "workbench.cli", "--help"], capture_output=True,
+                       text=True, cwd=ROOT)  # fmt: skip
+    assert r.returncode == 0 and "synopsis" in r.stdout and "tui" in r.stdout

@@ -117,3 +117,17 @@ def test_synopsis_job_then_head_tables(nano_ckpt, cache, tmp_path):
         TABLES["heads"]({"checkpoint": name, "query": "x->y"})
     with pytest.raises(UserError, match="out of range"):
         TABLES["head_detail"]({"checkpoint": name, "layer": "3", "head": "0"})
+
+
+def test_the_tuis_one_head_form_becomes_a_spec(nano_ckpt, cache):
+    p = get_kind("ablate").check(
+        {"checkpoint": str(nano_ckpt), "layer": 2, "head": 1, "intervention": "mask",
+         "tokens": ["relation", "shape2"], "steps": "0-3", "samples": 16},
+        None,
+    )  # fmt: skip
+    assert p["interventions"] == ["mask-head 2.1 tokens=relation,shape2 steps=0-3"]
+    assert p["n"] == 16
+    p = get_kind("ablate").check(
+        {"checkpoint": str(nano_ckpt), "layer": 0, "head": 0, "intervention": "zero"}, None
+    )
+    assert p["interventions"] == ["zero-head 0.0"]

@@ -12,7 +12,7 @@ from engine.errors import UserError
 app = typer.Typer(
     name="dit-workbench",
     help="Find and test the attention heads that draw spatial relations in diffusion transformers.",
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     add_completion=False,
 )
@@ -26,11 +26,19 @@ def _version(value: bool):
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
     ),
 ):
-    """Find and test the attention heads that draw spatial relations in diffusion transformers."""
+    """Find and test the attention heads that draw spatial relations in diffusion transformers.
+
+    With no command, opens the workbench (the Textual app) on ./checkpoints.
+    """
+    if ctx.invoked_subcommand is None:
+        from workbench.commands.tui import open_workbench
+
+        open_workbench()
 
 
 def _register() -> None:
@@ -47,7 +55,9 @@ def _register() -> None:
 
     app.command("synopsis")(probe.synopsis)
     app.command("heads")(probe.heads)
-    from workbench.commands import report
+    from workbench.commands import report, tui
+
+    app.command("tui")(tui.tui)
 
     app.command("report")(report.report)
 

@@ -44,8 +44,31 @@ def _check_common(p: dict, cwd: str | None) -> dict:
     return p
 
 
+def from_head_form(params: dict) -> dict:
+    """The TUI's one-head form {layer, head, intervention: mask|zero, tokens, steps, samples}
+    as the text spec every other client sends ({interventions: [SPEC], n})."""
+    if not isinstance(params, dict) or "layer" not in params:
+        return params
+    p = dict(params)
+    layer, head, kind = p.pop("layer"), p.pop("head", None), p.pop("intervention", "mask")
+    tokens, steps = p.pop("tokens", None), p.pop("steps", "all")
+    if not isinstance(layer, int) or not isinstance(head, int):
+        raise UserError("ablate needs integer layer and head")
+    if kind not in ("mask", "zero"):
+        raise UserError(f"intervention must be mask or zero (got {kind!r})")
+    spec = f"{kind}-head {layer}.{head}"
+    if kind == "mask":
+        spec += f" tokens={','.join(tokens or ['relation'])}"
+    if steps not in (None, "", "all"):
+        spec += f" steps={steps}"
+    p["interventions"] = [spec]
+    if "samples" in p:
+        p["n"] = p.pop("samples")
+    return p
+
+
 def validate_ablate(params: dict, cwd: str | None) -> dict:
-    p = _check_common(check_params("ablate", params, ABLATE, cwd), cwd)
+    p = _check_common(check_params("ablate", from_head_form(params), ABLATE, cwd), cwd)
     if not p["interventions"] and not p["sweep"]:
         raise UserError("ablate needs interventions=[SPEC, ...] or sweep=TEMPLATE")
     if p["interventions"] and p["sweep"]:
@@ -123,5 +146,6 @@ def ablations_table(params: dict) -> tuple[list[str], list[list]]:
 def sweep_table(params: dict) -> tuple[list[str], list[list]]:
     from engine.intervene.results import SWEEP_COLUMNS, sweep_rows
 
-    rows = sweep_rows(_store(params), params.get("run") or None, params.get("metric") or None)
+    run = params.get("run") or params.get("spec") or None  # the TUI names the run "spec"
+    rows = sweep_rows(_store(params), run, params.get("metric") or None)
     return list(SWEEP_COLUMNS), [[r.get(c) for c in SWEEP_COLUMNS] for r in rows]
