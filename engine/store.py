@@ -186,7 +186,7 @@ class Store:
         """
         check_kind(kind)
         with self._lock():
-            run = check_run_name(run) if run else self.new_run_name(kind)
+            run = check_run_name(run) if run is not None else self.new_run_name(kind)
             if self.has_run(kind, run) and not overwrite:
                 raise UserError(f"{kind} run {run!r} already exists in {self.path}")
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
