@@ -7,10 +7,8 @@ on an already loaded model.
 Synopsis: the smallest useful synopsis ranking, one prompt per relation (8) x 1 seed x 14
 DPM-Solver++ steps with CFG 4.5, attention captured at every cross-attention call, then the
 final images evaluated and turned into 8x8 object masks, and the [layer, head] relation->object1
-score aggregated and ranked. The script does that work itself with engine.probe.hooks (an
-observing hook that keeps each cross-attention's probabilities, as a synopsis must, since the
-object masks are only known at the end) and engine.evaluate, so it does not depend on the
-synopsis module's API (issue 5), which should do about this much work too.
+score aggregated and ranked. It runs engine.probe.synopsis.run_synopsis and
+engine.probe.ranking.rank_heads, exactly what `dit-workbench synopsis` + `heads` do.
 
 Both are timed in the same process, on the same model; the synopsis runs on --threads torch
 threads (default 1, its faster setting on a busy 2-core machine), screening on one.
@@ -27,9 +25,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import torch
 
 
@@ -45,7 +43,9 @@ def build(preset: str, text: str, res: int, seed: int = 0):
         get_preset(preset), codec.channels, codec.latent_size, codec.patch_size, enc.dim
     )
     tr.eval().requires_grad_(False)
-    return SimpleNamespace(transformer=tr, text_encoder=enc, codec=codec, meta={"text": text})
+    return SimpleNamespace(transformer=tr, text_encoder=enc, codec=codec, meta={"text": text},
+                           hash="0" * 64, num_layers=len(tr.transformer_blocks),
+                           num_heads=tr.config.num_attention_heads)  # fmt: skip
 
 
 def time_screening(ck, repeats: int) -> tuple[float, list[float]]:
@@ -72,73 +72,23 @@ def synopsis_prompts(n: int):
     return [by_rel[RELATIONS[i % 8]][i // 8 % len(by_rel[RELATIONS[i % 8]])] for i in range(n)]
 
 
-class _Keep:
-    """Observing hook: keeps the conditional branch's cross-attention probabilities per step."""
-
-    def __init__(self):
-        from engine.probe.hooks import Hook
-
-        class K(Hook):
-            def __init__(s):
-                s.kept = {}
-
-            def wants_probs(s, site):
-                return site.attn == "cross"
-
-            def probs(s, site, p):
-                rows = site.branch_rows(p.shape[0], "cond")
-                s.kept[(site.step, site.layer)] = p[rows].float().cpu()  # [B, H, N, T]
-
-        self.hook = K()
-
-
 def time_synopsis(ck, n_prompts: int, steps: int, cfg: float) -> float:
-    return _own_synopsis(ck, synopsis_prompts(n_prompts), steps, cfg)
+    """The real synopsis (engine.probe.synopsis.run_synopsis: sampling with capture, evaluation,
+    object masks, reduction, storage) and its relation->object1 ranking, end to end."""
+    import tempfile
 
+    from engine.probe.ranking import rank_heads
+    from engine.probe.synopsis import run_synopsis
+    from engine.store import Store
 
-def _own_synopsis(ck, prompts, steps: int, cfg: float) -> float:
-    from engine.detect import color_masks
-    from engine.evaluate import evaluate_arrays
-    from engine.model.sampler import denoise, initial_noise
-    from engine.probe.hooks import hooked, schedule_timesteps
-
-    t0 = time.perf_counter()
-    enc, tr, codec = ck.text_encoder, ck.transformer, ck.codec
-    texts = [p.text for p in prompts]
-    tokens = enc.tokenize(texts)
-    emb, mask = enc.encode(texts)
-    null, null_mask = enc.encode([""])
-    n = len(texts)
-    keep = _Keep().hook
-    with hooked(tr, [keep], timesteps=schedule_timesteps(steps), cfg=True):
-        lat = denoise(
-            tr,
-            emb,
-            mask,
-            null.expand(n, -1, -1),
-            null_mask.expand(n, -1),
-            initial_noise(texts, [0] * n, (codec.channels, codec.latent_size, codec.latent_size)),
-            steps,
-            cfg,
-        )
-    images = codec.decode(lat).cpu().numpy()
-    evaluate_arrays(images, prompts)
-    # object-1 masks on the token grid: red pixels, area-averaged to 8x8
-    grid = int(tr.pos_embed.height)
-    obj1 = []
-    for img in images:
-        red, _ = color_masks(img)
-        r = torch.from_numpy(np.asarray(red, dtype=np.float32))[None, None]
-        obj1.append(torch.nn.functional.adaptive_avg_pool2d(r, grid).reshape(-1))
-    obj1 = torch.stack(obj1)  # [B, N]
-    rel_tok = torch.tensor([[c == "relation" for c in cats] for cats in tokens.categories]).float()
-    score = torch.zeros(len(tr.transformer_blocks), tr.config.num_attention_heads)
-    for (_step, layer), p in keep.kept.items():  # p [B, H, N, T]
-        flow = torch.einsum("bhnt,bn,bt->h", p, obj1, rel_tok)
-        score[layer] += flow / max(obj1.sum().item(), 1e-6)
-    order = torch.argsort(score.reshape(-1), descending=True)  # the ranking itself
-    assert order.numel() == score.numel()
-    return time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as d:
+        t0 = time.perf_counter()
+        store = Store(Path(d) / "c.h5", "0" * 64)
+        run = run_synopsis(ck, synopsis_prompts(n_prompts), 1, 0, steps, cfg, 32, store,
+                           detail=0)  # fmt: skip
+        rows = rank_heads(store, run, "relation->object1")
+        assert len(rows) == ck.num_layers * ck.num_heads
+        return time.perf_counter() - t0
 
 
 def main() -> None:
