@@ -18,6 +18,7 @@ from typing import Any
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
@@ -433,10 +434,13 @@ class WorkbenchApp(EngineCallMixin, App[None]):
         if hd == self.selected:
             return
         self.selected = hd
-        if event.source != "table":
-            self.heads_pane.select_head(*hd)
-        if event.source != "map":
-            self.map_pane.sync_cursor(*hd)
+        try:
+            if event.source != "table":
+                self.heads_pane.select_head(*hd)
+            if event.source != "map":
+                self.map_pane.sync_cursor(*hd)
+        except NoMatches:  # a selection still in flight while the app shuts down
+            pass
 
     def on_open_head_detail(self, event: OpenHeadDetail) -> None:
         if self.checkpoint is None:

@@ -73,16 +73,20 @@ def heads(
     """Rank every layer x head by how much attention flows along QUERY in a synopsis run:
     score (max over steps, mean over samples), rank, peak step, z-score, samples."""
     from engine.errors import UserError
-    from engine.probe.ranking import parse_query, rank_heads
+    from engine.probe.jobs import HEADS_TABLE_COLUMNS, heads_rows
+    from engine.probe.ranking import parse_query
     from engine.store import store_for_path
 
     parse_query(query)  # a bad query fails before anything is read
     if top is not None and top <= 0:
         raise UserError(f"--top must be positive (got {top})")
     store = store_for_path(ckpt, cache)
-    rows = rank_heads(store, run, query, steps, agg, correct_only)[:top]
+    # The same rows as the workbench's Heads table (and its CSV export): the ranking joined with
+    # the newest screening and head sweep.
+    params = {"run": run, "query": query, "steps": steps, "agg": agg, "correct_only": correct_only}
+    rows = heads_rows(store, params)[:top]
     if format is Format.csv:
-        emit(rows_to_csv(rows, HEAD_COLUMNS), out)
+        emit(rows_to_csv(rows, HEADS_TABLE_COLUMNS), out)
     elif format is Format.json:
         emit(dump_json({"query": query, "agg": agg, "steps": steps, "rows": rows}), out)
     else:
