@@ -131,3 +131,15 @@ def test_the_tuis_one_head_form_becomes_a_spec(nano_ckpt, cache):
         {"checkpoint": str(nano_ckpt), "layer": 0, "head": 0, "intervention": "zero"}, None
     )
     assert p["interventions"] == ["zero-head 0.0"]
+
+
+def test_a_single_head_ablation_shows_in_the_heads_table(nano_ckpt, cache, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("red square is above blue circle\n")
+    _run("synopsis", {"checkpoint": str(nano_ckpt), "prompts": str(prompts), "n_per_prompt": 1,
+                      "steps": 2}, tmp_path)  # fmt: skip
+    _run("ablate", {"checkpoint": str(nano_ckpt), "layer": 1, "head": 2, "intervention": "mask",
+                    "tokens": ["relation"], "samples": 2, "steps": 2, "resamples": 20}, tmp_path)  # fmt: skip
+    cols, rows = TABLES["heads"]({"checkpoint": nano_ckpt.name})
+    by_head = {(r[0], r[1]): r for r in rows}
+    assert by_head[(1, 2)][cols.index("ablation_delta")] is not None

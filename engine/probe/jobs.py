@@ -130,11 +130,21 @@ def _screen_by_head(store) -> dict:
 
 
 def _sweep_by_head(store, metric: str) -> dict:
-    from engine.intervene.results import head_deltas
+    """(delta, ci_low, ci_high) per head: the newest sweep, overridden by any later single-head
+    ablation (what the workbench's `a` key runs), so a fresh result shows at once."""
+    import re
+
+    from engine.intervene.results import ablation_rows, head_deltas
 
     try:
-        return {k: tuple(None if math.isnan(x) else x for x in v)
-                for k, v in head_deltas(store, metric).items()}  # fmt: skip
+        out = {k: tuple(None if math.isnan(x) else x for x in v)
+               for k, v in head_deltas(store, metric).items()}  # fmt: skip
+        one_head = re.compile(r"^(?:mask|zero)-head (\d+)\.(\d+)\b[^+]*$")
+        for r in ablation_rows(store, metric):  # oldest first: the newest wins
+            m = one_head.match(r["intervention"])
+            if m:
+                out[(int(m[1]), int(m[2]))] = (r["delta"], r["ci_low"], r["ci_high"])
+        return out
     except (UserError, KeyError, ValueError):
         return {}
 
