@@ -264,3 +264,16 @@ class LineReporter:
 
 def encode_message(obj: dict) -> str:
     return json.dumps(obj, default=str) + "\n"
+
+
+def named_checkpoint(params: dict, cwd: str | None) -> dict:
+    """A job's `checkpoint` may be a path (relative to the client's directory) or, as the
+    workbench sends it, a name from GET /checkpoints: turn a name into its path."""
+    if not isinstance(params, dict) or not isinstance(params.get("checkpoint"), str):
+        return params
+    value = params["checkpoint"]
+    if os.path.exists(os.path.join(cwd or os.getcwd(), os.path.expanduser(value))):
+        return params
+    from engine import roots
+
+    return {**params, "checkpoint": str(roots.resolve(value, "checkpoint"))}

@@ -143,3 +143,14 @@ def test_a_single_head_ablation_shows_in_the_heads_table(nano_ckpt, cache, tmp_p
     cols, rows = TABLES["heads"]({"checkpoint": nano_ckpt.name})
     by_head = {(r[0], r[1]): r for r in rows}
     assert by_head[(1, 2)][cols.index("ablation_delta")] is not None
+
+
+def test_jobs_take_a_checkpoint_by_its_listing_name(nano_ckpt, cache, tmp_path):
+    p = get_kind("ablate").check(
+        {"checkpoint": nano_ckpt.name, "layer": 0, "head": 0, "intervention": "zero"}, str(tmp_path)
+    )
+    assert p["checkpoint"] == str(nano_ckpt.resolve())
+    p = get_kind("synopsis").check({"checkpoint": nano_ckpt.name}, str(tmp_path))
+    assert p["checkpoint"] == str(nano_ckpt.resolve())
+    with pytest.raises(UserError, match="not found"):
+        get_kind("synopsis").check({"checkpoint": "no-such-ckpt"}, str(tmp_path))

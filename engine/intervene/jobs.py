@@ -9,7 +9,7 @@ from __future__ import annotations
 from engine import roots
 from engine.data.prompts import prompt_set
 from engine.errors import UserError
-from engine.jobs import Param, Reporter, check_params
+from engine.jobs import Param, Reporter, check_params, named_checkpoint
 
 ABLATE = {
     "checkpoint": Param(str, path=True),
@@ -68,7 +68,8 @@ def from_head_form(params: dict) -> dict:
 
 
 def validate_ablate(params: dict, cwd: str | None) -> dict:
-    p = _check_common(check_params("ablate", from_head_form(params), ABLATE, cwd), cwd)
+    params = named_checkpoint(from_head_form(params), cwd)
+    p = _check_common(check_params("ablate", params, ABLATE, cwd), cwd)
     if not p["interventions"] and not p["sweep"]:
         raise UserError("ablate needs interventions=[SPEC, ...] or sweep=TEMPLATE")
     if p["interventions"] and p["sweep"]:
@@ -109,6 +110,7 @@ def run_ablate(params: dict, report: Reporter) -> dict:
 
 
 def validate_variance(params: dict, cwd: str | None) -> dict:
+    params = named_checkpoint(params, cwd)
     return _check_common(check_params("variance", params, VARIANCE, cwd), cwd)
 
 

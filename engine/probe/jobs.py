@@ -8,7 +8,7 @@ import math
 from engine import roots
 from engine.data.prompts import prompt_set
 from engine.errors import UserError
-from engine.jobs import Param, Reporter, check_params
+from engine.jobs import Param, Reporter, check_params, named_checkpoint
 
 SYNOPSIS = {
     "checkpoint": Param(str, path=True),
@@ -37,7 +37,7 @@ def validate_synopsis(params: dict, cwd: str | None) -> dict:
 
     from engine.model.checkpoint import resolve_checkpoint_dir
 
-    p = check_params("synopsis", params, SYNOPSIS, cwd)
+    p = check_params("synopsis", named_checkpoint(params, cwd), SYNOPSIS, cwd)
     for name in ("n_per_prompt", "steps", "batch_size"):
         if p[name] <= 0:
             raise UserError(f"param {name!r} must be positive (got {p[name]})")
