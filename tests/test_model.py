@@ -304,7 +304,14 @@ def _two_process_train(tmp_path):
         stdout, stderr = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)  # a hung rank must not outlive the test and hold its port
-        proc.communicate()
+        # A rank can outlive the launcher in another process group and keep our pipes open:
+        # find it by its unique output folder and kill it too, or communicate() never returns.
+        import psutil
+
+        for p in psutil.process_iter(["cmdline"]):
+            if str(out) in " ".join(p.info["cmdline"] or []):
+                p.kill()
+        proc.communicate(timeout=60)
         return None, out
     r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     return r, out
