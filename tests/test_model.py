@@ -293,26 +293,30 @@ def _two_process_train(tmp_path):
             "--out",
             str(out),
         ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        # Files, not pipes: a rank that outlives the launcher must not keep a pipe (and us) open.
+        stdout=open(tmp_path / "stdout.txt", "w"),
+        stderr=open(tmp_path / "stderr.txt", "w"),
         start_new_session=True,
         text=True,
         cwd=ROOT,
         env=env,
     )
     try:
-        stdout, stderr = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        hung = False
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, 9)  # a hung rank must not outlive the test and hold its port
-        # A rank can outlive the launcher in another process group and keep our pipes open:
-        # find it by its unique output folder and kill it too, or communicate() never returns.
-        import psutil
+        hung = True
+    import psutil
 
-        for p in psutil.process_iter(["cmdline"]):
-            if str(out) in " ".join(p.info["cmdline"] or []):
-                p.kill()
-        proc.communicate(timeout=60)
+    for p in psutil.process_iter(["cmdline"]):  # ranks left behind in another process group
+        if str(out) in " ".join(p.info["cmdline"] or []):
+            p.kill()
+    proc.wait(timeout=30)
+    if hung:
         return None, out
+    stdout = (tmp_path / "stdout.txt").read_text()
+    stderr = (tmp_path / "stderr.txt").read_text()
     r = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     return r, out
 
