@@ -25,7 +25,7 @@ from engine.data.render import (
     shape_mask,
 )
 from engine.data.scenes import BACKGROUND, COLORS, SHAPES, Scene, make_caption, sample_scenes
-from engine.detect import detect, detect_batch
+from engine.detect import Detection, detect, detect_batch
 from engine.errors import UserError
 from engine.evaluate import METRICS, evaluate_arrays, evaluate_folder, score
 
@@ -249,10 +249,34 @@ _OPPOSITE = {
 def test_wrong_relation_in_the_prompt_fails_spatial(few):
     images = render_batch(few, 128)
     m = _means(images, [_named(s, _OPPOSITE[s.relation]) for s in few])
-    for key in ("spatial", "overall", "spatial_loose"):
+    for key in ("spatial", "overall", "spatial_loose", "color_relation"):
         assert m[key] == 0.0, (key, m)
     for key in ("shape", "color", "exist_binding", "unique_binding"):
         assert m[key] >= 0.99, (key, m)
+
+
+def test_color_relation_ignores_shapes_but_not_positions(few):
+    # Every object drawn as a circle: the shapes are wrong, the colours' places are right.
+    circles = [Scene(**{**s.__dict__, "shape1": "circle", "shape2": "circle"}) for s in few]
+    m = _means(render_batch(circles, 128), [_named(s) for s in few])
+    assert m["exist_binding"] < 0.5 and m["spatial"] < 0.5, m
+    assert m["color_relation"] >= 0.99, m
+    # Colours swapped: each colour now sits where the other should, so the relation fails.
+    swapped = [Scene(**{**s.__dict__, "color1": "blue", "color2": "red"}) for s in few]
+    assert _means(render_batch(swapped, 128), [_named(s) for s in few])["color_relation"] == 0.0
+
+
+def test_color_relation_weights_fragments_by_area():
+    def det(color, cx, cy, area):
+        return Detection(color, "circle", cx, cy, area)
+
+    prompt = parse_prompt("red circle above blue square")
+    # Two red fragments whose area-weighted centre (y = 30) is above the blue one (y = 60);
+    # their plain mean (y = 65) would not be.
+    red = [det("red", 64, 20, 900), det("red", 64, 110, 100)]
+    assert score(prompt, [*red, det("blue", 64, 60, 800)])["color_relation"]
+    assert not score(prompt, [det("red", 64, 62, 800), det("blue", 64, 60, 800)])["color_relation"]
+    assert not score(prompt, red)["color_relation"]  # no blue at all
 
 
 def test_loose_spatial_accepts_one_component_of_a_diagonal(few):
@@ -479,3 +503,24 @@ def test_evaluate_folder_api(tmp_path):
     assert json.loads(result.to_json())["n"] == 40
     with pytest.raises(UserError, match="does not exist"):
         evaluate_folder(tmp_path / "missing")
+
+
+def test_relation_signal_against_shuffled_prompt_chance():
+    from engine.evaluate import relation_signal
+
+    rng = np.random.default_rng(0)
+    scenes = sample_scenes(2000, seed=5)
+    rel = [s.relation for s in scenes]
+    truth = np.array([(s.x1, s.y1, s.x2, s.y2) for s in scenes], dtype=float)
+    g = relation_signal(truth, rel)
+    assert g["accuracy"] == 1.0 and g["n_placed"] == 2000 and g["offset_px"] > 20
+    # Placement that ignores the prompts: the same centres given to other prompts.
+    shuffled = truth[rng.permutation(len(truth))]
+    g = relation_signal(shuffled, rel)
+    assert abs(g["accuracy"] - g["chance"]) < 0.03, g
+    assert abs(g["offset_px"]) < 4 * g["offset_se"], g
+    # A missing colour counts as a miss, not as a chance hit.
+    half = truth.copy()
+    half[::2] = np.nan
+    g = relation_signal(half, rel)
+    assert g["n_placed"] == 1000 and g["accuracy"] == 0.5 and g["chance"] < 0.5

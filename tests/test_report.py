@@ -46,3 +46,25 @@ def test_report_from_a_tiny_checkpoint(nano_ckpt, tmp_path):
     assert "Agreement with the synopsis ranking" in text and "Missing" not in text
     assert "L2H8" in text and "86.0%" in text  # the paper's figures beside ours
     assert text.rstrip().endswith(f"--out {out}`")
+    assert "**Relation head:**" in text
+
+
+def test_difference_interval_and_encoder_comparison():
+    from engine.report import _encoder_comparison, diff_interval
+
+    d, lo, hi = diff_interval(0, 500, 0, 500)
+    assert d == 0 and lo < 0 < hi  # 0 of n against 0 of n is not a certain zero
+    d, lo, hi = diff_interval(300, 500, 75, 500)
+    assert abs(d - 0.45) < 1e-12 and 0.39 < lo < d < hi < 0.51
+
+    def facts(text, n, spatial, colour):
+        return {"info": {"preset": "micro", "step": 9000, "text": text},
+                "synopsis": {"n": n, "metrics": {"spatial": spatial, "color_relation": colour}}}  # fmt: skip
+
+    lines = _encoder_comparison(
+        [facts("rte", 528, 0.30, 0.50), facts("rte-nopos", 528, 0.01, 0.12)]
+    )
+    assert "same step 9000" in lines[0] and lines[0].count("RTE above") == 2
+    lines = _encoder_comparison([facts("rte", 528, 0.0, 0.10), facts("rte-nopos", 528, 0.0, 0.11)])
+    assert lines[0].count("no difference shown") == 2
+    assert _encoder_comparison([facts("rte", 528, 0.3, 0.5)]) == []  # nothing to compare

@@ -459,7 +459,7 @@ def run_sweep(
             },
         )
     out["cells"] = _sweep_cells(
-        covered, tables, flips, base.mean(axis=0), ctx.n, out["run"], template
+        METRICS, covered, tables, flips, base.mean(axis=0), ctx.n, out["run"], template
     )
     return out
 

@@ -11,15 +11,14 @@ import math
 import numpy as np
 
 from engine.errors import UserError
-from engine.evaluate import METRICS
 
 KIND = "ablation"
 
 
-def _sweep_cells(covered, tables, flips, baseline, n, run, template) -> list[dict]:
+def _sweep_cells(names, covered, tables, flips, baseline, n, run, template) -> list[dict]:
     rows = []
     for layer, head in zip(*np.nonzero(covered), strict=True):
-        for j, m in enumerate(METRICS):
+        for j, m in enumerate(names):
             rows.append(
                 {
                     "layer": int(layer),
@@ -138,11 +137,13 @@ def sweep_rows(store, run: str | None = None, metric: str | None = None) -> list
                         f"{', '.join(r['run'] for r in sweep_runs(store)) or 'none'}")  # fmt: skip
     keys = ("metrics", "baseline", "covered", "intervened", "delta", "ci_low", "ci_high")
     data = _read_some(store, run, (*keys, "lost", "gained"))
-    if list(data["metrics"]) != list(METRICS):
-        raise UserError(f"sweep {run!r} was written with other metrics; run the sweep again")
+    # Columns are named by the metric list stored with the sweep, so a sweep written before a
+    # metric was added still reads (it simply lacks that metric's rows).
+    names = list(data["metrics"])
     tables = {k: data[k] for k in ("intervened", "delta", "ci_low", "ci_high")}
     flips = {k: data[k] for k in ("lost", "gained")}
     rows = _sweep_cells(
+        names,
         data["covered"], tables, flips, data["baseline"], attrs.get("n", 0), run, attrs.get("sweep")
     )
     return [r for r in rows if metric is None or r["metric"] == metric]

@@ -170,7 +170,8 @@ def run_synopsis(
     name. Continues a stored incomplete run with the same parameters."""
     import torch
 
-    from engine.evaluate import METRICS, evaluate_arrays
+    from engine.detect import Detection
+    from engine.evaluate import METRICS, color_centres, evaluate_arrays
     from engine.model.sampler import denoise, initial_noise
     from engine.probe.hooks import hooked, schedule_timesteps
 
@@ -207,7 +208,7 @@ def run_synopsis(
         "mask_source": "engine.detect.color_masks, area-averaged to 8x8",
     }
     data: dict[str, list] = {"cross": [], "self": [], "masks": [], "detail_maps": [],
-                             "detail_images": []}  # fmt: skip
+                             "detail_images": [], "color_centres": []}  # fmt: skip
     evals: dict[str, list] = {m: [] for m in METRICS}
     done = 0
     if store.has_run(KIND, run):
@@ -217,12 +218,15 @@ def run_synopsis(
                 progress(len(items), len(items))
             return run
         old = store.read(KIND, run)
-        done = int(a.get("done", 0))
-        for k in data:
-            if k in old:
-                data[k] = [old[k]]
-        for m in METRICS:
-            evals[m] = [old[f"eval/{m}"]]
+        # A run stored before a metric (or the centres) existed cannot be continued: its
+        # images are gone, so it is sampled again from the start.
+        if all(f"eval/{m}" in old for m in METRICS) and "color_centres" in old:
+            done = int(a.get("done", 0))
+            for k in data:
+                if k in old:
+                    data[k] = [old[k]]
+            for m in METRICS:
+                evals[m] = [old[f"eval/{m}"]]
     if progress:
         progress(done, len(items))
 
@@ -262,9 +266,20 @@ def run_synopsis(
             s = sc.array()  # [S, L, 2n, H, A, A]
             s = np.stack([s[:, :, :n], s[:, :, n:]], axis=2)
             data["self"].append(s.transpose(3, 0, 1, 2, 4, 5, 6).astype(np.float16))
-        res = evaluate_arrays(images, [p for p, _ in items[start : start + n]])
+        batch_prompts = [p for p, _ in items[start : start + n]]
+        res = evaluate_arrays(images, batch_prompts)
         for m in METRICS:
             evals[m].append(np.array([bool(r[m]) for r in res.per_image]))
+        # Kept so the report can set the colours' placement against a shuffled-prompt chance.
+        data["color_centres"].append(
+            np.array(
+                [
+                    color_centres(p, [Detection(**d) for d in r["detections"]])
+                    for p, r in zip(batch_prompts, res.per_image, strict=True)
+                ],
+                dtype=np.float32,
+            ).reshape(n, 4)
+        )
         done = start + n
         _write(store, run, attrs, data, evals, texts, seeds, done, len(items),
                time.perf_counter() - t0)  # fmt: skip

@@ -21,6 +21,7 @@ _DEFINITIONS = {
     "shape_loose": "at least one prompted shape detected",
     "color_loose": "at least one prompted colour detected",
     "spatial_loose": "exist_binding and the relation's axis components hold (extras allowed)",
+    "color_relation": "diagnostic: the colours' centres are in the prompted relation (no shapes)",
 }
 
 
