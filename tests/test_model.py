@@ -174,6 +174,23 @@ def test_info(run_dir):
     )
 
 
+def test_export_fp16_drops_train_state_and_samples_alike(run_dir, tmp_path):
+    out = tmp_path / "shipped"
+    r = cli("export", run_dir, "--out", out, "--fp16")
+    assert r.returncode == 0, r.stderr
+    assert not (out / "train_state").exists() and (out / "workbench.json").is_file()
+    w = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert all(v.dtype == torch.float16 for v in w.values() if v.is_floating_point())
+    a, b = load_checkpoint(run_dir), load_checkpoint(out)  # the new hash verifies
+    assert b.hash != a.hash and next(b.transformer.parameters()).dtype == torch.float32
+    prompts = ["red square is above blue circle"]
+    x = sample_images(a, prompts, seeds=[0], steps=2)
+    y = sample_images(b, prompts, seeds=[0], steps=2)
+    assert (x.float() - y.float()).abs().mean() < 2.0  # uint8 levels
+    r = cli("export", run_dir, "--out", out)
+    assert r.returncode == 2 and "exists" in r.stderr and "Traceback" not in r.stderr
+
+
 def test_bad_checkpoints(run_dir, tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(tmp_path / "nope")

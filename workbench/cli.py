@@ -49,6 +49,7 @@ def _register() -> None:
     app.command("train")(model.train)
     app.command("sample")(model.sample)
     app.command("info")(model.info)
+    app.command("export")(model.export)
     app.command("serve")(engine.serve)
     app.add_typer(engine.jobs_app, name="jobs")
     from workbench.commands import curves, probe

@@ -97,6 +97,7 @@ def read_meta(path: str | os.PathLike) -> tuple[Path, dict]:
 
 
 def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkpoint:
+    import torch
     from diffusers import PixArtTransformer2DModel
 
     from engine.model.codec import build_codec
@@ -114,8 +115,10 @@ def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkp
             "restore the file or retrain"
         )
     try:
+        # float32 whatever the file holds: fp16-shipped weights run (and hash) the same way
+        # on every device, and CPU kernels for half precision are slow or missing.
         transformer = PixArtTransformer2DModel.from_pretrained(
-            p / "transformer", local_files_only=True
+            p / "transformer", local_files_only=True, torch_dtype=torch.float32
         )
     except Exception as e:  # diffusers raises several types for bad weights
         raise UserError(
@@ -149,6 +152,35 @@ def save_checkpoint(
     }
     (directory / "workbench.json").write_text(json.dumps(meta, indent=2) + "\n")
     return directory
+
+
+def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, fp16: bool = False) -> Path:
+    """Copy a checkpoint's weights, encoder and metadata (not its training state) into `dst`,
+    optionally with the transformer in float16; the new hash goes into workbench.json."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    p, meta = read_meta(src)
+    out = Path(dst)
+    if out.exists():
+        raise UserError(f"{str(out)!r} exists; choose a new folder for the export")
+    weights = p / "transformer" / WEIGHTS
+    if sha256_file(weights) != meta["hashes"]["transformer"]:
+        raise UserError(f"{weights} does not match its hash; export from an intact checkpoint")
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(p, tmp, ignore=shutil.ignore_patterns("train_state"))
+    if fp16:
+        state = {k: v.to(torch.float16) if v.is_floating_point() else v
+                 for k, v in load_file(weights).items()}  # fmt: skip
+        save_file(state, tmp / "transformer" / WEIGHTS, metadata={"format": "pt"})
+    meta = {**meta, "exported_from": str(p), "dtype": "float16" if fp16 else "float32",
+            "hashes": {"transformer": sha256_file(tmp / "transformer" / WEIGHTS)}}  # fmt: skip
+    (tmp / "workbench.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tmp.rename(out)  # a crash before this leaves only the .partial folder, never a half export
+    return out
 
 
 def describe(ckpt_path: str | os.PathLike) -> dict:

@@ -1,4 +1,4 @@
-"""`dit-workbench train | sample | info`: models, training and sampling."""
+"""`dit-workbench train | sample | info | export`: models, training and sampling."""
 
 from __future__ import annotations
 
@@ -208,3 +208,19 @@ def info(
         typer.echo(rows_to_csv([d]), nl=False)
     else:
         print_rows([{"field": k, "value": v} for k, v in d.items()], title="checkpoint")
+
+
+def export(
+    ckpt: Path = typer.Argument(..., help="Checkpoint folder or training run folder."),
+    out: Path = typer.Option(..., "--out", help="New folder for the exported checkpoint."),
+    fp16: bool = typer.Option(
+        False, "--fp16", help="Store the transformer in float16 (half the size; loads as float32)."
+    ),
+):
+    """Copy a checkpoint without its training state (EMA weights, encoder, metadata), e.g. to
+    ship it; the copy has its own hash, so its cache is its own."""
+    from engine.model.checkpoint import describe, export_checkpoint
+
+    p = export_checkpoint(ckpt, out, fp16=fp16)
+    d = describe(p)
+    typer.echo(f"exported {p} (step {d['step']}, {d['text']}, sha256 {d['transformer_sha256']})")
