@@ -168,9 +168,7 @@ def train(
     ema_state = None
     if state_dir is not None:
         model.load_state_dict(load_file(state_dir / "train_state" / "model.safetensors"))
-        opt.load_state_dict(
-            torch.load(state_dir / "train_state" / "optimizer.pt", weights_only=True)
-        )
+        opt.load_state_dict(load_optimizer_state(state_dir / "train_state"))
         st = json.loads((state_dir / "train_state" / "state.json").read_text())
         step, epoch, pos = st["step"], st["epoch"], st["pos"]
         noise_gen.set_state(load_file(state_dir / "train_state" / "rng.safetensors")["noise"])
@@ -371,7 +369,7 @@ def _write_checkpoint(
         {n: s.detach().cpu().contiguous() for n, s in zip(names, ema.shadow_params, strict=True)},
         ts / "ema.safetensors",
     )
-    torch.save(opt.state_dict(), ts / "optimizer.pt")
+    save_optimizer_state(opt.state_dict(), ts)
     save_file({"noise": noise_gen.get_state()}, ts / "rng.safetensors")
     if scaler is not None:  # fp16: the loss scale must survive a resume, or it restarts at 2**16
         (ts / "scaler.json").write_text(json.dumps(scaler.state_dict()))
@@ -421,3 +419,33 @@ def _evaluate_unguarded(ckdir, ema_model, text_encoder, codec, eval_set, cfg) ->
         "eval_n": len(eval_set),
         "eval_s": time.perf_counter() - t0,
     }
+
+
+# The optimizer state is written as safetensors plus JSON, never pickled (torch.save), so that
+# resuming a run folder someone else wrote cannot run code: see docs/reliability.md.
+def save_optimizer_state(state: dict, folder: Path) -> None:
+    tensors, scalars = {}, {}
+    for idx, per_param in state["state"].items():
+        for k, v in per_param.items():
+            if torch.is_tensor(v):
+                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    save_file(tensors, folder / "optimizer.safetensors")
+    meta = {"param_groups": state["param_groups"], "params": [str(i) for i in state["state"]],
+            "scalars": scalars}  # fmt: skip
+    (folder / "optimizer.json").write_text(json.dumps(meta))
+
+
+def load_optimizer_state(folder: Path) -> dict:
+    if not (folder / "optimizer.safetensors").is_file():
+        raise UserError(
+            f"{folder} has no optimizer.safetensors (a run saved by an older version, whose "
+            "optimizer state was pickled, is not loaded); start from its weights with --init-from"
+        )
+    meta = json.loads((folder / "optimizer.json").read_text())
+    state: dict = {int(i): dict(meta["scalars"].get(i, {})) for i in meta["params"]}
+    for key, t in load_file(folder / "optimizer.safetensors").items():
+        idx, name = key.split(".", 1)
+        state[int(idx)][name] = t
+    return {"state": state, "param_groups": meta["param_groups"]}

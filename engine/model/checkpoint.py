@@ -118,7 +118,10 @@ def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkp
         # float32 whatever the file holds: fp16-shipped weights run (and hash) the same way
         # on every device, and CPU kernels for half precision are slow or missing.
         transformer = PixArtTransformer2DModel.from_pretrained(
-            p / "transformer", local_files_only=True, torch_dtype=torch.float32
+            p / "transformer",
+            local_files_only=True,
+            use_safetensors=True,
+            torch_dtype=torch.float32,
         )
     except Exception as e:  # diffusers raises several types for bad weights
         raise UserError(

@@ -50,7 +50,9 @@ class VAECodec:
                 f"no AutoencoderKL at {directory!r} (config.json missing); give a local diffusers VAE folder"
             )
         try:
-            self.vae = AutoencoderKL.from_pretrained(path, local_files_only=True)
+            self.vae = AutoencoderKL.from_pretrained(
+                path, local_files_only=True, use_safetensors=True
+            )
         except (OSError, ValueError) as e:
             raise UserError(
                 f"cannot load the VAE in {directory!r}: {str(e).splitlines()[0]}"
