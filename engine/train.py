@@ -286,6 +286,9 @@ def train(
     return out
 
 
+TEARDOWN_S = 30.0
+
+
 def _shutdown_distributed(accel) -> None:
     """Tear the process group down while every rank is still alive. Left to the interpreter's
     exit, the DDP reducer's gloo group joins threads whose peer has already gone and can hang."""
@@ -294,8 +297,19 @@ def _shutdown_distributed(accel) -> None:
     accel.free_memory()  # drops accelerate's references to the DDP wrapper and its reducer
     gc.collect()
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Everything is on disk by now (checkpoints, metrics, ranks.json). Under heavy CPU load
+        # a rank has still been seen to hang in gloo's teardown; a bounded wait, then a hard
+        # exit, keeps that from hanging the terminal (and the launcher) with nothing to lose.
+        import threading
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        watchdog = threading.Timer(TEARDOWN_S, os._exit, args=(0,))
+        watchdog.daemon = True
+        watchdog.start()
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+        # Not cancelled: the hang can also come in the interpreter's exit, after this returns.
 
 
 def _param_digest(model) -> str:
