@@ -179,6 +179,8 @@ def test_export_fp16_drops_train_state_and_samples_alike(run_dir, tmp_path):
     r = cli("export", run_dir, "--out", out, "--fp16")
     assert r.returncode == 0, r.stderr
     assert not (out / "train_state").exists() and (out / "workbench.json").is_file()
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps and max(steps) == 4  # the run's curves up to the exported step
     w = load_file(out / "transformer" / "diffusion_pytorch_model.safetensors")
     assert all(v.dtype == torch.float16 for v in w.values() if v.is_floating_point())
     a, b = load_checkpoint(run_dir), load_checkpoint(out)  # the new hash verifies

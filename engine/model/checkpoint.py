@@ -182,6 +182,18 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, fp16: bool
     meta = {**meta, "exported_from": str(p), "dtype": "float16" if fp16 else "float32",
             "hashes": {"transformer": sha256_file(tmp / "transformer" / WEIGHTS)}}  # fmt: skip
     (tmp / "workbench.json").write_text(json.dumps(meta, indent=2) + "\n")
+    run = p.parent
+    if (run / "metrics.jsonl").is_file() and not (tmp / "metrics.jsonl").exists():
+        # The learning curves up to this checkpoint travel with it (for `curves` and `report`).
+        step = meta.get("step")
+        lines = [
+            line
+            for line in (run / "metrics.jsonl").read_text().splitlines()
+            if line.strip() and (step is None or json.loads(line).get("step", 0) <= step)
+        ]
+        (tmp / "metrics.jsonl").write_text("".join(f"{line}\n" for line in lines))
+        if (run / "train_config.json").is_file():
+            shutil.copy2(run / "train_config.json", tmp / "train_config.json")
     tmp.rename(out)  # a crash before this leaves only the .partial folder, never a half export
     return out
 
