@@ -380,12 +380,15 @@ def _relation_verdict(a: dict | None, syn: dict | None) -> str:
     g = (syn or {}).get("signal") or {}
     why = ""
     if g:
-        why = (f" The model's placement of the colours follows the relation words at chance "
-               f"level or barely above it (colour relation {_pct(g['accuracy'])} against "
-               f"{_pct(g['chance'])} with shuffled prompts, offset "
-               f"{_px(g['offset_px'], g['offset_se'])}), so there is no relation computation for a "
-               "head to carry; a model must first learn relations (more training, see "
-               "docs/training.md) before its heads can be tested.")  # fmt: skip
+        follows = g["offset_px"] - 2 * g["offset_se"] > 0 and g["accuracy"] > g["chance"]
+        how = ("follows the relation words only weakly" if follows
+               else "does not follow the relation words measurably")  # fmt: skip
+        why = (f" Why: the model's placement of the colours {how} (colour relation "
+               f"{_pct(g['accuracy'])} against {_pct(g['chance'])} with shuffled prompts; offset "
+               f"along the prompted direction {_px(g['offset_px'], g['offset_se'])}), so there "
+               "is little or no relation computation for a head to carry. A model must first "
+               "learn relations (longer training, a GPU: see docs/training.md) before its heads "
+               "can be tested this way.")  # fmt: skip
     return (f"**Relation head:** none found. No head's masking from the relation words moved "
             f"{' or '.join(a['checked'])} by an interval that excludes zero "
             f"(n={a['sweep'].get('n', '?')} paired seeds per head).{why}")  # fmt: skip
