@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -277,3 +278,42 @@ def named_checkpoint(params: dict, cwd: str | None) -> dict:
     from engine import roots
 
     return {**params, "checkpoint": str(roots.resolve(value, "checkpoint"))}
+
+
+# --- cheap checks the probe and intervention kinds share ------------------------------------
+
+# engine.text.MAX_LENGTH and the word split of engine.text.categories, spelled out here because
+# importing engine.text loads torch, which validation must not. Every encoder needs at least
+# one token per word, so a caption with more words than this can never be encoded.
+MAX_CAPTION_TOKENS = 20
+_WORD = re.compile(r"[a-z0-9]+", flags=re.IGNORECASE | re.ASCII)
+
+
+def check_caption_lengths(captions) -> None:
+    """A UserError for the first caption with more words than the text encoders take."""
+    for text in captions:
+        n = len(_WORD.findall(text))
+        if n > MAX_CAPTION_TOKENS:
+            raise UserError(
+                f"caption {text!r} has {n} words, more than the {MAX_CAPTION_TOKENS} tokens the "
+                "text encoder takes; shorten it"
+            )
+
+
+def check_cache_dir(path: str | None) -> None:
+    """A job's `cache` must be a folder (or not exist yet): a file there fails only later."""
+    if path and os.path.exists(path) and not os.path.isdir(path):
+        raise UserError(f"param 'cache' {path!r} is a file; give a cache folder")
+
+
+def model_size(checkpoint_dir: str | os.PathLike) -> tuple[int, int]:
+    """(layers, heads) from transformer/config.json, without loading the model."""
+    path = os.path.join(checkpoint_dir, "transformer", "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = json.load(f)
+        return int(cfg["num_layers"]), int(cfg["num_attention_heads"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(
+            f"cannot read {path} ({type(e).__name__}); the checkpoint is incomplete or damaged"
+        ) from None

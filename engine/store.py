@@ -48,7 +48,12 @@ def cache_path(ckpt, cache_dir: str | os.PathLike | None = None) -> Path:
     name = path.parent.name if path.name.startswith("step-") else path.name
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:48] or "checkpoint"
     step = f"-{path.name}" if path.name.startswith("step-") else ""
-    return Path(cache_dir or default_cache_dir()) / f"{name}{step}-{ckpt.hash[:12]}.h5"
+    folder = Path(cache_dir or default_cache_dir())
+    if folder.exists() and not folder.is_dir():
+        raise UserError(
+            f"cache folder {str(folder)!r} is a file; give a folder with --cache (it is created)"
+        )
+    return folder / f"{name}{step}-{ckpt.hash[:12]}.h5"
 
 
 def check_kind(kind: str) -> str:
@@ -207,6 +212,8 @@ class Store:
                     os.fsync(fh.fileno())
                 os.replace(tmp, self.path)
                 _fsync_dir(self.path.parent)
+            except OSError as e:  # a full disk, mostly: the old file is still the cache
+                raise _write_error(self.path, e) from None
             finally:
                 tmp.unlink(missing_ok=True)
         return run
@@ -230,6 +237,8 @@ class Store:
                                 if r != run:
                                     src.copy(src[kind][r], dst[kind], r)
                 os.replace(tmp, self.path)
+            except OSError as e:
+                raise _write_error(self.path, e) from None
             finally:
                 tmp.unlink(missing_ok=True)
 
@@ -258,14 +267,26 @@ class Store:
 
     @contextlib.contextmanager
     def _lock(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_name(f".{self.path.name}.lock")
-        with open(lock_path, "a") as fh:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(lock_path, "a")  # closed by the `with` below
+        except OSError as e:  # a read-only or full cache folder, or a file in its place
+            raise _write_error(self.path, e) from None
+        with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write_error(path: Path, e: OSError) -> UserError:
+    reason = (e.strerror or str(e) or type(e).__name__).splitlines()[0]
+    return UserError(
+        f"cannot write cache {path}: {reason}; nothing was changed, free space or give a "
+        "writable --cache folder"
+    )
 
 
 def _now() -> str:

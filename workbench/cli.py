@@ -78,7 +78,14 @@ _register()
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
+        # Outside standalone mode typer *returns* the code of a `typer.Exit` raised in a command
+        # (`jobs watch` on a failed job) and turns ctrl+c into a returned 130: without this the
+        # process would exit 0, silently.
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            if code == 130:
+                print("interrupted; nothing half-written was kept", file=sys.stderr)
+            sys.exit(code)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
@@ -91,12 +98,40 @@ def main() -> None:
         print("interrupted; nothing half-written was kept", file=sys.stderr)
         sys.exit(130)
     except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+        if isinstance(e, _click_exceptions()):
+            if str(e.format_message()).strip():  # empty: a group's help was already shown
+                print(f"error: {_usage_message(e)}", file=sys.stderr)
             sys.exit(e.exit_code)
         raise
+
+
+def _click_exceptions() -> tuple[type, ...]:
+    """Usage-error types: recent typer raises those of its vendored click (typer._click),
+    which are not `click.ClickException`s, so both are caught (else a traceback escapes)."""
+    types: list[type] = []
+    try:
+        from typer._click.exceptions import ClickException as Vendored
+
+        types.append(Vendored)
+    except ImportError:
+        pass
+    try:
+        import click
+
+        types.append(click.exceptions.ClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+def _usage_message(e) -> str:
+    """One line: click's message and where the command's options are listed."""
+    msg = " ".join(str(e.format_message()).split()).rstrip(".")
+    words, ctx = [], getattr(e, "ctx", None)
+    while ctx is not None and ctx.parent is not None:  # the root's name is the program's
+        words.insert(0, ctx.info_name)
+        ctx = ctx.parent
+    return f"{msg}; see `dit-workbench {' '.join([*words, '--help'])}`"
 
 
 if __name__ == "__main__":

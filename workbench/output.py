@@ -55,18 +55,34 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         raise UserError(
             f"cannot write {str(p)!r}: folder {str(p.parent)!r} does not exist; create it first"
         )
+    if p.is_dir():
+        raise UserError(f"cannot write {str(p)!r}: it is a folder; give a file name")
     if not os.access(p.parent, os.W_OK):
         raise UserError(
             f"cannot write {str(p)!r}: folder {str(p.parent)!r} is not writable; choose another path"
         )
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    except OSError as e:  # read-only file system, or a permission os.access did not see
+        raise UserError(f"cannot write {str(p)!r}: {_reason(e)}; choose another path") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, p)
+    except OSError as e:  # a full disk, mostly: the old file (if any) is kept as it was
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {str(p)!r}: {_reason(e)}; nothing was written, free space or "
+            "choose another path"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _reason(e: OSError) -> str:
+    """An OSError's reason without its paths: "No space left on device"."""
+    return (e.strerror or str(e) or type(e).__name__).splitlines()[0]
 
 
 def emit(text: str, out: str | None) -> None:

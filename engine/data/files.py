@@ -145,20 +145,25 @@ def read_metadata(folder: str | os.PathLike) -> list[dict]:
             "with file_name and text"
         )
     rows = []
-    with open(meta, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(
-                    f"{meta}:{lineno}: not valid JSON ({e.msg}); fix or remove the line"
-                ) from None
-            if not isinstance(rec, dict) or "file_name" not in rec or "text" not in rec:
-                raise UserError(f"{meta}:{lineno}: needs 'file_name' and 'text' fields")
-            rec["_line"] = lineno
-            rows.append(rec)
+    try:
+        text = meta.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{meta} is not UTF-8 text (byte {e.start}); write it as UTF-8") from None
+    except OSError as e:
+        raise UserError(f"cannot read {meta} ({e.strerror or e}); check its permissions") from None
+    for lineno, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(
+                f"{meta}:{lineno}: not valid JSON ({e.msg}); fix or remove the line"
+            ) from None
+        if not isinstance(rec, dict) or "file_name" not in rec or "text" not in rec:
+            raise UserError(f"{meta}:{lineno}: needs 'file_name' and 'text' fields")
+        rec["_line"] = lineno
+        rows.append(rec)
     if not rows:
         raise UserError(f"{meta} lists no images; render or sample into the folder first")
     return rows

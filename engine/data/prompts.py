@@ -117,12 +117,27 @@ def read_prompts_file(path) -> list[Prompt]:
     from pathlib import Path
 
     p = Path(path)
+    if p.is_dir():
+        raise UserError(
+            f"prompts file {str(p)!r} is a folder; give a text file with one caption per line"
+        )
     if not p.is_file():
         raise UserError(
             f"prompts file {str(p)!r} does not exist; give a text file with one caption per line"
         )
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"prompts file {str(p)!r} is not UTF-8 text (byte {e.start}); give a text file with "
+            "one caption per line"
+        ) from None
+    except OSError as e:
+        raise UserError(
+            f"cannot read prompts file {str(p)!r} ({e.strerror or e}); check its permissions"
+        ) from None
     prompts = []
-    for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue

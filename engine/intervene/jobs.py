@@ -9,7 +9,15 @@ from __future__ import annotations
 from engine import roots
 from engine.data.prompts import prompt_set
 from engine.errors import UserError
-from engine.jobs import Param, Reporter, check_params, named_checkpoint
+from engine.jobs import (
+    Param,
+    Reporter,
+    check_cache_dir,
+    check_caption_lengths,
+    check_params,
+    model_size,
+    named_checkpoint,
+)
 
 ABLATE = {
     "checkpoint": Param(str, path=True),
@@ -39,7 +47,8 @@ def _check_common(p: dict, cwd: str | None) -> dict:
     resolve_checkpoint_dir(p["checkpoint"])
     if p["prompts"] != "eval":
         p["prompts"] = str(Path(cwd or ".", p["prompts"]).resolve())
-        prompt_set(p["prompts"])
+        check_caption_lengths(q.text for q in prompt_set(p["prompts"])[0])
+    check_cache_dir(p["cache"])
     p["cache"] = p["cache"] or str(roots.cache_dir())
     return p
 
@@ -77,6 +86,15 @@ def validate_ablate(params: dict, cwd: str | None) -> dict:
     for name in ("n", "steps", "batch_size", "resamples"):
         if p[name] <= 0:
             raise UserError(f"param {name!r} must be positive (got {p[name]})")
+    # Refuse a malformed spec or a head the model lacks now, not in the queued job.
+    from engine.intervene.spec import precheck
+    from engine.model.checkpoint import resolve_checkpoint_dir
+
+    layers, heads = model_size(resolve_checkpoint_dir(p["checkpoint"]))
+    for spec in p["interventions"] or []:
+        precheck(spec, layers, heads, p["steps"])
+    if p["sweep"]:
+        precheck(p["sweep"], layers, heads, p["steps"], sweep=True)
     return p
 
 
@@ -138,10 +156,20 @@ def _store(params: dict):
     return store_for_path(roots.resolve(params["checkpoint"], "checkpoint"), roots.cache_dir())
 
 
+def _metric(params: dict) -> str | None:
+    """The table's metric=NAME, checked (an unknown name would silently give no rows)."""
+    from engine.evaluate import METRICS
+
+    metric = params.get("metric") or None
+    if metric is not None and metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
+    return metric
+
+
 def ablations_table(params: dict) -> tuple[list[str], list[list]]:
     from engine.intervene.results import ABLATION_COLUMNS, ablation_rows
 
-    rows = ablation_rows(_store(params), params.get("metric") or None)
+    rows = ablation_rows(_store(params), _metric(params))
     return list(ABLATION_COLUMNS), [[r.get(c) for c in ABLATION_COLUMNS] for r in rows]
 
 
@@ -149,5 +177,5 @@ def sweep_table(params: dict) -> tuple[list[str], list[list]]:
     from engine.intervene.results import SWEEP_COLUMNS, sweep_rows
 
     run = params.get("run") or params.get("spec") or None  # the TUI names the run "spec"
-    rows = sweep_rows(_store(params), run, params.get("metric") or None)
+    rows = sweep_rows(_store(params), run, _metric(params))
     return list(SWEEP_COLUMNS), [[r.get(c) for c in SWEEP_COLUMNS] for r in rows]

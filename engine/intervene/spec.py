@@ -23,10 +23,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from engine.errors import UserError
-from engine.intervene.base import Composite, Intervention
-from engine.text.categories import CATEGORIES
+
+# engine.text.CATEGORIES (tests/test_probe.py checks they agree), taken from the torch-free
+# synopsis module so that `precheck` can run in the engine, where validation loads no torch.
+from engine.probe.synopsis import TEXT_CATS as CATEGORIES
+
+if TYPE_CHECKING:
+    from engine.intervene.base import Composite, Intervention
 
 FORMS: tuple[str, ...] = (
     "mask-head L.H [tokens=relation] [steps=0-13] [branch=cond|uncond|both]",
@@ -279,6 +285,8 @@ def parse_spec(
     steps: int | None = None,
 ) -> Composite:
     """Parse one spec (parts joined with " + "); check it against the model when sizes given."""
+    from engine.intervene.base import Composite
+
     if not isinstance(text, str) or not text.strip():
         raise spec_error(str(text), "empty intervention", num_layers, num_heads)
     try:
@@ -326,3 +334,60 @@ def expand_sweep(
             text = " + ".join(" ".join(_quote(t) for t, _ in p) for p in new)
             out.append((layer, head, parse_spec(text, num_layers, num_heads, steps)))
     return out
+
+
+_HEAD_KINDS = ("mask-head", "zero-head", "patch")
+
+
+def precheck(text, num_layers: int, num_heads: int, steps: int, sweep: bool = False) -> None:
+    """The checks of `parse_spec` that need neither torch nor the text encoder (syntax, kinds,
+    heads in range, steps, token categories, branch/attn/what), for the engine to refuse a bad
+    spec before queueing a job. `parse_spec` in the job still checks everything."""
+    if not isinstance(text, str) or not text.strip():
+        raise spec_error(str(text), "empty intervention", num_layers, num_heads)
+    try:
+        parts = split_parts(text)
+        if sweep:  # the wildcard head stands for every head: check the form with head 0.0
+            wild = [
+                (i, j)
+                for i, part in enumerate(parts)
+                for j, (tok, quoted) in enumerate(part)
+                if not quoted and _WILD_RE.match(tok) and "*" in tok
+            ]
+            if len(wild) != 1:
+                raise spec_error(
+                    text,
+                    "a sweep needs exactly one head written with '*', e.g. 'mask-head *.* "
+                    "tokens=relation' (every head) or 'zero-head 2.*' (every head of layer 2)",
+                )
+            i, j = wild[0]
+            lw, hw = parts[i][j][0].split(".")
+            parts[i][j] = (f"{0 if lw == '*' else lw}.{0 if hw == '*' else hw}", False)
+        for part in parts:
+            if not part:
+                raise spec_error(text, "empty intervention")
+            kind = part[0][0].lower()
+            if kind not in KINDS:
+                raise spec_error(text, f"unknown intervention {kind!r}")
+            try:
+                positional, options = _split_args(part[1:])
+            except SpecError as e:
+                raise spec_error(text, str(e)) from None
+            if kind in _HEAD_KINDS:
+                if len(positional) != 1:
+                    raise spec_error(text, "give exactly one head as LAYER.HEAD, e.g. 2.8")
+                layer, head = parse_head(positional[0], text)
+                check_head(text, layer, head, num_layers, num_heads)
+            if "steps" in options:
+                check_steps(text, parse_steps(options["steps"], text), steps)
+            if "tokens" in options:
+                parse_categories(options["tokens"], text)
+            for key, allowed in (("branch", BRANCHES), ("attn", ATTNS), ("what", ("out", "probs"))):
+                if key in options:
+                    choice(options[key], allowed, key, text)
+    except SpecError as e:
+        if "this model has" in str(e):
+            raise
+        raise SpecError(
+            f"{e}; this model has layers 0-{num_layers - 1} and heads 0-{num_heads - 1}"
+        ) from None

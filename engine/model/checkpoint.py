@@ -83,15 +83,24 @@ class Checkpoint:
 
 def read_meta(path: str | os.PathLike) -> tuple[Path, dict]:
     p = resolve_checkpoint_dir(path)
+    where = p / "workbench.json"
     try:
-        meta = json.loads((p / "workbench.json").read_text())
+        meta = json.loads(where.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise UserError(
-            f"{p / 'workbench.json'} is not valid JSON ({e.msg}); the checkpoint is damaged"
-        ) from None
+        raise UserError(f"{where} is not valid JSON ({e.msg}); the checkpoint is damaged") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{where} is not UTF-8 text; the checkpoint is damaged") from None
+    except OSError as e:
+        raise UserError(f"cannot read {where} ({e.strerror or e}); check its permissions") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{where} is not a JSON object; the checkpoint is damaged")
     if meta.get("format") != FORMAT:
+        raise UserError(f"{where} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    # Every reader keys the cache by this hash: a checkpoint without it is unusable.
+    hashes = meta.get("hashes")
+    if not isinstance(hashes, dict) or not isinstance(hashes.get("transformer"), str):
         raise UserError(
-            f"{p / 'workbench.json'} has format {meta.get('format')!r}, expected {FORMAT!r}"
+            f"{where} has no transformer hash; the checkpoint is damaged (retrain or restore it)"
         )
     return p, meta
 
@@ -114,6 +123,13 @@ def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkp
             f"{weights} does not match the hash in workbench.json (truncated or replaced); "
             "restore the file or retrain"
         )
+    from diffusers.utils import logging as diffusers_logging
+
+    # A weights file that does not fit config.json makes diffusers print many-line warnings and
+    # leave the missing tensors on the "meta" device (torch then fails deep in sampling): keep
+    # it quiet here and refuse such a model below, in one line.
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
     try:
         # float32 whatever the file holds: fp16-shipped weights run (and hash) the same way
         # on every device, and CPU kernels for half precision are slow or missing.
@@ -124,9 +140,20 @@ def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkp
             torch_dtype=torch.float32,
         )
     except Exception as e:  # diffusers raises several types for bad weights
+        # (its size-mismatch message goes on to suggest loading anyway: not for a checkpoint)
+        reason = (str(e).splitlines() or [type(e).__name__])[0].split(" If you want")[0]
         raise UserError(
-            f"cannot load {p / 'transformer'}: {str(e).splitlines()[0][:200]}"
+            f"cannot load {p / 'transformer'}: {reason[:200]}; the weights do not fit "
+            "transformer/config.json, restore the checkpoint or retrain"
         ) from None
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
+    missing = [n for n, t in transformer.state_dict().items() if t.is_meta]
+    if missing:
+        raise UserError(
+            f"{weights} lacks {len(missing)} of the tensors transformer/config.json needs "
+            f"(e.g. {missing[0]!r}); the weights and config do not match, restore them or retrain"
+        )
     transformer.eval().requires_grad_(False)
     text_encoder = load_text_encoder(p)
     if text_encoder.dim != transformer.config.caption_channels:
@@ -229,8 +256,14 @@ def _param_count(weights: Path) -> str:
     """Parameters in the weights file, read from its safetensors header (no tensors loaded)."""
     from math import prod
 
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(weights, "np") as f:  # header only; "np" avoids importing torch
-        n = sum(prod(f.get_slice(k).get_shape()) for k in f.keys())
+    try:
+        with safe_open(weights, "np") as f:  # header only; "np" avoids importing torch
+            n = sum(prod(f.get_slice(k).get_shape()) for k in f.keys())
+    except (OSError, SafetensorError) as e:  # a truncated or foreign file
+        reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(
+            f"cannot read {weights} ({reason}); the checkpoint is damaged, restore it or retrain"
+        ) from None
     return f"{n / 1e6:.2f}M"

@@ -8,7 +8,14 @@ import math
 from engine import roots
 from engine.data.prompts import prompt_set
 from engine.errors import UserError
-from engine.jobs import Param, Reporter, check_params, named_checkpoint
+from engine.jobs import (
+    Param,
+    Reporter,
+    check_cache_dir,
+    check_caption_lengths,
+    check_params,
+    named_checkpoint,
+)
 
 SYNOPSIS = {
     "checkpoint": Param(str, path=True),
@@ -41,10 +48,13 @@ def validate_synopsis(params: dict, cwd: str | None) -> dict:
     for name in ("n_per_prompt", "steps", "batch_size"):
         if p[name] <= 0:
             raise UserError(f"param {name!r} must be positive (got {p[name]})")
+    if p["detail"] < 0:
+        raise UserError(f"param 'detail' must be >= 0 (got {p['detail']})")
     resolve_checkpoint_dir(p["checkpoint"])
     if p["prompts"] != "eval":
         p["prompts"] = str(Path(cwd or ".", p["prompts"]).resolve())
-        prompt_set(p["prompts"])
+        check_caption_lengths(q.text for q in prompt_set(p["prompts"])[0])
+    check_cache_dir(p["cache"])
     p["cache"] = p["cache"] or str(roots.cache_dir())
     return p
 
