@@ -144,7 +144,13 @@ def sweep_rows(store, run: str | None = None, metric: str | None = None) -> list
     flips = {k: data[k] for k in ("lost", "gained")}
     rows = _sweep_cells(
         names,
-        data["covered"], tables, flips, data["baseline"], attrs.get("n", 0), run, attrs.get("sweep")
+        data["covered"],
+        tables,
+        flips,
+        data["baseline"],
+        attrs.get("n", 0),
+        run,
+        attrs.get("sweep"),
     )
     return [r for r in rows if metric is None or r["metric"] == metric]
 
