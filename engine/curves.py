@@ -33,7 +33,9 @@ def metrics_path(run: str | os.PathLike) -> Path:
     p = Path(run)
     path = p / "metrics.jsonl" if p.is_dir() else p
     if not p.exists():
-        raise UserError(f"run folder {str(run)!r} does not exist")
+        raise UserError(
+            f"run folder {str(run)!r} does not exist; give a training run or checkpoint folder holding metrics.jsonl"
+        )
     if path.name != "metrics.jsonl" or not path.is_file():
         raise UserError(
             f"{str(run)!r} has no metrics.jsonl; point at a folder written by `dit-workbench train`"

@@ -11,7 +11,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from engine.errors import UserError
-from engine.jobs import REQUIRED, Param, Reporter, check_params
+from engine.jobs import REQUIRED, Param, Reporter, check_caption_lengths, check_params
 
 # --- selftest: exercises the engine without a GPU or a model --------------------------------
 
@@ -159,7 +159,8 @@ def validate_sample(params: dict, cwd: str | None) -> dict:
             raise UserError(f"param {name!r} must be positive (got {p[name]})")
     resolve_checkpoint_dir(p["checkpoint"])
     pf = Path(p["prompts_file"]) if p["prompts_file"] else None
-    collect_prompts(p["prompts"], pf, p["eval_set"])  # parse errors now, not in the queue
+    prompts = collect_prompts(p["prompts"], pf, p["eval_set"])  # parse errors now, not queued
+    check_caption_lengths(q.text for q in prompts)
     check_output_folder(p["out"], p["overwrite"])
     return p
 

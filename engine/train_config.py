@@ -3,6 +3,7 @@ submitted training job's parameters before queueing it."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from engine.errors import UserError
@@ -69,3 +70,31 @@ class TrainConfig:
         from engine.model.presets import get_preset
 
         get_preset(self.preset)
+        check_specs(self.text, self.codec)
+
+
+TEXT_SPECS = "'rte', 'rte-nopos' (optionally ':DIM'), 'minilm', 't5:<dir>'"
+
+
+def check_specs(text: str, codec: str) -> None:
+    """The text encoder and codec specs, checked as strings (folders must exist), so that a bad
+    one is refused before a job is queued; building them (engine.text, engine.model.codec)
+    needs torch and checks the rest."""
+    name, _, arg = (text or "").strip().partition(":")
+    if name in ("rte", "rte-nopos"):
+        if arg and not (arg.isdigit() and int(arg) > 0):
+            raise UserError(f"text encoder {text!r}: the dimension must be a positive integer")
+    elif name == "t5":
+        if not arg or not os.path.isdir(arg):
+            raise UserError(f"text encoder {text!r}: give 't5:<dir>' with an existing T5 folder")
+    elif text != "minilm":
+        raise UserError(f"unknown text encoder {text!r}; use one of {TEXT_SPECS}")
+    kind, _, folder = (codec or "").strip().partition(":")
+    if codec == "pixel":
+        return
+    if kind != "vae":
+        raise UserError(
+            f"unknown codec {codec!r}; use 'pixel' or 'vae:<local AutoencoderKL folder>'"
+        )
+    if not folder or not os.path.isdir(folder):
+        raise UserError(f"codec {codec!r}: give 'vae:<dir>' with an existing AutoencoderKL folder")
