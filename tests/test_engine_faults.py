@@ -76,6 +76,7 @@ def _engine_kill_trials(world, trials: int, seed: int) -> None:
     rng = random.Random(seed)
     done: dict[int, dict] = {}  # job id -> result, as reported before a kill
     stored: dict[str, str] = {}  # screening run -> digest, for runs of jobs reported done
+    running: list[int] = []
     for trial in range(trials + 1):
         e = Engine(cache, "--checkpoints", str(ck.parent))
         try:
@@ -84,10 +85,14 @@ def _engine_kill_trials(world, trials: int, seed: int) -> None:
             for jid, result in done.items():  # every result reported before a kill is kept
                 rec = c.job(jid)
                 assert rec["state"] == "done" and rec["result"] == result, (trial, rec)
-            assert "running" not in states.values(), (trial, states)  # now interrupted
+            assert "running" not in states.values(), (trial, states)
+            for jid in running:  # seen running just before the kill (or it finished first)
+                assert states[jid] in ("interrupted", "done"), (trial, jid, states[jid])
             now = _digests(cache)
             for run, digest in stored.items():
                 assert now.get(run) == digest, (trial, run)
+                name = run.split("/", 1)[1]  # and the engine serves it again
+                assert c.table("screening", checkpoint="nano", run=name)["total"] > 0
             if trial == trials:
                 break
             ids = [c.submit("screen", {"checkpoint": "nano"})["id"] for _ in range(2)]
@@ -97,6 +102,7 @@ def _engine_kill_trials(world, trials: int, seed: int) -> None:
         finally:
             e.stop(signal.SIGKILL)
         now = _digests(cache)
+        running = [r["id"] for r in recs if r["state"] == "running"]
         for rec in recs:
             if rec["state"] == "done":
                 done[rec["id"]] = rec["result"]
@@ -235,3 +241,36 @@ def test_engine_load_benchmark_runs_without_errors(capsys):
     assert engine_load.main(["--seconds", "3", "--clients", "8"]) == 0
     out = capsys.readouterr().out
     assert "0 errors" in out and "the job ran undisturbed" in out
+
+
+# --- training killed ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_training_sigkilled_then_resumed_matches_the_uninterrupted_run(tmp_path):
+    from safetensors.torch import load_file
+
+    def train(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "workbench.cli", "train", "--preset", "nano", "--steps", "8",
+                "--batch", "4", "--n-train", "32", "--eval-every", "2", "--eval-prompts", "2",
+                "--keep", "10", "--out", str(out), *extra]  # fmt: skip
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    r = subprocess.run(train(straight), capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    p = subprocess.Popen(train(killed), cwd=ROOT, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.monotonic() + 300
+    while not (killed / "step-0000004").is_dir():  # killed between checkpoints 4 and 8
+        assert p.poll() is None and time.monotonic() < deadline, "the run ended before its kill"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    assert not (killed / "step-0000008").exists()
+    r = subprocess.run(train(killed, "--resume"), capture_output=True, text=True, cwd=ROOT,
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    for f in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        a = load_file(straight / "step-0000008" / "train_state" / f)
+        b = load_file(killed / "step-0000008" / "train_state" / f)
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), f
