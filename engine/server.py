@@ -239,7 +239,7 @@ async def get_table(request: Request) -> JSONResponse:
     offset, limit = _int_arg(request, "offset", 0), _int_arg(request, "limit", 100)
 
     def run():
-        columns, rows = fn(params)
+        columns, rows = tables.compute(name, fn, params)
         return tables.query(
             columns, rows, q.get("sort") or None, desc, q.get("filter"), offset, limit
         )

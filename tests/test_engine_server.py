@@ -608,3 +608,33 @@ def test_train_job_interrupted_then_resumed(workdir):
         assert wait_for(c, resumed["id"], timeout=60)["state"] == "cancelled"
     finally:
         e2.stop()
+
+
+def test_tables_are_kept_until_a_cache_file_changes(tmp_path):
+    from engine import roots, tables
+
+    roots.configure(tmp_path, [])
+    calls = []
+
+    def fn(params):
+        calls.append(dict(params))
+        return ["a"], [[len(calls)]]
+
+    try:
+        first = tables.compute("heads", fn, {"q": "1"})
+        assert tables.compute("heads", fn, {"q": "1"}) == first and len(calls) == 1
+        tables.compute("heads", fn, {"q": "2"})  # other params: computed
+        assert len(calls) == 2
+        h5 = tmp_path / "x.h5"
+        h5.write_bytes(b"one")  # a store write (a new file replaces the old)
+        assert tables.compute("heads", fn, {"q": "1"}) != first and len(calls) == 3
+        tmp = tmp_path / "x.h5.tmp"
+        tmp.write_bytes(b"two")
+        os.replace(tmp, h5)
+        tables.compute("heads", fn, {"q": "1"})
+        assert len(calls) == 4
+        tables.compute("jobs", fn, {})
+        tables.compute("jobs", fn, {})  # job records change without any file: never kept
+        assert len(calls) == 6
+    finally:
+        roots.configure(ROOT / "cache", [])
