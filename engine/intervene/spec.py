@@ -303,11 +303,8 @@ def parse_spec(
     return comp
 
 
-def expand_sweep(
-    template: str, num_layers: int, num_heads: int, steps: int | None = None
-) -> list[tuple[int, int, Composite]]:
-    """(layer, head, spec) for every head a template's "L.H" wildcard covers ("*.*", "2.*")."""
-    parts = split_parts(template)
+def _wildcard(parts, text: str, num_layers=None, num_heads=None) -> tuple[int, int, str, str]:
+    """Where a sweep template's one "L.H" head with '*' is: (part, token, layer, head)."""
     hits = [
         (i, j)
         for i, part in enumerate(parts)
@@ -316,7 +313,7 @@ def expand_sweep(
     ]
     if len(hits) != 1:
         raise spec_error(
-            template,
+            text,
             "a sweep needs exactly one head written with '*', e.g. 'mask-head *.* "
             "tokens=relation' (every head) or 'zero-head 2.*' (every head of layer 2)",
             num_layers,
@@ -324,6 +321,15 @@ def expand_sweep(
         )
     i, j = hits[0]
     lw, hw = parts[i][j][0].split(".")
+    return i, j, lw, hw
+
+
+def expand_sweep(
+    template: str, num_layers: int, num_heads: int, steps: int | None = None
+) -> list[tuple[int, int, Composite]]:
+    """(layer, head, spec) for every head a template's "L.H" wildcard covers ("*.*", "2.*")."""
+    parts = split_parts(template)
+    i, j, lw, hw = _wildcard(parts, template, num_layers, num_heads)
     layers = range(num_layers) if lw == "*" else [int(lw)]
     heads = range(num_heads) if hw == "*" else [int(hw)]
     out = []
@@ -348,20 +354,7 @@ def precheck(text, num_layers: int, num_heads: int, steps: int, sweep: bool = Fa
     try:
         parts = split_parts(text)
         if sweep:  # the wildcard head stands for every head: check the form with head 0.0
-            wild = [
-                (i, j)
-                for i, part in enumerate(parts)
-                for j, (tok, quoted) in enumerate(part)
-                if not quoted and _WILD_RE.match(tok) and "*" in tok
-            ]
-            if len(wild) != 1:
-                raise spec_error(
-                    text,
-                    "a sweep needs exactly one head written with '*', e.g. 'mask-head *.* "
-                    "tokens=relation' (every head) or 'zero-head 2.*' (every head of layer 2)",
-                )
-            i, j = wild[0]
-            lw, hw = parts[i][j][0].split(".")
+            i, j, lw, hw = _wildcard(parts, text)
             parts[i][j] = (f"{0 if lw == '*' else lw}.{0 if hw == '*' else hw}", False)
         for part in parts:
             if not part:
