@@ -265,7 +265,9 @@ def render(all_facts: list[dict]) -> str:
         "prompted relation, shapes ignored; *its chance* is what the same images score with "
         "the prompts shuffled among them, i.e. with the relation words ignored; the offset is "
         "how far (canvas px, +- standard error) red sits from blue along the prompted "
-        "direction: about 0 when placement ignores the relation words.",
+        "direction: about 0 when placement ignores the relation words. *shape* and *colour* "
+        "count any detected objects, so a model that scatters many small blobs scores high on "
+        "them while *binding* (exactly the two prompted objects) stays near 0.",
         "",
     ]
     lines += _encoder_comparison(all_facts)
