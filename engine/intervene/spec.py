@@ -251,9 +251,7 @@ def parse_part(tokens: list[tuple[str, bool]], spec: str) -> Intervention:
     from engine.intervene.patch import PatchHead
     from engine.intervene.text import DropWords, EmbedAdd, InsertFiller, SwapWords
 
-    if not tokens:
-        raise spec_error(spec, "empty intervention")
-    kind = tokens[0][0].lower()
+    kind, positional, options = _kind_and_args(tokens, spec)
     builders = {
         "mask-head": MaskHead.from_args,
         "zero-head": ZeroHead.from_args,
@@ -263,13 +261,28 @@ def parse_part(tokens: list[tuple[str, bool]], spec: str) -> Intervention:
         "embed-add": EmbedAdd.from_args,
         "patch": PatchHead.from_args,
     }
-    if kind not in builders:
+    return builders[kind](positional, options, spec)
+
+
+def _kind_and_args(tokens: list[tuple[str, bool]], spec: str) -> tuple[str, list, dict]:
+    """One part's kind (one of KINDS), positional arguments and key=value options."""
+    if not tokens:
+        raise spec_error(spec, "empty intervention")
+    kind = tokens[0][0].lower()
+    if kind not in KINDS:
         raise spec_error(spec, f"unknown intervention {kind!r}")
     try:
         positional, options = _split_args(tokens[1:])
     except SpecError as e:
         raise spec_error(spec, str(e)) from None
-    return builders[kind](positional, options, spec)
+    return kind, positional, options
+
+
+def _with_model_sizes(e: SpecError, num_layers: int, num_heads: int) -> SpecError:
+    """The error, ending with the model's head ranges (once)."""
+    if "this model has" in str(e):
+        return e
+    return SpecError(f"{e}; this model has layers 0-{num_layers - 1} and heads 0-{num_heads - 1}")
 
 
 def unknown_options(options: dict, allowed: Iterable[str], spec: str) -> None:
@@ -293,11 +306,9 @@ def parse_spec(
         parts = split_parts(text)
         comp = Composite(tuple(parse_part(p, text) for p in parts))
     except SpecError as e:
-        if num_layers is not None and "this model has" not in str(e):
-            raise SpecError(
-                f"{e}; this model has layers 0-{num_layers - 1} and heads 0-{num_heads - 1}"
-            ) from None
-        raise
+        if num_layers is None:
+            raise
+        raise _with_model_sizes(e, num_layers, num_heads) from None
     if num_layers is not None and num_heads is not None:
         comp.check(num_layers, num_heads, steps if steps is not None else 10**9)
     return comp
@@ -357,15 +368,7 @@ def precheck(text, num_layers: int, num_heads: int, steps: int, sweep: bool = Fa
             i, j, lw, hw = _wildcard(parts, text)
             parts[i][j] = (f"{0 if lw == '*' else lw}.{0 if hw == '*' else hw}", False)
         for part in parts:
-            if not part:
-                raise spec_error(text, "empty intervention")
-            kind = part[0][0].lower()
-            if kind not in KINDS:
-                raise spec_error(text, f"unknown intervention {kind!r}")
-            try:
-                positional, options = _split_args(part[1:])
-            except SpecError as e:
-                raise spec_error(text, str(e)) from None
+            kind, positional, options = _kind_and_args(part, text)
             if kind in _HEAD_KINDS:
                 if len(positional) != 1:
                     raise spec_error(text, "give exactly one head as LAYER.HEAD, e.g. 2.8")
@@ -379,8 +382,4 @@ def precheck(text, num_layers: int, num_heads: int, steps: int, sweep: bool = Fa
                 if key in options:
                     choice(options[key], allowed, key, text)
     except SpecError as e:
-        if "this model has" in str(e):
-            raise
-        raise SpecError(
-            f"{e}; this model has layers 0-{num_layers - 1} and heads 0-{num_heads - 1}"
-        ) from None
+        raise _with_model_sizes(e, num_layers, num_heads) from None
