@@ -132,8 +132,7 @@ def _synopsis_facts(store, missing: list) -> dict | None:
     from engine.evaluate import relation_signal
 
     metrics, signal = {}, None
-    with store.open() as f:
-        g = f[KIND][run]
+    with store.open_run(KIND, run) as g:
         for m, ds in g["eval"].items():
             metrics[m] = float(np.mean(ds[()]))
         if "color_centres" in g:

@@ -8,6 +8,11 @@ Layout (documented for readers without this package in docs/cache-format.md):
                             params (JSON), plus any scalar the writer adds
         <datasets...>       chunked, gzip-compressed arrays
 
+Layers. A checkpoint may ship its own results: `<checkpoint>/cache.h5` (SHIPPED), committed with
+it and never written (a checkout stays clean). It is read beneath the user's cache file: runs
+are listed from both, a run of the same name in the user's file wins, and every write (and
+every delete) goes to the user's file only.
+
 Writes are copy-on-write: a run is written into a copy of the file, which is flushed and then
 renamed over the original, so a reader (or a crash, even SIGKILL) only ever sees the old file
 or the new one, never half a run. An advisory lock serialises writers. Caches are small
@@ -35,6 +40,7 @@ from engine.errors import UserError
 FORMAT = "dit-workbench-cache/1"
 KINDS = ("synopsis", "screening", "ablation", "evaluation", "variance")
 _RUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SHIPPED = "cache.h5"  # a checkpoint's own read-only results, read beneath the user's cache
 _COMPRESS_MIN = 1024  # arrays smaller than this (bytes) are stored contiguous, uncompressed
 
 
@@ -80,47 +86,84 @@ def _attr_value(v):
 class Store:
     """One checkpoint's cache file. Reading never needs a lock; writing takes one."""
 
-    def __init__(self, path: str | os.PathLike, checkpoint_hash: str | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        checkpoint_hash: str | None = None,
+        base: str | os.PathLike | None = None,
+    ):
         self.path = Path(path)
         self.checkpoint_hash = checkpoint_hash
-        if checkpoint_hash and self.path.exists():
-            found = self.file_attrs().get("checkpoint_hash")
+        self.base = Path(base) if base is not None and Path(base).is_file() else None
+        for layer in self._layers():
+            found = _file_attrs(layer).get("checkpoint_hash") if checkpoint_hash else None
             if found and found != checkpoint_hash:
+                what = "shipped cache" if layer == self.base else "cache"
                 raise UserError(
-                    f"{self.path} is the cache of another checkpoint (hash {found[:12]}, "
+                    f"{layer} is the {what} of another checkpoint (hash {found[:12]}, "
                     f"this one {checkpoint_hash[:12]}); use another --cache folder or delete it"
                 )
 
     @classmethod
     def for_checkpoint(cls, ckpt, cache_dir: str | os.PathLike | None = None) -> Store:
-        store = cls(cache_path(ckpt, cache_dir), ckpt.hash)
+        store = cls(cache_path(ckpt, cache_dir), ckpt.hash, base=Path(ckpt.path) / SHIPPED)
         store.checkpoint_path = str(Path(ckpt.path).resolve())
         return store
 
     # reading
 
+    def _layers(self) -> list[Path]:
+        """The files that exist, the read-only shipped one first (later layers win)."""
+        return [p for p in (self.base, self.path) if p is not None and p.exists()]
+
     @contextlib.contextmanager
     def open(self) -> Iterator[h5py.File]:
-        """The file opened read-only (an empty in-memory file if nothing was written yet)."""
+        """The user's file opened read-only (an empty in-memory file if nothing was written
+        yet). Runs of the shipped layer are reached through open_run, runs and read."""
         if not self.path.exists():
             with h5py.File("empty.h5", "w", driver="core", backing_store=False) as f:
                 yield f
             return
-        try:
-            f = h5py.File(self.path, "r")
-        except OSError as e:
-            raise UserError(f"cannot read cache {self.path}: {e}; move it away to rebuild") from e
-        with f:
+        with _open_readonly(self.path) as f:
             yield f
 
+    @contextlib.contextmanager
+    def open_run(self, kind: str, run: str) -> Iterator[h5py.Group]:
+        """One run's group, from whichever layer holds it (the user's file first)."""
+        check_kind(kind)
+        check_run_name(run)
+        for layer in reversed(self._layers()):
+            with _open_readonly(layer) as f:
+                if kind in f and run in f[kind]:
+                    yield f[kind][run]
+                    return
+        have = ", ".join(self.runs(kind)) or "none"
+        raise UserError(f"no {kind} run {run!r} in {self.path} (runs: {have})")
+
     def file_attrs(self) -> dict:
-        with self.open() as f:
-            return {k: _decode(v) for k, v in f.attrs.items()}
+        out: dict = {}
+        for layer in self._layers():
+            out.update(_file_attrs(layer))
+        return out
 
     def runs(self, kind: str) -> list[str]:
         check_kind(kind)
-        with self.open() as f:
-            return sorted(f[kind].keys()) if kind in f else []
+        names: set[str] = set()
+        for layer in self._layers():
+            with _open_readonly(layer) as f:
+                names.update(f[kind].keys() if kind in f else ())
+        return sorted(names)
+
+    def shipped_runs(self, kind: str) -> list[str]:
+        """Runs that come from the checkpoint's read-only shipped cache (and are not shadowed)."""
+        if self.base is None:
+            return []
+        with _open_readonly(self.base) as f:
+            base = set(f[kind].keys()) if kind in f else set()
+        if self.path.exists():
+            with _open_readonly(self.path) as f:
+                base -= set(f[kind].keys()) if kind in f else set()
+        return sorted(base)
 
     def has_run(self, kind: str, run: str) -> bool:
         return run in self.runs(kind)
@@ -128,22 +171,22 @@ class Store:
     def latest_run(self, kind: str, **match) -> str | None:
         """The newest run of `kind` whose attributes equal `match` (None if there is none)."""
         best, best_time = None, ""
-        with self.open() as f:
-            for run, g in f[kind].items() if kind in f else []:
-                attrs = {k: _decode(v) for k, v in g.attrs.items()}
-                if all(attrs.get(k) == v for k, v in match.items()):
-                    if attrs.get("created", "") >= best_time:
-                        best, best_time = run, attrs.get("created", "")
+        for layer in self._layers():
+            with _open_readonly(layer) as f:
+                for run, g in f[kind].items() if kind in f else []:
+                    attrs = {k: _decode(v) for k, v in g.attrs.items()}
+                    if all(attrs.get(k) == v for k, v in match.items()):
+                        if attrs.get("created", "") >= best_time:
+                            best, best_time = run, attrs.get("created", "")
         return best
 
     def attrs(self, kind: str, run: str) -> dict:
-        with self.open() as f:
-            return {k: _decode(v) for k, v in self._group(f, kind, run).attrs.items()}
+        with self.open_run(kind, run) as g:
+            return {k: _decode(v) for k, v in g.attrs.items()}
 
     def read(self, kind: str, run: str, name: str | None = None) -> dict | np.ndarray:
         """One dataset of a run, or (name None) all of its datasets as {relative path: array}."""
-        with self.open() as f:
-            g = self._group(f, kind, run)
+        with self.open_run(kind, run) as g:
             if name is not None:
                 if name not in g:
                     raise UserError(f"{kind} run {run!r} has no {name!r}")
@@ -157,14 +200,6 @@ class Store:
                 )
             )
             return out
-
-    def _group(self, f: h5py.File, kind: str, run: str) -> h5py.Group:
-        check_kind(kind)
-        check_run_name(run)
-        if kind not in f or run not in f[kind]:
-            have = ", ".join(sorted(f[kind].keys())) if kind in f else "none"
-            raise UserError(f"no {kind} run {run!r} in {self.path} (runs: {have})")
-        return f[kind][run]
 
     # writing
 
@@ -220,6 +255,11 @@ class Store:
 
     def delete_run(self, kind: str, run: str) -> None:
         with self._lock():
+            if run in self.shipped_runs(kind):
+                raise UserError(
+                    f"{kind} run {run!r} was shipped with the checkpoint ({self.base}) and is "
+                    "read-only; nothing was deleted"
+                )
             if not self.has_run(kind, run):
                 raise UserError(f"no {kind} run {run!r} in {self.path}")
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -279,6 +319,21 @@ class Store:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _open_readonly(path: Path) -> Iterator[h5py.File]:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"cannot read cache {path}: {e}; move it away to rebuild") from e
+    with f:
+        yield f
+
+
+def _file_attrs(path: Path) -> dict:
+    with _open_readonly(path) as f:
+        return {k: _decode(v) for k, v in f.attrs.items()}
 
 
 def _write_error(path: Path, e: OSError) -> UserError:

@@ -196,11 +196,16 @@ _memo_lock = threading.Lock()
 
 def _generation(params: dict) -> tuple | None:
     """What the table's inputs look like on disk now; None when it cannot be told."""
+    from engine.store import SHIPPED
+
     try:
         files = [*Path(roots.cache_dir()).glob("*.h5")]
         ck = params.get("checkpoint")
         if ck:
-            files.append(roots.resolve(ck, "checkpoint") / "workbench.json")
+            folder = roots.resolve(ck, "checkpoint")
+            files.append(folder / "workbench.json")
+            if (folder / SHIPPED).is_file():
+                files.append(folder / SHIPPED)
         return tuple(sorted((str(f), *_stamp(f)) for f in files))
     except (OSError, UserError):
         return None  # let the table itself say what is wrong
@@ -274,7 +279,21 @@ def list_checkpoints() -> list[dict]:
             for c in children:
                 visit(c, root, depth + 1)
 
+    defaults = []
     for root in roots.checkpoint_roots():
         if root.is_dir():
             visit(root, root, 0)
-    return found
+            defaults.append(_default_name(root))
+    # the workbench opens the first entry: a root's DEFAULT file names the one to put first
+    return sorted(found, key=lambda e: e["name"] not in defaults)
+
+
+DEFAULT_FILE = "DEFAULT"  # one line in a checkpoint root: the checkpoint listed (and opened) first
+
+
+def _default_name(root: Path) -> str | None:
+    try:
+        with open(root / DEFAULT_FILE, encoding="utf-8") as fh:
+            return fh.read(200).strip() or None
+    except (OSError, UnicodeDecodeError):
+        return None

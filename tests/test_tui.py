@@ -374,11 +374,14 @@ async def test_export_writes_every_row_by_paging(tmp_path, monkeypatch):
         await settle(pilot)
         dlg = app.screen
         assert isinstance(dlg, ExportDialog)
-        assert dlg.default_path == "heads-dit-b-rte-relation-to-object1.csv"  # in the cwd
+        # in ./exports (git-ignored), made on first use
+        assert dlg.default_path == "exports/heads-dit-b-rte-relation-to-object1.csv"
+        assert not (tmp_path / "exports").exists()
         await pilot.press("enter")
         await settle(pilot)
-        out = tmp_path / "heads-dit-b-rte-relation-to-object1.csv"
+        out = tmp_path / "exports" / "heads-dit-b-rte-relation-to-object1.csv"
         assert out.exists()
+        assert any(f"to {out}" in n for n in notes(app))  # the toast gives the full path
         offsets = [kw["offset"] for args, kw in fake.calls_to("table") if args[0] == "heads"]
         assert 100 in offsets  # fetched the second page for the export
         full = FakeEngineClient(max_limit=10**6).table(
@@ -390,6 +393,21 @@ async def test_export_writes_every_row_by_paging(tmp_path, monkeypatch):
         assert out.read_text() == expected
         assert len(_read_csv(out)) == 145
         assert any("wrote 144 rows" in n for n in notes(app))
+
+
+def test_default_export_folder_is_git_ignored():
+    import shutil
+    import subprocess
+
+    from workbench.app import DEFAULT_EXPORT_DIR
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    r = subprocess.run(
+        ["git", "check-ignore", "-q", f"{DEFAULT_EXPORT_DIR}/heads.csv"], cwd=root, check=False
+    )
+    assert r.returncode == 0
 
 
 async def test_export_follows_sort_and_filter_and_does_not_overwrite(tmp_path):

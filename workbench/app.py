@@ -67,6 +67,8 @@ QUERY_PRESETS = [
     ("color2", "object2"),
     ("filler", "background"),
 ]
+# `e` writes here (relative to the working folder) unless told otherwise; .gitignore lists it
+DEFAULT_EXPORT_DIR = "exports"
 # actions that only make sense on the main screen (not in the head detail or a dialog)
 MAIN_ONLY = {"filter", "sort", "reverse_sort", "pane", "next_pane", "toggle_sidebar", "edit_query"}
 # actions that also work on the head detail screen
@@ -637,6 +639,10 @@ class WorkbenchApp(EngineCallMixin, App[None]):
             return screen.export_source()
         return self.active_pane.export_source()
 
+    def export_base(self) -> Path:
+        """Where `e` suggests writing: --exports, else ./exports (git-ignored)."""
+        return self.export_dir or Path.cwd() / DEFAULT_EXPORT_DIR
+
     def default_export_path(self, src: ExportSource) -> str:
         parts = [src.stem or src.name]
         if self.checkpoint and src.name not in ("jobs",):
@@ -644,7 +650,7 @@ class WorkbenchApp(EngineCallMixin, App[None]):
         q = src.params.get("query") if src.params else None
         if q:
             parts.append(str(q).replace("->", "-to-"))
-        base = self.export_dir or Path.cwd()
+        base = self.export_base()
         stem = _slug("-".join(parts))
         path = base / f"{stem}.csv"
         i = 1
@@ -678,6 +684,8 @@ class WorkbenchApp(EngineCallMixin, App[None]):
         from workbench.output import rows_to_csv, write_text_atomic
 
         page = self.export_page_size
+        base = self.export_base().absolute()
+        target = Path(path).expanduser().absolute()
 
         def run(client: Any) -> tuple[str, int]:
             if src.local is not None:
@@ -693,8 +701,10 @@ class WorkbenchApp(EngineCallMixin, App[None]):
                     params=src.params,
                 )
             dicts = [{c: _csv_value(v) for c, v in zip(cols, r, strict=False)} for r in rows]
-            write_text_atomic(path, rows_to_csv(dicts, cols))
-            return path, len(rows)
+            if target.parent == base:  # the default folder is made on first use; others not
+                base.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(str(target), rows_to_csv(dicts, cols))
+            return str(target), len(rows)
 
         def done(res: tuple[str, int]) -> None:
             self.post_message(ExportDone(*res))

@@ -67,8 +67,7 @@ def _runs_by_role(store, role: str) -> list[tuple[str, dict]]:
 
 def _read_some(store, run: str, names) -> dict:
     """Only the named datasets of a run (not its images)."""
-    with store.open() as f:
-        g = store._group(f, KIND, run)
+    with store.open_run(KIND, run) as g:
         out = {}
         for name in names:
             ds = g[name]

@@ -98,8 +98,7 @@ def resolve_run(store, run: str | None) -> str:
 def query_values(store, run: str, query: Query, branch: str = "cond") -> np.ndarray:
     """[sample, step, layer, head] values of the query (NaN where the image category is empty)."""
     b = BRANCHES.index(branch)
-    with store.open() as f:
-        g = f[KIND][run]
+    with store.open_run(KIND, run) as g:
         if query.attn == "cross":
             ds = g["cross"]
             vals = ds[:, :, :, b, :, IMAGE_CATS.index(query.target), TEXT_CATS.index(query.source)]
@@ -203,8 +202,7 @@ def head_detail(store, run: str | None, layer: int, head: int, category: str = "
     if not (0 <= layer < layers and 0 <= head < heads):
         raise UserError(f"head {layer}.{head} is out of range: layers 0-{layers - 1}, "
                         f"heads 0-{heads - 1}")  # fmt: skip
-    with store.open() as f:
-        g = f[KIND][run]
+    with store.open_run(KIND, run) as g:
         if "detail_maps" not in g:
             return []
         maps = np.asarray(g["detail_maps"][:, :, layer, head, :, TEXT_CATS.index(category)],
@@ -225,8 +223,7 @@ def head_detail(store, run: str | None, layer: int, head: int, category: str = "
 
 def sample_images(store, run: str | None) -> list[dict]:
     run = resolve_run(store, run)
-    with store.open() as f:
-        g = f[KIND][run]
+    with store.open_run(KIND, run) as g:
         if "detail_images" not in g:
             return []
         imgs = g["detail_images"][()]

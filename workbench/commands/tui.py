@@ -20,6 +20,7 @@ def open_workbench(
     checkpoints: list[Path] | None = None,
     checkpoint: str | None = None,
     socket: Path | None = None,
+    exports: Path | None = None,
 ) -> None:
     """Connect to the engine of `cache` (starting it detached if none runs) and run the app."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
@@ -43,7 +44,7 @@ def open_workbench(
     def reconnect():
         return connect(cache, start=True, socket_path=socket, args=args)
 
-    run_tui(client, reconnect=reconnect, checkpoint=checkpoint)
+    run_tui(client, reconnect=reconnect, checkpoint=checkpoint, export_dir=exports)
 
 
 def tui(
@@ -58,7 +59,10 @@ def tui(
     ),  # fmt: skip
     checkpoint: str = typer.Option(None, "--checkpoint", help="Open on this checkpoint (name)."),
     socket: Path = typer.Option(None, "--socket", help="Engine socket (default in the cache)."),
+    exports: Path = typer.Option(
+        None, "--exports", help="Folder that `e` suggests for CSV files (default ./exports)."
+    ),
 ):
     """Open the workbench: ranked heads, layer x head maps, head detail, screening, ablations,
     jobs and training curves, on an engine that keeps running when the terminal closes."""
-    open_workbench(cache, checkpoints, checkpoint, socket)
+    open_workbench(cache, checkpoints, checkpoint, socket, exports)

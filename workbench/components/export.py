@@ -1,4 +1,4 @@
-"""The `e` dialog: where to write the current table as CSV (defaults to a file in the cwd)."""
+"""The `e` dialog: where to write the current table as CSV (defaults to a file in ./exports)."""
 
 from __future__ import annotations
 
