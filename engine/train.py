@@ -267,6 +267,10 @@ def train(
                     noise_gen,
                     accel.scaler,
                 )
+                if cfg.keep_history:  # fp16 EMA weights of every checkpoint, never pruned
+                    from engine.history import save_history
+
+                    save_history(ckdir, out)
                 m = _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg)
                 m.update({"step": step, "images_seen": step * cfg.batch})
                 _append_line(out / "metrics.jsonl", json.dumps(m))

@@ -35,6 +35,8 @@ class TrainConfig:
     # Warm start: weights and text encoder of an existing checkpoint (fresh optimiser and data
     # order). For carrying a run across machines when its full training state is too big to move.
     init_from: str | None = None
+    # Also keep every checkpoint's EMA weights as float16 under RUN/history/ (engine.history).
+    keep_history: bool = False
     # Which fields may differ when resuming: extending a run is allowed, changing it is not.
     RESUMABLE = (
         "out",
@@ -45,6 +47,7 @@ class TrainConfig:
         "eval_prompts",
         "mixed_precision",
         "init_from",
+        "keep_history",
     )
 
     def validate(self) -> None:

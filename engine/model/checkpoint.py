@@ -184,9 +184,13 @@ def save_checkpoint(
     return directory
 
 
-def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, fp16: bool = False) -> Path:
+def export_checkpoint(
+    src: str | os.PathLike, dst: str | os.PathLike, fp16: bool = False, curves: bool = True
+) -> Path:
     """Copy a checkpoint's weights, encoder and metadata (not its training state) into `dst`,
-    optionally with the transformer in float16; the new hash goes into workbench.json."""
+    optionally with the transformer in float16; the new hash goes into workbench.json.
+    `curves`: also copy the run's metrics.jsonl up to this step (a run's kept history,
+    `RUN/history/step-N/`, counts as that run's)."""
     import shutil
 
     import torch
@@ -206,11 +210,12 @@ def export_checkpoint(src: str | os.PathLike, dst: str | os.PathLike, fp16: bool
         state = {k: v.to(torch.float16) if v.is_floating_point() else v
                  for k, v in load_file(weights).items()}  # fmt: skip
         save_file(state, tmp / "transformer" / WEIGHTS, metadata={"format": "pt"})
-    meta = {**meta, "exported_from": str(p), "dtype": "float16" if fp16 else "float32",
+    dtype = "float16" if fp16 else meta.get("dtype", "float32")
+    meta = {**meta, "exported_from": str(p), "dtype": dtype,
             "hashes": {"transformer": sha256_file(tmp / "transformer" / WEIGHTS)}}  # fmt: skip
     (tmp / "workbench.json").write_text(json.dumps(meta, indent=2) + "\n")
-    run = p.parent
-    if (run / "metrics.jsonl").is_file() and not (tmp / "metrics.jsonl").exists():
+    run = p.parent.parent if p.parent.name == "history" else p.parent
+    if curves and (run / "metrics.jsonl").is_file() and not (tmp / "metrics.jsonl").exists():
         # The learning curves up to this checkpoint travel with it (for `curves` and `report`).
         step = meta.get("step")
         lines = [

@@ -20,13 +20,20 @@ def curves(
     """Colour, shape, binding and relation accuracy at every checkpoint of a training run, and
     the order in which they were learned (the paper: colour, shape, binding, relation)."""
     from engine.curves import COLUMNS, learning_order, order_matches_paper, read_curves
+    from engine.history import history_steps
 
     records = read_curves(run)
     rows = [{c: r.get(c) for c in COLUMNS} for r in records]
+    kept = {s for s, _ in history_steps(run)}  # train --keep-history
+    columns = list(COLUMNS)
+    if kept:
+        columns.append("history")
+        for r in rows:
+            r["history"] = "kept" if r["step"] in kept else ""
     order = learning_order(records, threshold)
     verdict = order_matches_paper(order)
     if format is Format.csv:
-        emit(rows_to_csv(rows, COLUMNS), out)
+        emit(rows_to_csv(rows, columns), out)
     elif format is Format.json:
         emit(
             dump_json(
@@ -35,12 +42,13 @@ def curves(
                     "learning_order": order,
                     "threshold": threshold,
                     "order_matches_paper": verdict,
+                    "history_steps": sorted(kept),
                 }
             ),
             out,
         )
     else:
-        print_rows(rows, title=f"{run}: evaluator metrics per checkpoint", columns=COLUMNS)
+        print_rows(rows, title=f"{run}: evaluator metrics per checkpoint", columns=columns)
         print_rows(order, title=f"learning order (metric stays >= {threshold})")
         said = {
             True: "matches the paper's order (colour, shape, binding, relation)",
@@ -48,3 +56,9 @@ def curves(
             None: "cannot be judged yet: some skill was never learned",
         }[verdict]
         typer.echo(f"learning order {said}")
+        if kept:
+            typer.echo(
+                f"history: {len(kept)} checkpoints kept in {run}/history (steps {min(kept)}-"
+                f"{max(kept)}); `dit-workbench emergence {run}` screens them, "
+                f"`dit-workbench export {run} --step N --out DIR` exports one"
+            )

@@ -49,6 +49,12 @@ def train(
     keep: int = typer.Option(
         3, "--keep", help="Checkpoints kept (oldest removed; metrics.jsonl keeps every one)."
     ),
+    keep_history: bool = typer.Option(
+        False,
+        "--keep-history",
+        help="Also keep every checkpoint's EMA weights as float16 in RUN/history/step-N/ "
+        "(never pruned; for `dit-workbench emergence`).",
+    ),
     mixed_precision: str = typer.Option(
         "auto", "--mixed-precision", help="no, bf16 or fp16; auto = bf16 on GPU, no on CPU."
     ),
@@ -86,6 +92,7 @@ def train(
         data_seed=data_seed,
         seed=seed,
         keep=keep,
+        keep_history=keep_history,
         mixed_precision=mixed_precision,
         init_from=str(init_from) if init_from else None,
     )
@@ -216,11 +223,22 @@ def export(
     fp16: bool = typer.Option(
         False, "--fp16", help="Store the transformer in float16 (half the size; loads as float32)."
     ),
+    step: int = typer.Option(
+        None,
+        "--step",
+        help="With a run folder: the checkpoint of this step from the run's kept history "
+        "(RUN/history/step-N/, see train --keep-history) or a full checkpoint still kept.",
+    ),
 ):
     """Copy a checkpoint without its training state (EMA weights, encoder, metadata), e.g. to
-    ship it; the copy has its own hash, so its cache is its own."""
+    ship it; the copy has its own hash, so its cache is its own. `--step N` picks a step of a
+    run's kept history (or give RUN/history/step-NNNNNNN directly)."""
     from engine.model.checkpoint import describe, export_checkpoint
 
+    if step is not None:
+        from engine.history import history_checkpoint
+
+        ckpt = history_checkpoint(ckpt, step)
     p = export_checkpoint(ckpt, out, fp16=fp16)
     d = describe(p)
     typer.echo(f"exported {p} (step {d['step']}, {d['text']}, sha256 {d['transformer_sha256']})")
