@@ -38,7 +38,7 @@ from engine import __version__
 from engine.errors import UserError
 
 FORMAT = "dit-workbench-cache/1"
-KINDS = ("synopsis", "screening", "ablation", "evaluation", "variance")
+KINDS = ("synopsis", "screening", "ablation", "evaluation", "variance", "emergence")
 _RUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SHIPPED = "cache.h5"  # a checkpoint's own read-only results, read beneath the user's cache
 _COMPRESS_MIN = 1024  # arrays smaller than this (bytes) are stored contiguous, uncompressed
