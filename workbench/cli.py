@@ -70,6 +70,9 @@ def _register() -> None:
     from workbench.commands import screen
 
     app.command("screen")(screen.screen)
+    from workbench.commands import pretrained
+
+    app.command("import-pipeline")(pretrained.import_pipeline)
     from workbench.commands import emergence
 
     app.command("emergence")(emergence.emergence)

@@ -50,7 +50,7 @@ def sample_intervened(
     shape = (codec.channels, codec.latent_size, codec.latent_size)
     null, null_mask = enc.encode([""])
     null_tokens = enc.tokenize([""])
-    timesteps = schedule_timesteps(steps)
+    timesteps = schedule_timesteps(steps, tr)
     out, captions_out = [], []
     for start in range(0, len(texts), batch_size):
         bt, bs = list(texts[start : start + batch_size]), list(seeds[start : start + batch_size])

@@ -113,6 +113,10 @@ def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkp
     from engine.text import load_text_encoder
 
     p, meta = read_meta(path)
+    if meta.get("source") == "pipeline":  # an imported diffusers pipeline (engine.model.pipeline)
+        from engine.model.pipeline import load_pipeline_checkpoint
+
+        return load_pipeline_checkpoint(p, meta, verify_hash)
     weights = p / "transformer" / WEIGHTS
     if not (p / "transformer" / "config.json").is_file() or not weights.is_file():
         raise UserError(
@@ -253,19 +257,29 @@ def describe(ckpt_path: str | os.PathLike) -> dict:
         "res": res,
         "step": meta.get("step"),
         "transformer_sha256": hashes[:16],
-        "params": _param_count(p / "transformer" / WEIGHTS),
+        "params": _param_count(*_weight_files(p, meta)),
     }
 
 
-def _param_count(weights: Path) -> str:
-    """Parameters in the weights file, read from its safetensors header (no tensors loaded)."""
+def _weight_files(p: Path, meta: dict) -> list[Path]:
+    """The transformer's safetensors files (an imported pipeline's may be sharded elsewhere)."""
+    part = (meta.get("pipeline") or {}).get("parts", {}).get("transformer")
+    if meta.get("source") == "pipeline" and isinstance(part, dict):
+        return [Path(part["path"]) / w for w in part.get("weights", []) if w.endswith(".safetensors")]
+    return [p / "transformer" / WEIGHTS]
+
+
+def _param_count(*files: Path) -> str:
+    """Parameters in the weights files, read from their safetensors headers (no tensors loaded)."""
     from math import prod
 
     from safetensors import SafetensorError, safe_open
 
+    n = 0
     try:
-        with safe_open(weights, "np") as f:  # header only; "np" avoids importing torch
-            n = sum(prod(f.get_slice(k).get_shape()) for k in f.keys())
+        for weights in files:
+            with safe_open(weights, "np") as f:  # header only; "np" avoids importing torch
+                n += sum(prod(f.get_slice(k).get_shape()) for k in f.keys())
     except (OSError, SafetensorError) as e:  # a truncated or foreign file
         reason = (str(e).splitlines() or [type(e).__name__])[0][:200]
         raise UserError(

@@ -21,7 +21,14 @@ def train_scheduler() -> DDPMScheduler:
     return DDPMScheduler(**NOISE)
 
 
-def sample_scheduler() -> DPMSolverMultistepScheduler:
+def sample_scheduler(transformer=None) -> DPMSolverMultistepScheduler:
+    """DPM-Solver++ over our schedule; an imported pipeline's transformer carries its own
+    scheduler config (engine.model.pipeline), which is used as it is."""
+    cfg = getattr(transformer, "workbench_scheduler_config", None)
+    if cfg:
+        import diffusers
+
+        return getattr(diffusers, cfg["_class_name"]).from_config(cfg)
     return DPMSolverMultistepScheduler(**NOISE, algorithm_type="dpmsolver++", solver_order=2)
 
 
@@ -41,9 +48,18 @@ def initial_noise(
     return out
 
 
-def model_kwargs() -> dict:
+def model_kwargs(transformer=None, batch: int = 1, device=None) -> dict:
     # use_additional_conditions=False, but PixArt's forward still reads these keys.
-    return {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+    if transformer is None or not transformer.config.get("use_additional_conditions"):
+        return {"added_cond_kwargs": {"resolution": None, "aspect_ratio": None}}
+    # PixArt-alpha at 1024 px conditions on the image size and aspect ratio, as its pipeline.
+    res = float(getattr(transformer, "workbench_pixel_res", 0) or 0)
+    return {
+        "added_cond_kwargs": {
+            "resolution": torch.tensor([[res, res]], device=device).repeat(batch, 1),
+            "aspect_ratio": torch.tensor([[1.0]], device=device).repeat(batch, 1),
+        }
+    }
 
 
 @torch.no_grad()
@@ -61,7 +77,7 @@ def denoise(
     """Run DPM-Solver++ from `noise` [B, C, S, S]; returns the final latents."""
     device = next(transformer.parameters()).device
     dtype = next(transformer.parameters()).dtype
-    sched = sample_scheduler()
+    sched = sample_scheduler(transformer)
     sched.set_timesteps(steps, device=device)
     x = noise.to(device)
     ctx = torch.cat([uncond, cond]).to(device, dtype)
@@ -74,9 +90,11 @@ def denoise(
             encoder_hidden_states=ctx,
             encoder_attention_mask=mask,
             timestep=tt,
-            **model_kwargs(),
+            **model_kwargs(transformer, xin.shape[0], device),
             return_dict=False,
         )[0].float()
+        if eps.shape[1] == 2 * x.shape[1]:  # learned variance (PixArt's out_channels 8): drop it
+            eps = eps[:, : x.shape[1]]
         e_u, e_c = eps.chunk(2)
         eps = e_u + cfg * (e_c - e_u)
         x = sched.step(eps, t, x, return_dict=False)[0]

@@ -210,10 +210,11 @@ def hooked(
             module.set_processor(proc)
 
 
-def schedule_timesteps(steps: int) -> list[int]:
-    """The timesteps the sampler visits for `steps` DPM-Solver++ steps, in order."""
+def schedule_timesteps(steps: int, transformer=None) -> list[int]:
+    """The timesteps the sampler visits for `steps` DPM-Solver++ steps, in order (an imported
+    pipeline's transformer brings its own scheduler)."""
     from engine.model.sampler import sample_scheduler
 
-    sched = sample_scheduler()
+    sched = sample_scheduler(transformer)
     sched.set_timesteps(steps)
     return [int(t) for t in sched.timesteps]

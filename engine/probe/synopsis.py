@@ -230,7 +230,7 @@ def run_synopsis(
     if progress:
         progress(done, len(items))
 
-    timesteps = schedule_timesteps(steps)
+    timesteps = schedule_timesteps(steps, tr)
     shape = (codec.channels, codec.latent_size, codec.latent_size)
     null, null_mask = enc.encode([""])
     null_cats = enc.tokenize([""]).categories
