@@ -104,6 +104,11 @@ class EngineClient:
     def health(self) -> dict:
         return self._call("GET", "/health")
 
+    def shutdown(self) -> dict:
+        """Ask the engine to stop: running jobs become interrupted (resumable kinds can be
+        resumed), queued ones wait for the next engine. Returns {"pid", "interrupting"}."""
+        return self._call("POST", "/shutdown")
+
     def kinds(self) -> list[dict]:
         return self._call("GET", "/kinds")["kinds"]
 

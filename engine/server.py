@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
 from engine import __version__, daemon, roots, tables
-from engine.errors import UserError
+from engine.errors import UserError, one_line
 from engine.job_records import TERMINAL, JobRecords
 from engine.jobs import JOB_KINDS, get_kind
 from engine.scheduler import Conflict, Scheduler
@@ -35,6 +35,10 @@ from engine.scheduler import Conflict, Scheduler
 log = logging.getLogger("engine.server")
 
 KEEPALIVE_S = 15.0
+# An engine with no running or queued job, no open request (an event stream counts) and no
+# request for this long exits by itself; 0 keeps it running. `--idle-exit` or this variable.
+IDLE_EXIT_ENV = "DIT_WORKBENCH_ENGINE_IDLE_EXIT"
+IDLE_EXIT_S = 600.0
 JOB_COLUMNS = [
     "id",
     "kind",
@@ -94,9 +98,26 @@ async def health(request: Request) -> JSONResponse:
             "cache": str(st.cache),
             "socket": st.socket,
             "started": st.started,
+            "device": getattr(st, "device", None),  # what jobs' device=auto resolves to
+            "idle_exit_s": st.idle_exit_s,
+            # other requests open right now (event streams of watching clients), not this one
+            "clients": max(st.activity.in_flight - 1, 0),
             **st.scheduler.counts(),
         }
     )
+
+
+async def shutdown(request: Request) -> JSONResponse:
+    """Stop the engine gracefully: running jobs are terminated and recorded as interrupted
+    (resumable kinds can be resumed), queued jobs stay queued for the next engine."""
+    st = request.app.state
+    server = getattr(st, "server", None)
+    if server is None:
+        raise Conflict("this engine was not started by `serve`; it cannot stop itself")
+    running = [j["id"] for j in st.scheduler.all() if j["state"] == "running"]
+    log.info("stop requested: interrupting jobs %s", running or "none")
+    server.should_exit = True
+    return JSONResponse({"pid": os.getpid(), "stopping": True, "interrupting": running})
 
 
 async def kinds(request: Request) -> JSONResponse:
@@ -255,7 +276,7 @@ async def checkpoints(request: Request) -> JSONResponse:
 
 
 async def _on_user_error(request, exc):
-    return _error(400, str(exc))
+    return _error(400, one_line(exc))
 
 
 async def _on_conflict(request, exc):
@@ -297,11 +318,92 @@ def _over_tcp(scope) -> bool:
     return not (isinstance(server, tuple | list) and len(server) == 2 and server[1] is None)
 
 
+class Activity:
+    """Open requests and when the last one began or ended (for the idle exit)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last = time.monotonic()
+
+
+class ActivityGate:
+    """Plain ASGI (event streams pass through untouched): keeps an `Activity` up to date."""
+
+    def __init__(self, app, activity: Activity):
+        self.app, self.activity = app, activity
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        a = self.activity
+        a.in_flight += 1
+        a.last = time.monotonic()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            a.in_flight -= 1
+            a.last = time.monotonic()
+
+
+def idle_exit_default() -> float:
+    raw = os.environ.get(IDLE_EXIT_ENV)
+    if raw is None or not raw.strip():
+        return IDLE_EXIT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserError(f"{IDLE_EXIT_ENV}={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise UserError(f"{IDLE_EXIT_ENV} must be 0 (never) or a number of seconds")
+    return value
+
+
+async def _exit_when_idle(state) -> None:
+    """Ask uvicorn to stop once no job runs or waits and no client asked anything for
+    `idle_exit_s` seconds (a workbench polls every second or two, so an open one keeps it)."""
+    idle_s = state.idle_exit_s
+    while True:
+        await asyncio.sleep(min(max(idle_s / 4, 0.05), 5.0))
+        server = getattr(state, "server", None)
+        if server is None or server.should_exit:
+            continue
+        counts = state.scheduler.counts()
+        if counts["jobs_running"] or counts["jobs_queued"] or state.activity.in_flight:
+            continue
+        quiet = time.monotonic() - state.activity.last
+        if quiet >= idle_s:
+            log.info("no jobs and no clients for %.0f s: exiting (--idle-exit)", quiet)
+            server.should_exit = True
+            return
+
+
 def _register_jobs_table(scheduler: Scheduler) -> None:
     def jobs_table(params: dict):
         return list(JOB_COLUMNS), [[j[c] for c in JOB_COLUMNS] for j in scheduler.all()]
 
     tables.TABLES["jobs"] = jobs_table
+
+
+def _probe_device(state) -> None:
+    """Find what `device: auto` resolves to in a child process (importing torch, and CUDA
+    with it, would cost the server seconds and memory), in the background: /health says
+    null until it is known."""
+    import subprocess
+    import threading
+
+    def probe():
+        try:
+            r = subprocess.run(
+                [sys.executable, "-m", "engine.device"], capture_output=True, text=True, timeout=300
+            )
+            state.device = (
+                json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
+            )
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+            state.device = None
+
+    threading.Thread(target=probe, name="device-probe", daemon=True).start()
 
 
 def create_app(
@@ -311,6 +413,7 @@ def create_app(
     max_heavy: int = 1,
     max_light: int = 4,
     grace_s: float = 10.0,
+    idle_exit_s: float = 0.0,
 ) -> Starlette:
     cache = Path(cache).resolve()
 
@@ -321,9 +424,12 @@ def create_app(
         app.state.scheduler = sched
         _register_jobs_table(sched)
         await sched.start()
+        idle = asyncio.create_task(_exit_when_idle(app.state)) if idle_exit_s > 0 else None
         try:
             yield
         finally:
+            if idle is not None:
+                idle.cancel()
             await sched.shutdown()
             records.close()
 
@@ -340,6 +446,7 @@ def create_app(
         Route("/tables", list_tables),
         Route("/tables/{name}", get_table),
         Route("/checkpoints", checkpoints),
+        Route("/shutdown", shutdown, methods=["POST"]),
     ]
     app = Starlette(
         routes=routes,
@@ -352,7 +459,10 @@ def create_app(
         },
     )
     app.state.cache, app.state.socket, app.state.started = cache, socket, time.time()
+    app.state.idle_exit_s = idle_exit_s
+    app.state.activity = Activity()
     app.add_middleware(TokenGate, token=token)
+    app.add_middleware(ActivityGate, activity=app.state.activity)
     return app
 
 
@@ -364,6 +474,7 @@ def serve(
     max_heavy: int = 1,
     max_light: int = 4,
     log_level: str = "info",
+    idle_exit_s: float | None = None,
 ) -> None:
     """Run the engine in this process until SIGINT/SIGTERM. Raises UserError if another engine
     holds the cache dir or the socket, before touching anything."""
@@ -376,6 +487,10 @@ def serve(
     cache.mkdir(parents=True, exist_ok=True)
     if max_heavy < 1 or max_light < 1:
         raise UserError("--max-heavy and --max-light must be at least 1")
+    if idle_exit_s is None:
+        idle_exit_s = idle_exit_default()
+    if idle_exit_s < 0:
+        raise UserError("--idle-exit must be 0 (never) or a number of seconds")
     host_port = daemon.parse_tcp(tcp) if tcp else None
     for r in checkpoint_roots or []:
         if not Path(r).is_dir():
@@ -390,7 +505,9 @@ def serve(
             token = daemon.ensure_token(cache)
             listeners.append(daemon.bind_tcp(*host_port))
         roots.configure(cache, checkpoint_roots or None)
-        app = create_app(cache, str(sock_path), token, max_heavy, max_light)
+        app = create_app(
+            cache, str(sock_path), token, max_heavy, max_light, idle_exit_s=idle_exit_s
+        )
         config = uvicorn.Config(
             app,
             log_level=log_level,
@@ -402,6 +519,7 @@ def serve(
         )
         server = uvicorn.Server(config)
         app.state.server = server
+        _probe_device(app.state)
         daemon.write_info(
             cache,
             {
@@ -453,9 +571,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-heavy", type=int, default=1, help="accelerator jobs at once")
     ap.add_argument("--max-light", type=int, default=4, help="CPU jobs at once")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument(
+        "--idle-exit",
+        type=float,
+        default=None,
+        help=f"exit after this many seconds with no jobs and no clients; 0 never "
+        f"(default ${IDLE_EXIT_ENV} or {IDLE_EXIT_S:.0f})",
+    )
     a = ap.parse_args(argv)
     try:
-        serve(a.cache, a.socket, a.checkpoints, a.tcp, a.max_heavy, a.max_light, a.log_level)
+        serve(
+            a.cache,
+            a.socket,
+            a.checkpoints,
+            a.tcp,
+            a.max_heavy,
+            a.max_light,
+            a.log_level,
+            idle_exit_s=a.idle_exit,
+        )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -448,6 +448,55 @@ def test_graceful_stop_interrupts_running_jobs(workdir):
         e2.stop()
 
 
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_engine_status_and_stop_leave_jobs_resumable(workdir):
+    cache = workdir / "cache-stop"
+    e = Engine(cache)
+    job = e.client.submit("selftest", {"seconds": 60, "steps": 600})
+    wait_for(e.client, job["id"], {"running"})
+    r = _cli("engine", "status", "--cache", str(cache))
+    assert r.returncode == 0, r.stderr
+    assert f"pid {e.proc.pid}" in r.stdout and f"1 running ({job['id']} selftest)" in r.stdout
+    r = _cli("engine", "stop", "--cache", str(cache))
+    assert r.returncode == 0, r.stderr
+    assert f"engine stopped (pid {e.proc.pid})" in r.stdout
+    assert f"job {job['id']} (selftest) interrupted; resume it with" in r.stdout
+    assert e.proc.wait(15) == 0  # it had exited before `stop` returned
+    e.client.close()
+    r = _cli("engine", "status", "--cache", str(cache))
+    assert r.returncode == 1 and "no engine is running" in r.stdout
+    from engine.job_records import JobRecords
+
+    records = JobRecords(cache / "jobs.sqlite")
+    try:  # recorded as interrupted: `jobs resume` takes it (test_engine_killed_mid_job_...)
+        assert records.get(job["id"])["state"] == "interrupted"
+    finally:
+        records.close()
+
+
+def test_engine_exits_when_idle_but_not_while_a_job_runs(workdir):
+    e = Engine(workdir / "cache-idle", "--idle-exit", "0.5")
+    try:
+        assert e.client.health()["idle_exit_s"] == 0.5
+        job = e.client.submit("selftest", {"seconds": 2.0, "steps": 8})
+        time.sleep(1.5)  # no request meanwhile: only the running job keeps it
+        assert e.proc.poll() is None
+        assert wait_for(e.client, job["id"])["state"] == "done"
+        e.client.close()
+        assert e.proc.wait(15) == 0  # then, with no job and nobody asking, it went
+    finally:
+        e.stop()
+
+
 def test_bind_unix_refuses_live_socket_and_other_files(workdir):
     path = workdir / "other.sock"
     live = daemon.bind_unix(path)

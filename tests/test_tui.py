@@ -760,3 +760,25 @@ def test_snapshot_80x24(snap_compare, utc, name, keys):
 @pytest.mark.slow  # 4 large screens; under heavy CPU load a highlight can still be settling
 def test_snapshot_160x48(snap_compare, utc, name, keys):
     assert snap_compare(make_app(), terminal_size=(160, 48), run_before=_snap(keys, extra=0.5))
+
+
+# --------------------------------------------------------------------------- leaving the app
+def test_quit_note_says_whether_the_engine_keeps_running_and_how_to_stop_it():
+    from workbench.commands.tui import engine_note, quit_note
+
+    h = {"pid": 77, "jobs_running": 1, "jobs_queued": 2, "idle_exit_s": 600.0}
+    note = engine_note(h, [{"id": 5, "kind": "ablate", "state": "running"}], Path("cache"))
+    assert "engine (pid 77) keeps running: 1 job(s) running (5 ablate), 2 queued" in note
+    assert "after 10 min with no jobs and no clients" in note
+    assert "`dit-workbench engine stop`" in note
+    idle = engine_note(
+        {"pid": 77, "jobs_running": 0, "jobs_queued": 0, "idle_exit_s": 30}, [], Path("/x/c")
+    )
+    assert "keeps running with no jobs: it exits by itself after 30 s" in idle
+    assert "`dit-workbench engine stop --cache /x/c`" in idle
+    never = engine_note({"pid": 1, "jobs_running": 0, "idle_exit_s": 0}, [], Path("cache"))
+    assert "does not exit by itself" in never
+    fake = FakeEngineClient()  # one job running in the fake engine
+    assert "1 job(s) running (" in quit_note(fake, Path("cache"))
+    fake.alive = False
+    assert quit_note(fake, Path("cache")) == "the engine does not answer (not running)"

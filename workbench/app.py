@@ -809,6 +809,9 @@ class WorkbenchApp(EngineCallMixin, App[None]):
         self.action_pane("heads")
 
 
-def run_tui(client: Any, **kwargs: Any) -> None:
-    """Open the workbench on ``client`` (an EngineClient) and return when the user quits."""
-    WorkbenchApp(client, **kwargs).run()
+def run_tui(client: Any, **kwargs: Any) -> WorkbenchApp:
+    """Open the workbench on ``client`` (an EngineClient); returns the app when the user quits
+    (``app.client`` is the client it ended with: a reconnect may have replaced it)."""
+    app = WorkbenchApp(client, **kwargs)
+    app.run()
+    return app

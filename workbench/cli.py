@@ -7,7 +7,7 @@ import sys
 import typer
 
 from engine import __version__
-from engine.errors import UserError
+from engine.errors import UserError, one_line
 
 app = typer.Typer(
     name="dit-workbench",
@@ -52,6 +52,7 @@ def _register() -> None:
     app.command("export")(model.export)
     app.command("serve")(engine.serve)
     app.add_typer(engine.jobs_app, name="jobs")
+    app.add_typer(engine.engine_app, name="engine")
     from workbench.commands import curves, probe
 
     app.command("synopsis")(probe.synopsis)
@@ -70,12 +71,12 @@ def _register() -> None:
     from workbench.commands import screen
 
     app.command("screen")(screen.screen)
-    from workbench.commands import pretrained
-
-    app.command("import-pipeline")(pretrained.import_pipeline)
     from workbench.commands import emergence
 
     app.command("emergence")(emergence.emergence)
+    from workbench.commands import pretrained
+
+    app.command("import-pipeline")(pretrained.import_pipeline)
 
 
 _register()
@@ -93,7 +94,7 @@ def main() -> None:
                 print("interrupted; nothing half-written was kept", file=sys.stderr)
             sys.exit(code)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)

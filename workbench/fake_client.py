@@ -331,12 +331,16 @@ class FakeEngineClient:
         self._enter("health")
         with self._lock:
             running = sum(1 for j in self._jobs.values() if j["state"] == "running")
+            queued = sum(1 for j in self._jobs.values() if j["state"] == "queued")
         return {
             "version": "0.1.0",
             "state": "ready",
             "pid": 4242,
             "cache": "cache",
             "jobs_running": running,
+            "jobs_queued": queued,
+            "idle_exit_s": 600.0,
+            "clients": 0,
         }
 
     def checkpoints(self) -> list[dict]:

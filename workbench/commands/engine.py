@@ -18,8 +18,20 @@ jobs_app = typer.Typer(
     no_args_is_help=True,
 )
 
+
+def _default_cache(value: Path | None) -> Path:
+    """--cache, else $DIT_WORKBENCH_CACHE, else ./cache: the same rule as every other command,
+    so `jobs` never starts a second engine on another cache."""
+    import os
+
+    return value if value is not None else Path(os.environ.get("DIT_WORKBENCH_CACHE") or "cache")
+
+
 _CACHE = typer.Option(
-    Path("cache"), "--cache", help="Cache dir of the engine (job records, socket)."
+    None,
+    "--cache",
+    callback=_default_cache,
+    help="Cache dir of the engine (job records, socket); default ./cache or $DIT_WORKBENCH_CACHE.",
 )
 _SOCKET = typer.Option(None, "--socket", help="Engine socket (default: the one <cache> records).")
 _FORMAT = typer.Option(Format.table, "--format", help="table or json.")
@@ -46,7 +58,12 @@ def serve(
     socket: Path = typer.Option(
         None, "--socket", help="Unix socket path (default <cache>/run/engine.sock)."
     ),
-    cache: Path = typer.Option(Path("cache"), "--cache", help="Cache dir: job records, results."),
+    cache: Path = typer.Option(
+        None,
+        "--cache",
+        callback=_default_cache,
+        help="Cache dir: job records, results (default ./cache or $DIT_WORKBENCH_CACHE).",
+    ),
     checkpoints: list[Path] = typer.Option(
         None,
         "--checkpoints",
@@ -62,6 +79,13 @@ def serve(
         help="Also listen on loopback HOST:PORT; clients need the token in <cache>/run/token.",
     ),
     max_heavy: int = typer.Option(1, "--max-heavy", help="Accelerator-heavy jobs run at once."),
+    idle_exit: float = typer.Option(
+        None,
+        "--idle-exit",
+        metavar="SECONDS",
+        help="Exit after this long with no jobs and no clients; 0 never (default "
+        "$DIT_WORKBENCH_ENGINE_IDLE_EXIT, else 600).",
+    ),
 ):
     """Run the engine: the long-lived process that owns the GPU, the job queue and the cache.
 
@@ -74,8 +98,17 @@ def serve(
     if foreground:
         from engine.server import serve as run
 
-        run(cache, socket, [str(c) for c in checkpoints] if checkpoints else None, tcp, max_heavy)
+        run(
+            cache,
+            socket,
+            [str(c) for c in checkpoints] if checkpoints else None,
+            tcp,
+            max_heavy,
+            idle_exit_s=idle_exit,
+        )
         return
+    if idle_exit is not None and idle_exit < 0:
+        raise UserError("--idle-exit must be 0 (never) or a number of seconds")
     if tcp:
         daemon.parse_tcp(tcp)  # refuse a bad address here rather than in the engine's log
     with EngineClient(socket_path=socket, cache_dir=cache) as probe:
@@ -90,6 +123,7 @@ def serve(
     args = [f"--checkpoints={c.resolve()}" for c in checkpoints or []]
     args += [f"--tcp={tcp}"] if tcp else []
     args += [f"--max-heavy={max_heavy}"]
+    args += [f"--idle-exit={idle_exit}"] if idle_exit is not None else []
     with _engine_errors(), connect(cache, start=True, socket_path=socket, args=args) as client:
         h = client.health()
     typer.echo(f"engine running: pid {h['pid']}, socket {h['socket']}")
@@ -335,3 +369,120 @@ def logs(
     else:
         for line in lines:
             typer.echo(line)
+
+
+# --- engine status / stop -------------------------------------------------------------------
+
+engine_app = typer.Typer(
+    help="See whether the engine of a cache runs, and stop it.", no_args_is_help=True
+)
+
+
+def _uptime(s: float) -> str:
+    s = int(max(s, 0))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def _running_engine(cache: Path, socket: Path | None):
+    """(client, health) of the engine serving `cache`, or (None, None) when none answers."""
+    from engine.client import EngineClient, EngineError, EngineUnavailable
+
+    client = EngineClient(socket_path=socket, cache_dir=cache)
+    try:
+        return client, client.health()
+    except EngineUnavailable:
+        client.close()
+        return None, None
+    except EngineError as e:
+        client.close()
+        raise UserError(str(e)) from None
+
+
+def idle_text(idle_exit_s: float | None) -> str:
+    if not idle_exit_s:
+        return "it does not exit by itself (--idle-exit 0)"
+    m = idle_exit_s / 60
+    when = f"{m:.0f} min" if idle_exit_s >= 60 and m == int(m) else f"{idle_exit_s:g} s"
+    return f"it exits by itself after {when} with no jobs and no clients"
+
+
+@engine_app.command("status")
+def engine_status(cache: Path = _CACHE, socket: Path = _SOCKET, format: Format = _FORMAT):
+    """Whether an engine serves this cache: pid, socket, jobs, uptime (exit 1 if none)."""
+    client, h = _running_engine(cache, socket)
+    if client is None:
+        if format is Format.json:
+            typer.echo(dump_json({"running": False, "cache": str(cache.resolve())}), nl=False)
+        else:
+            typer.echo(f"no engine is running for cache {str(cache.resolve())!r}")
+        raise typer.Exit(1)
+    with client:
+        running = [j for j in client.jobs() if j["state"] == "running"]
+    if format is Format.json:
+        typer.echo(dump_json({"running": True, **h}), nl=False)
+        return
+    typer.echo(
+        f"engine {h['version']} running: pid {h['pid']}, up {_uptime(time.time() - h['started'])}"
+    )
+    typer.echo(f"cache {h['cache']}, socket {h['socket']}")
+    jobs = ", ".join(f"{j['id']} {j['kind']}" for j in running)
+    typer.echo(
+        f"jobs: {h['jobs_running']} running{f' ({jobs})' if jobs else ''}, "
+        f"{h['jobs_queued']} queued; {idle_text(h.get('idle_exit_s'))}"
+    )
+
+
+@engine_app.command("stop")
+def engine_stop(
+    cache: Path = _CACHE,
+    socket: Path = _SOCKET,
+    wait: float = typer.Option(
+        30.0, "--wait", metavar="SECONDS", help="How long to wait for it to exit."
+    ),
+):
+    """Stop the engine gracefully: running jobs are recorded as interrupted (resume them with
+    `jobs resume ID`), queued jobs wait for the next engine."""
+    from engine.client import EngineError, EngineUnavailable
+
+    client, h = _running_engine(cache, socket)
+    if client is None:
+        typer.echo(f"no engine is running for cache {str(cache.resolve())!r}")
+        return
+    with client:
+        jobs = {j["id"]: j for j in client.jobs()}
+        with _engine_errors():
+            res = client.shutdown()
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                client.health()
+            except EngineUnavailable:
+                break
+            except EngineError:
+                pass  # answering no more while it stops
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"the engine (pid {h['pid']}) did not exit within {wait:g} s; "
+                    f"see {daemon_log(cache)}"
+                )
+            time.sleep(0.1)
+    typer.echo(f"engine stopped (pid {h['pid']})")
+    from engine.jobs import JOB_KINDS
+
+    for jid in res.get("interrupting") or []:
+        kind = jobs.get(jid, {}).get("kind", "?")
+        how = (
+            f"resume it with `dit-workbench jobs resume {jid}`"
+            if getattr(JOB_KINDS.get(kind), "resumable", False)
+            else "submit it again to redo it"
+        )
+        typer.echo(f"job {jid} ({kind}) interrupted; {how}")
+    queued = [j for j in jobs.values() if j["state"] == "queued"]
+    if queued:
+        typer.echo(f"{len(queued)} queued job(s) will run when an engine starts again")
+
+
+def daemon_log(cache: Path) -> str:
+    from engine import daemon
+
+    return str(daemon.run_dir(cache) / "engine.log")

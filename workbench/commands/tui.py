@@ -44,7 +44,46 @@ def open_workbench(
     def reconnect():
         return connect(cache, start=True, socket_path=socket, args=args)
 
-    run_tui(client, reconnect=reconnect, checkpoint=checkpoint, export_dir=exports)
+    app = run_tui(client, reconnect=reconnect, checkpoint=checkpoint, export_dir=exports)
+    typer.echo(quit_note(app.client, cache), err=True)
+
+
+def quit_note(client, cache: Path) -> str:
+    """What the user is told on `q`: whether the engine keeps running, why, and how to stop it."""
+    try:
+        h = client.health()
+        running = [j for j in client.jobs() if j.get("state") == "running"]
+    except Exception:
+        return "the engine does not answer (not running)"
+    finally:
+        try:
+            client.close()
+        except Exception:
+            pass
+    return engine_note(h, running, cache)
+
+
+def engine_note(h: dict, running: list[dict], cache: Path) -> str:
+    from workbench.commands.engine import idle_text
+
+    stop = "dit-workbench engine stop" + (
+        f" --cache {cache}" if Path(cache).resolve() != Path("cache").resolve() else ""
+    )
+    n_run, n_queued = int(h.get("jobs_running") or 0), int(h.get("jobs_queued") or 0)
+    idle = h.get("idle_exit_s")
+    if n_run or n_queued:
+        jobs = ", ".join(f"{j.get('id')} {j.get('kind')}" for j in running)
+        why = f"{n_run} job(s) running" + (f" ({jobs})" if jobs else "")
+        why += f", {n_queued} queued" if n_queued else ""
+        after = f"; once they end, {idle_text(idle)}" if idle else "; it does not exit by itself"
+        return (
+            f"the engine (pid {h.get('pid')}) keeps running: {why}{after}. "
+            f"Stop it now with `{stop}` (running jobs become interrupted, resumable)."
+        )
+    return (
+        f"the engine (pid {h.get('pid')}) keeps running with no jobs: {idle_text(idle)}. "
+        f"Stop it now with `{stop}`."
+    )
 
 
 def tui(
