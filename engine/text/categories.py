@@ -112,7 +112,10 @@ def subword_categories(
 
     A token takes the category of the caption word its character span overlaps; padding
     (attention 0) is ``pad``; special tokens ([CLS], [SEP], </s>: special mask 1 or an empty
-    span) and tokens on no word (punctuation) are ``filler``.
+    span) and tokens on no word (punctuation) are ``filler``. SentencePiece tokenizers (T5)
+    give a word-initial piece ("\u2581left") a span that starts at the space before the word:
+    leading spaces are not counted, and a lone "\u2581" piece (only the space) belongs to the
+    word right after it, whose first piece it is.
     """
     words = caption_categories(caption)
     out = []
@@ -123,6 +126,10 @@ def subword_categories(
         if (special_tokens_mask is not None and special_tokens_mask[k]) or e <= s:
             out.append("filler")
             continue
+        while s < e and caption[s].isspace():
+            s += 1
+        if s == e:  # a lone word-start piece: the word that begins right after the space
+            s, e = e, e + 1
         cat = "filler"
         for _, c, ws, we in words:
             if s < we and e > ws:
