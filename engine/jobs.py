@@ -110,6 +110,12 @@ JOB_KINDS: dict[str, JobKind] = {
         heavy=False,
         help="weight-space screening of every head x relation (dit-workbench screen)",
     ),
+    "emergence": JobKind(
+        "engine.emergence:run_emergence",
+        "engine.emergence:validate_emergence",
+        heavy=False,
+        help="screen every kept checkpoint of a training run (dit-workbench emergence)",
+    ),
     "variance": JobKind(
         "engine.intervene.jobs:run_variance_job",
         "engine.intervene.jobs:validate_variance",

@@ -64,6 +64,7 @@ TABLES: dict[str, Table] = {
     "sample_images": _lazy("engine.probe.jobs:sample_images_table"),
     "screening": _lazy("engine.probe.screening:screening_table"),
     "screen_map": _lazy("engine.probe.screening:screen_map_table"),
+    "emergence": _lazy("engine.emergence:emergence_table"),
     # "jobs" is registered by the engine server, which owns the job records.
 }
 
