@@ -7,3 +7,15 @@ class UserError(Exception):
     The CLI prints ``error: <message>`` and exits non-zero without a traceback; the engine
     server answers it with a 4xx. Raise it before any stored data is touched.
     """
+
+
+MAX_MESSAGE = 400  # characters of an error message shown (user input echoed in it included)
+
+
+def one_line(message) -> str:
+    """An error message as printed: one line, at most MAX_MESSAGE characters (a 1 MB caption
+    quoted in it is cut, with its length said)."""
+    text = " ".join(str(message).split())
+    if len(text) <= MAX_MESSAGE:
+        return text
+    return f"{text[: MAX_MESSAGE - 60]}... ({len(text):,} characters in all)"

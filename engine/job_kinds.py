@@ -10,14 +10,16 @@ import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
+from engine import limits
 from engine.errors import UserError
 from engine.jobs import REQUIRED, Param, Reporter, check_caption_lengths, check_params
+from engine.limits import Bound
 
 # --- selftest: exercises the engine without a GPU or a model --------------------------------
 
 SELFTEST = {
-    "seconds": Param(float, 1.0),
-    "steps": Param(int, 10),
+    "seconds": Param(float, 1.0, bound=Bound(0, 86400)),
+    "steps": Param(int, 10, bound=limits.POSITIVE),
     "fail": Param(bool, False),
     "resume": Param(bool, False),
 }
@@ -135,11 +137,11 @@ SAMPLE = {
     "prompts": Param(list, None),
     "prompts_file": Param(str, None, path=True),
     "eval_set": Param(bool, False),
-    "n": Param(int, 1),
-    "seed": Param(int, 0),
-    "steps": Param(int, 14),
-    "cfg": Param(float, 4.5),
-    "batch_size": Param(int, 32),
+    "n": Param(int, 1, bound=limits.IMAGES_PER_PROMPT),
+    "seed": Param(int, 0, bound=limits.SEED),
+    "steps": Param(int, 14, bound=limits.SAMPLER_STEPS),
+    "cfg": Param(float, 4.5, bound=limits.CFG),
+    "batch_size": Param(int, 32, bound=limits.BATCH),
     "overwrite": Param(bool, False),
 }
 
@@ -161,6 +163,8 @@ def validate_sample(params: dict, cwd: str | None) -> dict:
     pf = Path(p["prompts_file"]) if p["prompts_file"] else None
     prompts = collect_prompts(p["prompts"], pf, p["eval_set"])  # parse errors now, not queued
     check_caption_lengths(q.text for q in prompts)
+    limits.check_sampling(p["seed"], p["steps"], p["cfg"], p["batch_size"], {"n": p["n"]},
+                          len(prompts), cli=False)  # fmt: skip
     check_output_folder(p["out"], p["overwrite"])
     return p
 
@@ -197,7 +201,10 @@ def run_sample(params: dict, report: Reporter) -> dict:
 
 # --- evaluate -------------------------------------------------------------------------------
 
-EVALUATE = {"folder": Param(str, path=True), "workers": Param(int, 0)}
+EVALUATE = {
+    "folder": Param(str, path=True),
+    "workers": Param(int, 0, bound=Bound(0, 256, integer=True)),
+}
 
 
 def validate_evaluate(params: dict, cwd: str | None) -> dict:

@@ -7,6 +7,7 @@ One connection, guarded by a lock: the event loop and table threads both read it
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
@@ -54,10 +55,36 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 """
 
 
+def finite(obj):
+    """`obj` with every NaN or infinity replaced by None: JSON cannot carry them, and a record
+    that holds one (stored by an older engine, or a result that came out NaN) must still be
+    served. Applied to every record read and every value written."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def _dumps(obj) -> str:
+    return json.dumps(finite(obj), default=str, allow_nan=False)
+
+
+def _loads(text: str | None):
+    if not text:
+        return None
+    try:
+        return finite(json.loads(text))
+    except (ValueError, RecursionError):  # damaged by hand: serve the record, not a 500
+        return {"unreadable": text[:200]}
+
+
 def _row(r: sqlite3.Row) -> dict:
-    d = {k: r[k] for k in FIELDS}
-    d["params"] = json.loads(d["params"])
-    d["result"] = json.loads(d["result"]) if d["result"] else None
+    d = finite({k: r[k] for k in FIELDS})
+    d["params"] = _loads(d["params"]) or {}
+    d["result"] = _loads(d["result"])
     return d
 
 
@@ -80,7 +107,7 @@ class JobRecords:
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO jobs (kind, params, state, created, resumed_from) VALUES (?,?,?,?,?)",
-                (kind, json.dumps(params), "queued", time.time(), resumed_from),
+                (kind, _dumps(params), "queued", time.time(), resumed_from),
             )
             job_id = cur.lastrowid
         return self.get(job_id)
@@ -89,7 +116,10 @@ class JobRecords:
         bad = set(values) - set(FIELDS[2:])
         assert not bad, bad
         if "result" in values and values["result"] is not None:
-            values["result"] = json.dumps(values["result"], default=str)
+            values["result"] = _dumps(values["result"])
+        values = {k: finite(v) if isinstance(v, float) else v for k, v in values.items()}
+        if "progress" in values and values["progress"] is None:
+            values["progress"] = 0.0  # NOT NULL (SQLite stores a NaN as NULL)
         cols = ", ".join(f"{k} = ?" for k in values)
         with self._lock:
             self._db.execute(f"UPDATE jobs SET {cols} WHERE id = ?", (*values.values(), job_id))

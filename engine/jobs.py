@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.errors import UserError
+from engine.limits import Bound, shown
 
 
 class Reporter(Protocol):
@@ -145,6 +146,8 @@ class Param:
     default: Any = REQUIRED
     path: bool = False
     choices: tuple = field(default=())
+    # Numbers: always finite and (ints) within int64; `bound` narrows that (engine.limits).
+    bound: Bound | None = None
 
 
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off", ""}
@@ -174,7 +177,7 @@ def _coerce(name: str, value, p: Param):
         if t is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            return float(value)  # finiteness and range: check_params, by engine.limits
         if t is list:
             if isinstance(value, str):
                 value = [value]
@@ -190,7 +193,10 @@ def _coerce(name: str, value, p: Param):
     else:
         raise AssertionError(f"unsupported param type {t}")
     what = {int: "an integer", float: "a number", bool: "true or false", list: "a list of strings"}
-    raise UserError(f"param {name!r} must be {what.get(t, 'a string')} (got {value!r})")
+    raise UserError(f"param {name!r} must be {what.get(t, 'a string')} (got {shown(value)})")
+
+
+_ANY = Bound()
 
 
 def absolute(path: str, cwd: str | None) -> str:
@@ -209,7 +215,7 @@ def check_params(kind: str, params: dict, spec: dict[str, Param], cwd: str | Non
     unknown = sorted(set(params) - set(spec))
     if unknown:
         raise UserError(
-            f"unknown param {unknown[0]!r} for job kind {kind!r}; allowed: {', '.join(spec)}"
+            f"unknown param {shown(unknown[0])} for job kind {kind!r}; allowed: {', '.join(spec)}"
         )
     out = {}
     for name, p in spec.items():
@@ -219,9 +225,11 @@ def check_params(kind: str, params: dict, spec: dict[str, Param], cwd: str | Non
             out[name] = p.default
             continue
         v = _coerce(name, params[name], p)
+        if p.type in (int, float) and v is not None:
+            v = (p.bound or _ANY).check(f"param {name!r}", v)
         if p.choices and v not in p.choices:
             raise UserError(
-                f"param {name!r} is {v!r}; choose one of {', '.join(map(str, p.choices))}"
+                f"param {name!r} is {shown(v)}; choose one of {', '.join(map(str, p.choices))}"
             )
         if p.path and v is not None:
             if not v.strip():
@@ -301,7 +309,7 @@ def check_caption_lengths(captions) -> None:
         n = len(_WORD.findall(text))
         if n > MAX_CAPTION_TOKENS:
             raise UserError(
-                f"caption {text!r} has {n} words, more than the {MAX_CAPTION_TOKENS} tokens the "
+                f"caption {shown(text)} has {n} words, more than the {MAX_CAPTION_TOKENS} tokens the "
                 "text encoder takes; shorten it"
             )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from engine import limits
 from engine.data.files import check_output_folder, staged_folder
 from engine.data.prompts import Prompt, eval_prompts, parse_prompt, read_prompts_file
 from engine.errors import UserError
@@ -39,21 +40,24 @@ def write_samples(
     from engine.model.checkpoint import load_checkpoint
     from engine.model.sampler import sample_images
 
-    for name, v in (("--n", n), ("--steps", steps), ("--batch-size", batch_size)):
-        if v <= 0:
-            raise UserError(f"{name} must be positive (got {v})")
+    limits.check_sampling(seed, steps, cfg, batch_size, {"n": n}, len(prompts))
     out = Path(out)
     check_output_folder(out, overwrite)
     ckpt = load_checkpoint(ckpt_path)
     ckpt.text_encoder.tokenize([p.text for p in prompts])  # unknown words fail before sampling
-    items = [(p, seed + k) for p in prompts for k in range(n)]
-    imgs = sample_images(
-        ckpt, [p.text for p, _ in items], [s for _, s in items], steps, cfg, batch_size, progress
-    )
-    with staged_folder(out) as tmp:
-        width = max(5, len(str(len(items) - 1)))
-        with open(tmp / "metadata.jsonl", "w") as meta:
-            for i, ((p, s), img) in enumerate(zip(items, imgs, strict=True)):
+    total = len(prompts) * n
+    width = max(5, len(str(total - 1)))
+    with staged_folder(out) as tmp, open(tmp / "metadata.jsonl", "w") as meta:
+        # Streamed: one batch of images in memory at a time, written as it is sampled (the
+        # batches are the ones sample_images would form, so the images are the same).
+        for start in range(0, total, batch_size):
+            stop = min(start + batch_size, total)
+            items = [(prompts[i // n], seed + i % n) for i in range(start, stop)]
+            imgs = sample_images(
+                ckpt, [p.text for p, _ in items], [s for _, s in items], steps, cfg, batch_size,
+                progress,
+            )  # fmt: skip
+            for i, ((p, s), img) in enumerate(zip(items, imgs, strict=True), start):
                 name = f"{i:0{width}d}.png"
                 Image.fromarray(img.numpy()).save(tmp / name)
                 meta.write(

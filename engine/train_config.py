@@ -51,6 +51,17 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
+        from engine import limits
+
+        for name in ("steps", "batch", "n_train", "eval_every", "res", "eval_prompts", "keep"):
+            limits.check_number(f"--{name.replace('_', '-')}", getattr(self, name), integer=True)
+        limits.SEED.check("--seed", self.seed)
+        limits.SEED.check("--data-seed", self.data_seed)
+        limits.check_number("--lr", self.lr)
+        limits.check_number("--weight-decay", self.weight_decay, 0.0, 10.0)
+        limits.check_number("--ema-decay", self.ema_decay)
+        limits.CFG.check("the evaluation cfg", self.cfg)
+        limits.SAMPLER_STEPS.check("the evaluation steps", self.eval_steps)
         for name in ("steps", "batch", "n_train", "eval_every", "res"):
             if getattr(self, name) <= 0:
                 raise UserError(

@@ -156,9 +156,9 @@ class _Context:
 
         if isinstance(ckpt, (str, Path)):
             ckpt = load_checkpoint(ckpt)
-        for name, v in (("--steps", steps), ("--batch-size", batch_size)):
-            if v <= 0:
-                raise UserError(f"{name} must be positive (got {v})")
+        from engine import limits
+
+        limits.check_sampling(seed, steps, cfg, batch_size, {"n": n})
         self.ckpt = ckpt
         self.prompts, self.seeds = draw_samples(prompts, n, seed)
         self.texts = [p.text for p in self.prompts]

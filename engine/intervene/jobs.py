@@ -6,7 +6,7 @@ cheap (no torch); the run functions load the model in the job's worker process.
 
 from __future__ import annotations
 
-from engine import roots
+from engine import limits, roots
 from engine.data.prompts import prompt_set
 from engine.errors import UserError
 from engine.jobs import (
@@ -24,12 +24,12 @@ ABLATE = {
     "interventions": Param(list, None),
     "sweep": Param(str, None),
     "prompts": Param(str, "eval"),
-    "n": Param(int, 25),
-    "seed": Param(int, 0),
-    "steps": Param(int, 14),
-    "cfg": Param(float, 4.5),
-    "batch_size": Param(int, 32),
-    "resamples": Param(int, 2000),
+    "n": Param(int, 25, bound=limits.IMAGES_PER_PROMPT),
+    "seed": Param(int, 0, bound=limits.SEED),
+    "steps": Param(int, 14, bound=limits.SAMPLER_STEPS),
+    "cfg": Param(float, 4.5, bound=limits.CFG),
+    "batch_size": Param(int, 32, bound=limits.BATCH),
+    "resamples": Param(int, 2000, bound=limits.RESAMPLES),
     "cache": Param(str, None, path=True),
 }
 VARIANCE = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from engine import roots
+from engine import limits, roots
 from engine.data.prompts import prompt_set
 from engine.errors import UserError
 from engine.jobs import (
@@ -20,12 +20,12 @@ from engine.jobs import (
 SYNOPSIS = {
     "checkpoint": Param(str, path=True),
     "prompts": Param(str, "eval"),
-    "n_per_prompt": Param(int, 8),
-    "seed": Param(int, 0),
-    "steps": Param(int, 14),
-    "cfg": Param(float, 4.5),
-    "batch_size": Param(int, 32),
-    "detail": Param(int, 8),
+    "n_per_prompt": Param(int, 8, bound=limits.IMAGES_PER_PROMPT),
+    "seed": Param(int, 0, bound=limits.SEED),
+    "steps": Param(int, 14, bound=limits.SAMPLER_STEPS),
+    "cfg": Param(float, 4.5, bound=limits.CFG),
+    "batch_size": Param(int, 32, bound=limits.BATCH),
+    "detail": Param(int, 8, bound=limits.NON_NEGATIVE),
     "self_attn": Param(bool, False),
     "cache": Param(str, None, path=True),
     "resume": Param(bool, False),  # a synopsis always continues its stored partial run

@@ -36,6 +36,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from engine import limits
 from engine.data.prompts import Prompt
 from engine.errors import UserError
 
@@ -175,12 +176,9 @@ def run_synopsis(
     from engine.model.sampler import denoise, initial_noise
     from engine.probe.hooks import hooked, schedule_timesteps
 
-    for name, v in (("--n-per-prompt", n_per_prompt), ("--steps", steps),
-                    ("--batch-size", batch_size)):  # fmt: skip
-        if v <= 0:
-            raise UserError(f"{name} must be positive (got {v})")
-    if detail < 0:
-        raise UserError(f"--detail must be >= 0 (got {detail})")
+    limits.check_sampling(seed, steps, cfg, batch_size, {"n_per_prompt": n_per_prompt},
+                          len(prompts))  # fmt: skip
+    limits.NON_NEGATIVE.check("--detail", detail)
     if store is None:
         raise UserError("the synopsis needs a cache to write to")
     items = synopsis_items(prompts, n_per_prompt, seed)

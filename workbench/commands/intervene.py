@@ -223,6 +223,10 @@ def ablate(
         raise UserError("give --intervention or --sweep, not both")
     if resamples < 1:
         raise UserError(f"--resamples must be positive (got {resamples})")
+    from engine import limits
+
+    limits.check_sampling(seed, steps, cfg, batch_size, {"n": n})  # before the model loads
+    limits.RESAMPLES.check("--resamples", resamples)
     import torch
 
     from engine.intervene.ablate import result_rows, run_ablation, run_sweep

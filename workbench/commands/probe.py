@@ -33,6 +33,7 @@ def synopsis(
 ):
     """Sample the prompts with attention capture, evaluate the images and store the synopsis
     in the checkpoint's HDF5 cache. Interrupted? Run the same command again: it continues."""
+    from engine import limits
     from engine.data.prompts import prompt_set
     from engine.model.checkpoint import load_checkpoint
     from engine.probe.ranking import run_summary
@@ -40,6 +41,8 @@ def synopsis(
     from engine.store import Store
 
     plist, label = prompt_set(prompts)
+    limits.check_sampling(seed, steps, cfg, batch_size, {"n_per_prompt": n_per_prompt}, len(plist))
+    limits.NON_NEGATIVE.check("--detail", detail)  # all before the model loads
     ckpt_obj = load_checkpoint(ckpt)
     store = Store.for_checkpoint(ckpt_obj, cache)
     on, stop = progress_bar("synopsis")

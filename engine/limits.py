@@ -1,0 +1,143 @@
+"""Numbers and sizes a user may give, checked in one place by the CLI and the engine alike.
+
+Every number that reaches a model, the cache or the job records passes `Bound.check`: it must
+be finite (no NaN or infinity: JSON cannot carry them and a NaN guidance scale gives black
+images), of the right kind (an integer where one is stored), and inside the bound named here.
+Sizes that decide how much memory is allocated (model config, images, request bodies) are
+checked against these bounds *before* anything is allocated, and the error names the bound.
+
+Importable without torch: the engine checks job parameters with it before queueing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from engine.errors import UserError
+
+INT64_MAX = 2**63 - 1
+
+# --- resource bounds (what docs/reliability.md lists) ---------------------------------------
+
+MAX_IMAGES = 1_000_000  # images one sample run writes (prompts x n); streamed to disk
+MAX_SAMPLER_STEPS = 1000  # the noise schedule has 1000 training steps: more cannot help
+MAX_BATCH = 4096  # images per forward pass
+MAX_SEED = 2**62  # seeds are stored as int64; seed + image index must still fit
+MAX_CFG = 100.0  # classifier-free guidance scale (paper: 4.5)
+MAX_RENDER_SIZE = 2048  # dataset render --size, pixels per side
+MAX_RENDER_SCENES = 10_000_000  # dataset render --n
+MAX_EVAL_PIXELS = 4096 * 4096  # an image `evaluate` decodes (width x height, from its header)
+EVAL_CHUNK = 64  # images `evaluate` holds decoded at once
+MAX_METADATA_BYTES = 256 * 2**20  # metadata.jsonl / prompts files read whole
+MAX_LAYERS = 256  # transformer config.json num_layers
+MAX_HEADS = 256  # num_attention_heads
+MAX_HEAD_DIM = 1024  # attention_head_dim
+MAX_WIDTH = 16384  # heads x head dim
+MAX_BODY_BYTES = 1 * 2**20  # an engine request body
+MAX_JSON_DEPTH = 32  # nesting of an engine request body
+MAX_JOB_ID = INT64_MAX  # SQLite's INTEGER PRIMARY KEY
+MAX_ECHO = 80  # characters of user input quoted back in an error message
+
+
+@dataclass(frozen=True)
+class Bound:
+    """A closed interval [lo, hi] (None: unbounded on that side) for a number.
+
+    `integer`: the value must be a whole number (and fits int64, as the cache stores it);
+    `why`: said after the bound in the error, e.g. "the cache stores seeds as int64"."""
+
+    lo: float | None = None
+    hi: float | None = None
+    integer: bool = False
+    why: str = ""
+
+    def check(self, name: str, value):
+        """`value` as an int or float inside the bound; UserError naming `name` otherwise."""
+        return check_number(name, value, self.lo, self.hi, integer=self.integer, why=self.why)
+
+
+def check_number(name: str, value, lo=None, hi=None, *, integer: bool = False, why: str = ""):
+    """The one number check: finite, integral if asked (and within int64), in [lo, hi]."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{name} must be a number (got {shown(value)})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number (got {value})")
+    if integer:
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise UserError(f"{name} must be a whole number (got {value})")
+            value = int(value)
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise UserError(f"{name} {shown(value)} does not fit a 64-bit integer")
+    if lo is not None and value < lo:
+        rng = "positive" if integer and lo == 1 else f">= {_num(lo)}"
+    elif hi is not None and value > hi:
+        rng = f"at most {_num(hi)}"
+    else:
+        return value
+    raise UserError(f"{name} must be {rng} (got {shown(value)})" + (f"; {why}" if why else ""))
+
+
+def check_count(name: str, value: int, limit: int, what: str) -> int:
+    """A count derived from several inputs (prompts x n, layers...) within its bound."""
+    if value > limit:
+        raise UserError(f"{name}: {value:,} {what} is over the limit of {limit:,}")
+    return value
+
+
+def _num(x) -> str:
+    if isinstance(x, float) and x.is_integer():
+        x = int(x)
+    return f"{x:,}" if isinstance(x, int) and abs(x) >= 10_000 else str(x)
+
+
+def shown(value, limit: int = MAX_ECHO) -> str:
+    """`repr(value)` cut to `limit` characters: user input quoted in an error stays short."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<an integer of about {int(value.bit_length() * 0.30103) + 1:,} digits>"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 3]}... ({len(text):,} characters)"
+
+
+# --- the bounds of the parameters that several commands and job kinds share -----------------
+
+SEED = Bound(0, MAX_SEED, integer=True, why="seeds are stored as 64-bit integers")
+CFG = Bound(0.0, MAX_CFG)
+SAMPLER_STEPS = Bound(1, MAX_SAMPLER_STEPS, integer=True, why="the schedule has 1000 steps")
+BATCH = Bound(1, MAX_BATCH, integer=True)
+IMAGES_PER_PROMPT = Bound(1, MAX_IMAGES, integer=True)
+POSITIVE = Bound(1, None, integer=True)
+NON_NEGATIVE = Bound(0, None, integer=True)
+RESAMPLES = Bound(1, 1_000_000, integer=True)
+
+
+def check_sampling(
+    seed: int,
+    steps: int,
+    cfg: float,
+    batch_size: int,
+    counts: dict[str, int] | None = None,
+    n_prompts: int | None = None,
+    cli: bool = True,
+) -> None:
+    """The numbers every sampling command and job shares, checked before a model is loaded.
+
+    `counts`: images-per-prompt options by name ({"n": 4}); with `n_prompts`, their product
+    is held to MAX_IMAGES. Names are the CLI's (`--batch-size`) or, with cli=False, the
+    engine's (`param 'batch_size'`)."""
+
+    def name(s: str) -> str:
+        return f"--{s.replace('_', '-')}" if cli else f"param {s!r}"
+
+    for k, v in (counts or {}).items():
+        IMAGES_PER_PROMPT.check(name(k), v)
+        if n_prompts is not None:
+            check_count(f"{name(k)} {v} x {n_prompts} prompts", v * n_prompts, MAX_IMAGES,
+                        "images")  # fmt: skip
+    SEED.check(name("seed"), seed)
+    SAMPLER_STEPS.check(name("steps"), steps)
+    CFG.check(name("cfg"), cfg)
+    BATCH.check(name("batch_size"), batch_size)
