@@ -58,6 +58,7 @@ TABLES: dict[str, Table] = {
     "curves": curves_table,
     "ablations": _lazy("engine.intervene.jobs:ablations_table"),
     "sweep": _lazy("engine.intervene.jobs:sweep_table"),
+    "sweeps": _lazy("engine.intervene.jobs:sweeps_table"),
     "heads": _lazy("engine.probe.jobs:heads_table"),
     "head_map": _lazy("engine.probe.jobs:head_map_table"),
     "head_detail": _lazy("engine.probe.jobs:head_detail_table"),
@@ -235,6 +236,11 @@ def compute(name: str, fn: Table, params: dict) -> tuple[list[str], list[list]]:
     return out
 
 
+def _in_roots(real: Path) -> bool:
+    """A resolved path inside the cache or a checkpoint root (engine.roots)."""
+    return any(real == r or r in real.parents for r in roots.allowed())
+
+
 def list_checkpoints() -> list[dict]:
     """Checkpoints and training runs (their `latest`) up to two levels under each root: name,
     root, kind (run or checkpoint), path, describe()'s fields, hash (full sha256 of the
@@ -248,7 +254,9 @@ def list_checkpoints() -> list[dict]:
         is_run = not is_ckpt and (d / "latest").exists()
         if is_ckpt or is_run:
             real = d.resolve()
-            if real in seen:
+            if real in seen or not _in_roots(real):
+                return  # a symlink out of the roots is never listed nor read
+            if is_run and not _in_roots((d / "latest").resolve()):
                 return
             seen.add(real)
             entry = {
@@ -273,7 +281,9 @@ def list_checkpoints() -> list[dict]:
         if depth < 2:
             try:
                 children = sorted(
-                    p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")
+                    p
+                    for p in d.iterdir()
+                    if p.is_dir() and not p.name.startswith(".") and _in_roots(p.resolve())
                 )
             except OSError:
                 return

@@ -66,6 +66,10 @@ def test_ablate_job_then_tables(nano_ckpt, cache):
     cols, rows = TABLES["sweep"]({"checkpoint": nano_ckpt.name, "metric": "spatial"})
     assert sorted((r[0], r[1]) for r in rows) == [(0, 0), (0, 1), (0, 2)]
     assert all(not math.isnan(r[cols.index("delta")]) for r in rows)
+    # the sweeps list (the TUI's Ablations pane picks from it); single runs are not sweeps
+    cols, rows = TABLES["sweeps"]({"checkpoint": nano_ckpt.name})
+    assert [r[cols.index("sweep")] for r in rows] == ["mask-head 0.* tokens=relation"]
+    assert rows[0][cols.index("run")] == res["run"] and rows[0][cols.index("n")] == 2
 
 
 def test_result_job_params_are_checked_before_queueing(nano_ckpt, cache):

@@ -707,11 +707,20 @@ async def test_screening_and_ablations_panes_load():
         await pilot.press("4")
         await settle(pilot, extra=0.3)
         runs = app.query_one("#ablations-table", EngineTable)
-        assert runs.total == 6
-        await pilot.press("G")
-        await settle(pilot, extra=0.3)
+        assert runs.total == 4  # abl-0001, one row per metric; the sweep is not a row here
+        # the stored sweep shows without choosing anything (it was invisible before)
         sweep = app.query_one("#sweep-table", EngineTable)
         assert sweep.total == 144 and sweep.params["spec"] == "sweep-0002"
+        cap = str(app.query_one("#sweep-caption").render())
+        assert "sweep sweep-0002" in cap and "144 rows" in cap
+        # percentage points, as `ablate --list` prints them (-0.34 -> -34.0)
+        spatial = next(
+            i for i, r in enumerate(runs.rows_) if runs.row_dict(i)["metric"] == "spatial"
+        )
+        cells = [str(c) for c in runs.get_row_at(spatial)]
+        assert "-34.0" in cells and "67.0" in cells
+        top = next(i for i in range(sweep.total) if sweep.row_dict(i)["delta"] == -0.34)
+        assert "[-41.0,-27.0]*" in [str(c) for c in sweep.get_row_at(top)]
 
 
 # --------------------------------------------------------------------------- snapshots

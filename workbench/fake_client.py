@@ -243,22 +243,8 @@ class FakeEngineClient:
             if ck["results"].get("ablation"):
                 rel_head, obj_head = self._planted(ck)
                 self._add_ablation(ck, "abl-0001", "mask", [rel_head], ["relation"], "all", 196)
-            if "sweep-0002" in ck["results"].get("ablation", []):
-                for metric, base, d in (("spatial", 0.67, -0.34), ("shape", 0.9, -0.14)):
-                    self._ablations[ck["name"]].append(
-                        {
-                            "run": "sweep-0002",
-                            "intervention": "sweep: mask each head -> relation (largest drop)",
-                            "metric": metric,
-                            "baseline": base,
-                            "intervened": _r(base + d),
-                            "delta": d,
-                            "ci_low": _r(d - 0.07),
-                            "ci_high": _r(d + 0.07),
-                            "n": 64,
-                            "_head": None,
-                        }
-                    )
+            # a sweep (sweep-0002) is not an ablation row: like the engine, it is listed by the
+            # `sweeps` table and read by `sweep`
 
     def _add_ablation(self, ck, run, kind, heads, tokens, steps, n) -> None:
         rows = self._ablations[ck["name"]]
@@ -734,10 +720,27 @@ class FakeEngineClient:
         ]
         return cols, [[r[c] for c in cols] for r in self._ablations[ck["name"]]]
 
-    def _t_sweep(self, checkpoint=None, spec=None):
+    def _sweep_runs(self, ck: dict) -> list[str]:
+        return [r for r in ck["results"].get("ablation", []) if str(r).startswith("sweep")]
+
+    def _t_sweeps(self, checkpoint=None):
         ck = self._ck(checkpoint)
-        if spec not in ck["results"].get("ablation", []) or not str(spec).startswith("sweep"):
-            raise EngineError(f"no per-head sweep {spec!r} for {ck['name']}")
+        rows = [
+            [r, "mask-head *.* tokens=relation", 64, "all", f"2026-01-0{i + 1}T00:00:00"]
+            for i, r in enumerate(self._sweep_runs(ck))
+        ]
+        return ["run", "sweep", "n", "steps", "created"], rows
+
+    def _t_sweep(self, checkpoint=None, spec=None, run=None):
+        ck = self._ck(checkpoint)
+        spec = run or spec
+        sweeps = self._sweep_runs(ck)
+        if spec is None:  # the newest, as the engine does; no rows when there is none
+            if not sweeps:
+                return ["layer", "head", "metric", "delta", "ci_low", "ci_high"], []
+            spec = sweeps[-1]
+        if spec not in sweeps:
+            raise EngineError(f"ablation run {spec!r} is not a sweep; sweeps: {', '.join(sweeps)}")
         rel_head, obj_head = self._planted(ck)
         rows = []
         for la in range(ck["layers"]):
@@ -772,6 +775,38 @@ class FakeEngineClient:
             "spatial",
             "overall",
         ]
+        return cols, rows
+
+    def _t_emergence(self, run=None, threshold=0.5, metric="cosine"):
+        """Like the engine's `emergence` table: the planted relation head's mean cosine rises
+        (before relations show in the curves), every other head stays low."""
+        ck = next((c for c in self._ckpts if c.get("run") == run), None)
+        if ck is None or not ck["results"].get("screening"):
+            raise EngineError(
+                f"no emergence stored for {run!r}; run `dit-workbench emergence {run}`"
+            )
+        rel = self._planted(ck)[0]
+        steps = [500 * i for i in range(1, 21)]
+        scores = {}
+        for la in range(ck["layers"]):
+            for h in range(ck["heads"]):
+                if (la, h) == rel:
+                    vals = [_r(0.05 + 0.65 / (1 + math.exp(-(s - 5500) / 900))) for s in steps]
+                else:
+                    rng = random.Random(f"{ck['name']}|emergence|{la}|{h}")
+                    base, drift = rng.uniform(-0.15, 0.2), rng.uniform(-0.1, 0.15)
+                    vals = [_r(base + drift * k / len(steps)) for k in range(len(steps))]
+                scores[(la, h)] = vals
+        order = sorted(scores, key=lambda lh: (-scores[lh][-1], lh))
+        rows = []
+        for rank, (la, h) in enumerate(order, 1):
+            vals = scores[(la, h)]
+            first = next(
+                (s for s, v in zip(steps, vals, strict=True) if v >= float(threshold)), None
+            )
+            for s, v in zip(steps, vals, strict=True):
+                rows.append([s, la, h, f"L{la}H{h}", v, rank, first, None])
+        cols = ["step", "layer", "head", "name", "score", "rank", "first_pass", "synopsis"]
         return cols, rows
 
     def _t_jobs(self):

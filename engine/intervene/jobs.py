@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from engine import limits, roots
 from engine.data.prompts import prompt_set
+from engine.device import check_device
 from engine.errors import UserError
 from engine.jobs import (
     Param,
@@ -31,11 +32,13 @@ ABLATE = {
     "batch_size": Param(int, 32, bound=limits.BATCH),
     "resamples": Param(int, 2000, bound=limits.RESAMPLES),
     "cache": Param(str, None, path=True),
+    "device": Param(str, "auto"),
 }
 VARIANCE = {
     "checkpoint": Param(str, path=True),
     "prompts": Param(str, "eval"),
     "cache": Param(str, None, path=True),
+    "device": Param(str, "auto"),
 }
 
 
@@ -50,6 +53,7 @@ def _check_common(p: dict, cwd: str | None) -> dict:
         check_caption_lengths(q.text for q in prompt_set(p["prompts"])[0])
     check_cache_dir(p["cache"])
     p["cache"] = p["cache"] or str(roots.cache_dir())
+    p["device"] = check_device(p["device"])
     return p
 
 
@@ -106,7 +110,7 @@ def run_ablate(params: dict, report: Reporter) -> dict:
     p = params
     prompts, label = prompt_set(p["prompts"])
     report.progress(0.0, "load")
-    ckpt = load_checkpoint(p["checkpoint"])
+    ckpt = load_checkpoint(p["checkpoint"], device=p["device"])
     store = Store.for_checkpoint(ckpt, p["cache"])
 
     def progress(done: int, total: int):
@@ -139,7 +143,7 @@ def run_variance_job(params: dict, report: Reporter) -> dict:
 
     prompts, label = prompt_set(params["prompts"])
     report.progress(0.0, "load")
-    ckpt = load_checkpoint(params["checkpoint"])
+    ckpt = load_checkpoint(params["checkpoint"], device=params["device"])
     res = run_variance(ckpt, prompts, Store.for_checkpoint(ckpt, params["cache"]), label)
     report.progress(1.0, "done")
     return {"run": res.get("run")}
@@ -171,6 +175,14 @@ def ablations_table(params: dict) -> tuple[list[str], list[list]]:
 
     rows = ablation_rows(_store(params), _metric(params))
     return list(ABLATION_COLUMNS), [[r.get(c) for c in ABLATION_COLUMNS] for r in rows]
+
+
+def sweeps_table(params: dict) -> tuple[list[str], list[list]]:
+    """The stored per-head sweeps of a checkpoint, oldest first (the TUI picks one to show)."""
+    from engine.intervene.results import sweep_runs
+
+    cols = ["run", "sweep", "n", "steps", "created"]
+    return cols, [[r.get(c) for c in cols] for r in sweep_runs(_store(params))]
 
 
 def sweep_table(params: dict) -> tuple[list[str], list[list]]:

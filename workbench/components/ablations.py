@@ -1,33 +1,73 @@
-"""Ablations pane: every ablation run with per-metric delta and CI, and the per-head sweep of the
-run under the cursor (when that run is a sweep)."""
+"""Ablations pane: every stored single ablation (one row per metric) and a stored per-head sweep,
+in percentage points as `dit-workbench ablate --list` prints them. `[` and `]` step through the
+stored sweeps (the newest is shown first)."""
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
+from rich.text import Text
 from textual.app import ComposeResult
+from textual.binding import Binding
 from textual.widgets import Static
 
 from workbench.components.base import Pane
-from workbench.components.engine_table import Col, EngineTable, fmt_signed
-from workbench.components.heads import fmt_ci_short, head_of
+from workbench.components.engine_table import Col, EngineTable, fmt_cell
+from workbench.components.heads import head_of
 from workbench.components.messages import HeadSelected, OpenHeadDetail
 
+
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def fmt_pp(v: Any, _row: dict | None = None) -> Text | str:
+    """A fraction shown in percent (0.266 -> 26.6), as the CLI does."""
+    return Text(f"{100 * v:.1f}", justify="right") if _num(v) else fmt_cell(v)
+
+
+def fmt_pp_signed(v: Any, _row: dict | None = None) -> Text | str:
+    """A change in percentage points (-0.341 -> -34.1), a drop in bold orange."""
+    if not _num(v):
+        return fmt_cell(v)
+    return Text(f"{100 * v:+.1f}", style="bold #D55E00" if v < 0 else "", justify="right")
+
+
+def fmt_ci_pp(lo_key: str, hi_key: str):
+    """The 95% CI in percentage points; bold (and marked *) when it excludes 0."""
+
+    def f(_v: Any, row: dict) -> Text:
+        lo, hi = row.get(lo_key), row.get(hi_key)
+        if not _num(lo) or not _num(hi):
+            return Text("–", style="dim", justify="center")
+        sig = lo > 0 or hi < 0
+        text = f"[{100 * lo:+.1f},{100 * hi:+.1f}]" + ("*" if sig else " ")
+        return Text(text, style="bold" if sig else "dim")
+
+    return f
+
+
+# decisive columns first (intervention, metric, delta, CI, n): at 80 columns the rest scroll
 ABLATION_COLS = [
-    Col("run", "run"),
     Col("intervention", "intervention"),
     Col("metric", "metric"),
-    Col("baseline", "base"),
-    Col("intervened", "after"),
-    Col("delta", "Δ", fmt_signed),
-    Col("ci_low", "CI95", fmt_ci_short("ci_low", "ci_high"), uses=("ci_high",)),
+    Col("delta", "Δ pp", fmt_pp_signed),
+    Col("ci_low", "CI95 pp", fmt_ci_pp("ci_low", "ci_high"), uses=("ci_high",)),
     Col("n", "n"),
+    Col("baseline", "base %", fmt_pp),
+    Col("intervened", "after %", fmt_pp),
+    Col("run", "run"),
 ]
 
 SWEEP_COLS = [
     Col("layer", "L"),
     Col("head", "H"),
     Col("metric", "metric"),
-    Col("delta", "Δ", fmt_signed),
-    Col("ci_low", "CI95", fmt_ci_short("ci_low", "ci_high"), uses=("ci_high",)),
+    Col("delta", "Δ pp", fmt_pp_signed),
+    Col("ci_low", "CI95 pp", fmt_ci_pp("ci_low", "ci_high"), uses=("ci_high",)),
+    Col("baseline", "base %", fmt_pp),
+    Col("intervened", "after %", fmt_pp),
 ]
 
 
@@ -35,19 +75,25 @@ class AblationsPane(Pane):
     title = "Ablations"
 
     DEFAULT_CSS = """
-    AblationsPane > #ablations-table { height: 3fr; }
-    AblationsPane > #sweep-table { height: 2fr; }
+    AblationsPane > #ablations-table { height: 1fr; }
+    AblationsPane > #sweep-table { height: 1fr; }
     AblationsPane > .caption { height: 1; color: $text-muted; }
     """
+
+    BINDINGS = [
+        Binding("left_square_bracket", "other_sweep(-1)", "Older sweep", key_display="["),
+        Binding("right_square_bracket", "other_sweep(1)", "Newer sweep", key_display="]"),
+    ]
 
     def __init__(self, *, page_size: int = 200, id: str | None = None) -> None:
         super().__init__(id=id)
         self.page_size = page_size
-        self.sweep_run: str | None = None
+        self.sweeps: list[dict] = []  # stored sweeps, oldest first
+        self.sweep_run: str | None = None  # the one shown (None: the newest)
         self._last_focus = "ablations-table"
-        self._sweep_timer = None
 
     def compose(self) -> ComposeResult:
+        yield Static("", classes="caption", id="ablations-caption")
         yield EngineTable(
             "ablations",
             ABLATION_COLS,
@@ -55,7 +101,7 @@ class AblationsPane(Pane):
             row_id=lambda r: (r["run"], r["metric"]),
             id="ablations-table",
         )
-        yield Static("", classes="caption", id="ablations-caption")
+        yield Static("", classes="caption", id="sweep-caption")
         yield EngineTable(
             "sweep",
             SWEEP_COLS,
@@ -64,7 +110,6 @@ class AblationsPane(Pane):
             quiet=True,
             id="sweep-table",
         )
-        yield Static("", classes="caption", id="sweep-caption")
 
     @property
     def runs(self) -> EngineTable:
@@ -76,12 +121,55 @@ class AblationsPane(Pane):
 
     def reload(self) -> None:
         if self.checkpoint is None:
+            self.sweeps, self.sweep_run = [], None
             self.runs.configure(None)
             self.sweep.configure(None)
             return
-        self.runs.configure({"checkpoint": self.ckpt_name})
+        name = self.ckpt_name
+        self.runs.configure({"checkpoint": name})
+
+        def done(res: dict) -> None:
+            if name != self.ckpt_name:
+                return
+            cols = list(res.get("columns") or [])
+            self.sweeps = [dict(zip(cols, r, strict=False)) for r in res.get("rows") or []]
+            known = [s.get("run") for s in self.sweeps]
+            if self.sweep_run not in known:
+                self.sweep_run = known[-1] if known else None
+            self._load_sweep()
+
+        def failed(_exc: BaseException) -> None:  # an engine without the list: the newest
+            self.sweeps, self.sweep_run = [], None
+            self._load_sweep()
+
+        self.engine_call(
+            "sweeps",
+            lambda c: c.table("sweeps", checkpoint=name, limit=1000),
+            done,
+            group=f"sweeps:{id(self)}",
+            quiet=True,
+            on_error=failed,
+        )
+
+    def _load_sweep(self) -> None:
+        if self.checkpoint is None:
+            self.sweep.configure(None)
+            return
+        params: dict = {"checkpoint": self.ckpt_name}
         if self.sweep_run:
-            self.sweep.configure({"checkpoint": self.ckpt_name, "spec": self.sweep_run})
+            params["spec"] = self.sweep_run
+        self.sweep.configure(params)
+
+    def action_other_sweep(self, delta: int) -> None:
+        runs = [s.get("run") for s in self.sweeps]
+        if len(runs) < 2:
+            self.notify(
+                "only one sweep is stored" if runs else "no sweep stored", severity="warning"
+            )
+            return
+        i = runs.index(self.sweep_run) if self.sweep_run in runs else len(runs) - 1
+        self.sweep_run = runs[(i + delta) % len(runs)]
+        self._load_sweep()
 
     def current_table(self) -> EngineTable:
         focused = self.screen.focused if self.is_mounted else None
@@ -100,26 +188,35 @@ class AblationsPane(Pane):
             return head_of(self.sweep.current_row())
         return None
 
+    def _sweep_title(self) -> str:
+        runs = [s.get("run") for s in self.sweeps]
+        info = next((s for s in self.sweeps if s.get("run") == self.sweep_run), None)
+        title = f"sweep {self.sweep_run or 'newest'}"
+        if info:
+            title += f" “{info.get('sweep')}” n={info.get('n')}"
+        if len(runs) > 1 and self.sweep_run in runs:
+            title += f" ({runs.index(self.sweep_run) + 1}/{len(runs)}, [ ])"
+        return title
+
     def on_engine_table_loaded(self, event: EngineTable.Loaded) -> None:
         event.stop()
         t = event.table
         if t is self.runs:
-            self.query_one("#ablations-caption", Static).update(f"ablation runs · {t.summary()}")
-            self._pick_sweep(t.current_row())
+            self.query_one("#ablations-caption", Static).update(
+                f"single ablations, % and pp · {t.summary()}"
+            )
+            return
+        cap = self.query_one("#sweep-caption", Static)
+        if t.error:
+            cap.update(f"{self._sweep_title()} · ⚠ {t.error}")
+        elif t.params is not None and not t.rows_ and not t.pending and not self.sweeps:
+            cap.update("no per-head sweep stored (ablate --sweep 'mask-head *.* ...')")
         else:
-            cap = self.query_one("#sweep-caption", Static)
-            if t.error:
-                cap.update(f"no per-head sweep for run {self.sweep_run}")
-            elif self.sweep_run:
-                cap.update(f"per-head sweep {self.sweep_run} · {t.summary()}")
-            else:
-                cap.update("per-head sweep: move to a sweep run")
+            cap.update(f"{self._sweep_title()} · {t.summary()}")
 
     def on_engine_table_row_changed(self, event: EngineTable.RowChanged) -> None:
         event.stop()
-        if event.table is self.runs:
-            self._pick_sweep(event.row)
-        else:
+        if event.table is self.sweep:
             hd = head_of(event.row)
             if hd is not None:
                 self.post_message(HeadSelected(*hd, source="sweep", row=event.row))
@@ -132,19 +229,3 @@ class AblationsPane(Pane):
             hd = head_of(event.row)
             if hd is not None:
                 self.post_message(OpenHeadDetail(*hd))
-
-    def _pick_sweep(self, row: dict | None) -> None:
-        run = str(row["run"]) if row and row.get("run") is not None else None
-        if run == self.sweep_run or self.checkpoint is None:
-            return
-        self.sweep_run = run
-        if self._sweep_timer is not None:
-            self._sweep_timer.stop()
-        # debounce: the cursor may be sweeping through many runs
-        self._sweep_timer = self.set_timer(0.15, self._load_sweep)
-
-    def _load_sweep(self) -> None:
-        if self.checkpoint is None or not self.sweep_run:
-            self.sweep.configure(None)
-            return
-        self.sweep.configure({"checkpoint": self.ckpt_name, "spec": self.sweep_run})
