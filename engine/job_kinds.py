@@ -11,6 +11,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 
 from engine import limits
+from engine.device import check_device
 from engine.errors import UserError
 from engine.jobs import REQUIRED, Param, Reporter, check_caption_lengths, check_params
 from engine.limits import Bound
@@ -75,6 +76,7 @@ def validate_train(params: dict, cwd: str | None) -> dict:
     if cfg.mixed_precision == "auto":
         cfg.mixed_precision = "no"  # resolved in the worker, where the device is known
     cfg.validate()
+    p["device"] = cfg.device  # normalised spelling; whether it exists is checked in the worker
     out = Path(p["out"])
     if not out.parent.is_dir():
         raise UserError(f"parent folder {str(out.parent)!r} of the run folder does not exist")
@@ -93,14 +95,14 @@ def validate_train(params: dict, cwd: str | None) -> dict:
 
 
 def run_train(params: dict, report: Reporter) -> dict:
-    import torch
-
     from engine.train import TrainConfig, train
+
+    from engine.device import resolve_device
 
     p = dict(params)
     resume = p.pop("resume")
     if p["mixed_precision"] == "auto":
-        p["mixed_precision"] = "bf16" if torch.cuda.is_available() else "no"
+        p["mixed_precision"] = "bf16" if resolve_device(p["device"]).type == "cuda" else "no"
     cfg = TrainConfig(**p)
     out = Path(cfg.out)
     if resume and not (out / "latest").exists() and _only_config(out):
@@ -143,6 +145,7 @@ SAMPLE = {
     "cfg": Param(float, 4.5, bound=limits.CFG),
     "batch_size": Param(int, 32, bound=limits.BATCH),
     "overwrite": Param(bool, False),
+    "device": Param(str, "auto"),
 }
 
 
@@ -156,6 +159,7 @@ def validate_sample(params: dict, cwd: str | None) -> dict:
         if cli_name in params and name not in params:
             params[name] = params.pop(cli_name)
     p = check_params("sample", params, SAMPLE, cwd)
+    p["device"] = check_device(p["device"])
     for name in ("n", "steps", "batch_size"):
         if p[name] <= 0:
             raise UserError(f"param {name!r} must be positive (got {p[name]})")
@@ -194,6 +198,7 @@ def run_sample(params: dict, report: Reporter) -> dict:
         p["batch_size"],
         p["overwrite"],
         progress=step,
+        device=p["device"],
     )
     report.progress(1.0, "done")
     return {"out": str(out), "images": total}

@@ -36,6 +36,7 @@ def write_samples(
     batch_size: int,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
+    device: str | None = "auto",
 ) -> Path:
     from engine.model.checkpoint import load_checkpoint
     from engine.model.sampler import sample_images
@@ -43,7 +44,7 @@ def write_samples(
     limits.check_sampling(seed, steps, cfg, batch_size, {"n": n}, len(prompts))
     out = Path(out)
     check_output_folder(out, overwrite)
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path, device=device)
     ckpt.text_encoder.tokenize([p.text for p in prompts])  # unknown words fail before sampling
     total = len(prompts) * n
     width = max(5, len(str(total - 1)))

@@ -35,6 +35,9 @@ class TrainConfig:
     # Warm start: weights and text encoder of an existing checkpoint (fresh optimiser and data
     # order). For carrying a run across machines when its full training state is too big to move.
     init_from: str | None = None
+    # engine.device's rule (auto: CUDA when available); torch.compile the model.
+    device: str = "auto"
+    compile: bool = False
     # Also keep every checkpoint's EMA weights as float16 under RUN/history/ (engine.history).
     keep_history: bool = False
     # Which fields may differ when resuming: extending a run is allowed, changing it is not.
@@ -47,6 +50,8 @@ class TrainConfig:
         "eval_prompts",
         "mixed_precision",
         "init_from",
+        "device",
+        "compile",
         "keep_history",
     )
 
@@ -79,6 +84,9 @@ class TrainConfig:
             raise UserError(
                 f"--mixed-precision {self.mixed_precision!r} is not one of no, fp16, bf16, auto"
             )
+        from engine.device import check_device
+
+        self.device = check_device(self.device)
         if not 0 <= self.ema_decay < 1:
             raise UserError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
         from engine.model.presets import get_preset

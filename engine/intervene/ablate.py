@@ -169,7 +169,12 @@ class _Context:
         self.done = 0
         self.total = 0
         param = next(ckpt.transformer.parameters())
-        self.device = f"{param.device.type}:{str(param.dtype).removeprefix('torch.')}"
+        dtype = str(param.dtype).removeprefix("torch.")
+        if param.device.type == "cuda":  # sampled under autocast: its precision is the key
+            from engine.device import INFERENCE_PRECISION
+
+            dtype = {"bf16": "bfloat16-autocast"}.get(INFERENCE_PRECISION["cuda"], dtype)
+        self.device = f"{param.device.type}:{dtype}"
 
     def params(self) -> dict:
         return {

@@ -105,8 +105,16 @@ def read_meta(path: str | os.PathLike) -> tuple[Path, dict]:
     return p, meta
 
 
-def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkpoint:
+def load_checkpoint(
+    path: str | os.PathLike, verify_hash: bool = True, device: str | None = None
+) -> Checkpoint:
+    """The checkpoint, on `device` (engine.device's rule: auto, cpu, cuda, cuda:N) when given,
+    else on the CPU."""
     import torch
+
+    from engine.device import resolve_device
+
+    dev = resolve_device(device) if device is not None else None  # a bad device fails first
     from diffusers import PixArtTransformer2DModel
 
     from engine.model.codec import build_codec
@@ -116,7 +124,8 @@ def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkp
     if meta.get("source") == "pipeline":  # an imported diffusers pipeline (engine.model.pipeline)
         from engine.model.pipeline import load_pipeline_checkpoint
 
-        return load_pipeline_checkpoint(p, meta, verify_hash)
+        ck = load_pipeline_checkpoint(p, meta, verify_hash)
+        return ck.to(dev) if dev is not None and dev.type != "cpu" else ck
     weights = p / "transformer" / WEIGHTS
     if not (p / "transformer" / "config.json").is_file() or not weights.is_file():
         raise UserError(
@@ -166,7 +175,8 @@ def load_checkpoint(path: str | os.PathLike, verify_hash: bool = True) -> Checkp
             f"expects {transformer.config.caption_channels}; the checkpoint is mismatched"
         )
     codec = build_codec(meta["codec"], meta["res"])
-    return Checkpoint(p, meta, transformer, text_encoder, codec)
+    ck = Checkpoint(p, meta, transformer, text_encoder, codec)
+    return ck.to(dev) if dev is not None and dev.type != "cpu" else ck
 
 
 def save_checkpoint(

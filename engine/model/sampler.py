@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
+from engine.device import inference_autocast
+
 NOISE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
 
 
@@ -82,17 +84,19 @@ def denoise(
     x = noise.to(device)
     ctx = torch.cat([uncond, cond]).to(device, dtype)
     mask = torch.cat([uncond_mask, cond_mask]).to(device)
+    autocast = inference_autocast(device)  # bf16 on CUDA; nothing (float32) on the CPU
     for i, t in enumerate(sched.timesteps):
         xin = torch.cat([x, x]).to(dtype)
         tt = t.expand(xin.shape[0]).to(device)
-        eps = transformer(
-            xin,
-            encoder_hidden_states=ctx,
-            encoder_attention_mask=mask,
-            timestep=tt,
-            **model_kwargs(transformer, xin.shape[0], device),
-            return_dict=False,
-        )[0].float()
+        with autocast:
+            eps = transformer(
+                xin,
+                encoder_hidden_states=ctx,
+                encoder_attention_mask=mask,
+                timestep=tt,
+                **model_kwargs(transformer, xin.shape[0], device),
+                return_dict=False,
+            )[0].float()
         if eps.shape[1] == 2 * x.shape[1]:  # learned variance (PixArt's out_channels 8): drop it
             eps = eps[:, : x.shape[1]]
         e_u, e_c = eps.chunk(2)

@@ -7,6 +7,7 @@ import math
 
 from engine import limits, roots
 from engine.data.prompts import prompt_set
+from engine.device import check_device
 from engine.errors import UserError
 from engine.jobs import (
     Param,
@@ -29,6 +30,7 @@ SYNOPSIS = {
     "self_attn": Param(bool, False),
     "cache": Param(str, None, path=True),
     "resume": Param(bool, False),  # a synopsis always continues its stored partial run
+    "device": Param(str, "auto"),
 }
 HEADS_TABLE_COLUMNS = [
     "layer", "head", "score", "rank", "peak_step", "z", "n_samples", "screen_score",
@@ -56,6 +58,7 @@ def validate_synopsis(params: dict, cwd: str | None) -> dict:
         check_caption_lengths(q.text for q in prompt_set(p["prompts"])[0])
     check_cache_dir(p["cache"])
     p["cache"] = p["cache"] or str(roots.cache_dir())
+    p["device"] = check_device(p["device"])
     return p
 
 
@@ -69,7 +72,7 @@ def run_synopsis_job(params: dict, report: Reporter) -> dict:
     p = params
     prompts, label = prompt_set(p["prompts"])
     report.progress(0.0, "load")
-    ckpt = load_checkpoint(p["checkpoint"])
+    ckpt = load_checkpoint(p["checkpoint"], device=p["device"])
     store = Store.for_checkpoint(ckpt, p["cache"])
     t0 = time.monotonic()
 

@@ -835,8 +835,12 @@ def validate_screen(params: dict, cwd: str | None) -> dict:
         "phrasings": Param(str, "first", choices=PHRASINGS_CHOICES),
         "contrast": Param(bool, False),
         "cache": Param(str, None, path=True),
+        "device": Param(str, "auto"),
     }
     p = check_params("screen", params, spec, cwd)
+    from engine.device import check_device
+
+    p["device"] = check_device(p["device"])
     p["checkpoint"] = str(_checkpoint_dir(p["checkpoint"], cwd))
     p["cache"] = p["cache"] or str(roots.cache_dir())
     return p
@@ -849,7 +853,7 @@ def run_screen(params: dict, report) -> dict:
     from engine.store import Store
 
     report.progress(0.0, "load")
-    ckpt = load_checkpoint(params["checkpoint"])
+    ckpt = load_checkpoint(params["checkpoint"], device=params.get("device", "auto"))
     report.progress(0.5, "screen")
     t = time.perf_counter()
     s = screen(ckpt, RELATIONS, params.get("phrasings", "first"), params.get("contrast", False))

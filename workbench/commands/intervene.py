@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.data.prompts import prompt_set
+from engine.device import DEVICE_HELP
 from workbench.output import Format, emit, progress_bar, rows_to_csv
 
 _SPEC_HELP = (
@@ -182,7 +183,7 @@ def ablate(
     metric: list[str] = typer.Option(
         None, "--metric", help="Show only this metric (repeatable); JSON keeps all."
     ),
-    device: str = typer.Option("auto", "--device", help="auto (cuda if present), cpu, cuda..."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     cache: Path = typer.Option(
         None, "--cache", help="Cache folder (default ./cache or $DIT_WORKBENCH_CACHE)."
     ),
@@ -227,19 +228,11 @@ def ablate(
 
     limits.check_sampling(seed, steps, cfg, batch_size, {"n": n})  # before the model loads
     limits.RESAMPLES.check("--resamples", resamples)
-    import torch
-
     from engine.intervene.ablate import result_rows, run_ablation, run_sweep
     from engine.model.checkpoint import load_checkpoint
 
     plist, label = prompt_set(prompts)
-    model = load_checkpoint(ckpt)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        model.to(device)
-    except (RuntimeError, AssertionError) as e:
-        raise UserError(f"cannot use device {device!r}: {str(e).splitlines()[0]}") from None
+    model = load_checkpoint(ckpt, device=device)
     store = _store(model, cache, no_cache)
     on, stop = progress_bar("sweep" if sweep else "ablate")
     kw = dict(
@@ -330,6 +323,7 @@ def variance(
     no_cache: bool = typer.Option(False, "--no-cache", help="Do not store the result."),
     format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
     out: str = typer.Option(None, "--out", help="Write the output to this file."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ):
     """Share of the text embedding's variance explained by each caption factor.
 
@@ -345,7 +339,7 @@ def variance(
         if v not in _VIEWS:
             raise UserError(f"unknown --view {v!r}; use pooled, positions or tokens")
     plist, label = prompt_set(prompts)
-    model = load_checkpoint(ckpt)
+    model = load_checkpoint(ckpt, device=device)
     result = run_variance(model, plist, _store(model, cache, no_cache), label)
     rows = [r for r in result["rows"] if not view or any(_VIEWS[v](r["view"]) for v in view)]
     if format is Format.json:

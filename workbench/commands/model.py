@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from engine.device import DEVICE_HELP
 from workbench.output import Format, dump_json, print_rows
 
 
@@ -66,15 +67,23 @@ def train(
         "--init-from",
         help="Start from this checkpoint's weights and text encoder (fresh optimiser, data order).",
     ),
+    device: str = typer.Option(
+        "auto", "--device", help=DEVICE_HELP + " Under accelerate launch: auto or cuda."
+    ),
+    compile: bool = typer.Option(
+        False, "--compile", help="torch.compile the model (CUDA: faster steps after warm-up)."
+    ),
+    log_every: int = typer.Option(
+        10, "--log-every", help="Steps between loss/throughput lines (the only host syncs)."
+    ),
 ):
     """Train a DiT on the two-object dataset (accelerate: `accelerate launch -m workbench.cli train ...` for many GPUs)."""
-    import torch
-
+    from engine.device import resolve_device
     from engine.train import TrainConfig
     from engine.train import train as run
 
     if mixed_precision == "auto":
-        mixed_precision = "bf16" if torch.cuda.is_available() else "no"
+        mixed_precision = "bf16" if resolve_device(device).type == "cuda" else "no"
     cfg = TrainConfig(
         out=str(out),
         preset=preset,
@@ -95,6 +104,9 @@ def train(
         keep_history=keep_history,
         mixed_precision=mixed_precision,
         init_from=str(init_from) if init_from else None,
+        device=device,
+        compile=compile,
+        log_every=log_every,
     )
     run(cfg, resume=resume, progress=_train_progress(steps))
     if os.environ.get("RANK", "0") == "0":
@@ -167,6 +179,7 @@ def sample(
     cfg: float = typer.Option(4.5, "--cfg", help="Classifier-free guidance scale (paper: 4.5)."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty output folder."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ):
     """Sample images from a checkpoint into an image folder that `evaluate` reads."""
     from engine.sample_files import collect_prompts, write_samples
@@ -195,6 +208,7 @@ def sample(
             batch_size,
             overwrite,
             progress=lambda k: bar.advance(task, k),
+            device=device,
         )
     typer.echo(f"wrote {len(prompts) * n} images to {path}")
 
@@ -204,9 +218,11 @@ def info(
     format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
 ):
     """Say what a checkpoint is: preset, shape, text encoder, codec, resolution, step, hash."""
+    from engine import device as D
     from engine.model.checkpoint import describe
 
     d = describe(ckpt)
+    d["device"] = D.label(D.describe("auto"))  # where commands run it with --device auto
     if format is Format.json:
         typer.echo(dump_json(d), nl=False)
     elif format is Format.csv:

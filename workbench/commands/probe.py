@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from engine.device import DEVICE_HELP
 from engine.probe.ranking import HEAD_COLUMNS, query_help
 from workbench.output import Format, dump_json, emit, print_rows, progress_bar, rows_to_csv
 
@@ -30,6 +31,7 @@ def synopsis(
     ),
     cache: Path = typer.Option(None, "--cache", help=CACHE_HELP),
     format: Format = typer.Option(Format.table, "--format", help="table or json summary."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ):
     """Sample the prompts with attention capture, evaluate the images and store the synopsis
     in the checkpoint's HDF5 cache. Interrupted? Run the same command again: it continues."""
@@ -43,7 +45,7 @@ def synopsis(
     plist, label = prompt_set(prompts)
     limits.check_sampling(seed, steps, cfg, batch_size, {"n_per_prompt": n_per_prompt}, len(plist))
     limits.NON_NEGATIVE.check("--detail", detail)  # all before the model loads
-    ckpt_obj = load_checkpoint(ckpt)
+    ckpt_obj = load_checkpoint(ckpt, device=device)
     store = Store.for_checkpoint(ckpt_obj, cache)
     on, stop = progress_bar("synopsis")
     try:

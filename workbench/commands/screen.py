@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from engine.device import DEVICE_HELP
 from workbench.output import Format, dump_json, emit, rows_to_csv
 
 _RELATION_HELP = (
@@ -91,6 +92,7 @@ def screen(
     ),
     format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
     out: str = typer.Option(None, "--out", help="Write the output to this file."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ):
     """Screen every cross-attention head x relation from the weights alone (under a second).
 
@@ -98,9 +100,11 @@ def screen(
 
     Results are stored in the checkpoint's HDF5 cache (kind "screening") with provenance, and reused when the same screening is asked again.
     """
+    from engine.device import check_device
     from engine.errors import UserError
     from engine.probe import screening as S
 
+    check_device(device)
     S.check_relation(relation)
     S.check_metric(metric)
     if phrasings not in S.PHRASINGS_CHOICES:
@@ -129,7 +133,9 @@ def screen(
     light, meta, layers, heads = _describe(ckpt)
     head = S.parse_head(map_head, layers, heads) if map_head is not None else None
 
-    store, s = _screening(ckpt, light, meta, phrasings, contrast, cache, recompute, no_cache)
+    store, s = _screening(
+        ckpt, light, meta, phrasings, contrast, cache, recompute, no_cache, device
+    )
     where = f"screening run {s.run} in {store.path}" if s.run else "not stored (--no-cache)"
 
     if head is not None:
@@ -176,7 +182,7 @@ def _describe(ckpt: Path):
     return light, meta, layers, heads
 
 
-def _screening(ckpt, light, meta, phrasings, contrast, cache, recompute, no_cache):
+def _screening(ckpt, light, meta, phrasings, contrast, cache, recompute, no_cache, device="auto"):
     from engine.data.relations import RELATIONS
     from engine.model.checkpoint import load_checkpoint
     from engine.probe import screening as S
@@ -189,7 +195,7 @@ def _screening(ckpt, light, meta, phrasings, contrast, cache, recompute, no_cach
         run = S.find_screening(store, params)
         if run is not None:
             return store, S.load_screening(store, run)
-    loaded = load_checkpoint(ckpt)
+    loaded = load_checkpoint(ckpt, device=device)
     s = S.screen(loaded, RELATIONS, phrasings, contrast)
     if store is not None:
         S.save_screening(store, s)

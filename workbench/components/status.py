@@ -73,6 +73,9 @@ class StatusBar(Static):
         h = self.health or {}
         t.append("● ", style="#009E73")
         t.append(f"engine {h.get('version', '')} {h.get('state', '')}".rstrip())
+        dev = h.get("device")
+        if isinstance(dev, dict) and dev.get("device"):
+            t.append(f" on {dev['device']}", style="bold" if dev["device"] != "cpu" else "")
         t.append(" │ ", style="dim")
         running = self.running
         if isinstance(h.get("jobs_running"), int):
