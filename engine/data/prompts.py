@@ -112,8 +112,9 @@ def eval_prompts() -> list[Prompt]:
     return out
 
 
-def read_prompts_file(path) -> list[Prompt]:
-    """One caption per line; blank lines and lines starting with # are skipped."""
+def read_prompts_file(path, free: bool = False) -> list[Prompt]:
+    """One caption per line; blank lines and lines starting with # are skipped. With `free`,
+    a line the parser cannot read is a free prompt (``free_prompt``) instead of an error."""
     from pathlib import Path
 
     p = Path(path)
@@ -144,15 +145,27 @@ def read_prompts_file(path) -> list[Prompt]:
         try:
             prompts.append(parse_prompt(line))
         except UserError as e:
-            raise UserError(f"{p}:{lineno}: {e}") from None
+            if not free:
+                raise UserError(f"{p}:{lineno}: {e}") from None
+            prompts.append(free_prompt(line))
     if not prompts:
         raise UserError(f"prompts file {str(p)!r} has no captions; write one caption per line")
     return prompts
 
 
+def free_prompt(text: str) -> Prompt:
+    """A caption outside the dataset's grammar (free text for a pretrained pipeline): no
+    shapes, colours or relation to score, so the evaluator counts it as failed and the
+    synopsis gives its images no object masks (``engine.probe.synopsis``)."""
+    return Prompt(text, "", "", "", "", "", "", False, False)
+
+
 def prompt_set(spec: str) -> tuple[list[Prompt], str]:
-    """`--prompts` of the probe commands: "eval" (the fixed 264) or a file of captions; returns
-    the prompts and the label stored with results (the set's name or the file's full path)."""
+    """`--prompts` of the probe commands: "eval" (the fixed 264), a file of captions, or
+    "free:FILE", a file of any text (captions the parser reads keep their scene, others become
+    free prompts); returns the prompts and the label stored with results."""
     if spec == "eval":
         return eval_prompts(), "eval"
+    if spec.startswith("free:"):
+        return read_prompts_file(spec[5:], free=True), "free:" + str(Path(spec[5:]).resolve())
     return read_prompts_file(spec), str(Path(spec).resolve())

@@ -377,3 +377,23 @@ def pipeline_codec(vae_dir: Path, meta: dict):
     codec.patch_size = int(meta["patch_size"])
     codec.scale = float(codec.vae.config.scaling_factor)
     return codec
+
+
+def fit_batch(ckpt, requested: int, self_attn: bool = False) -> int:
+    """The synopsis batch for a pretrained model: `requested`, made smaller on CUDA until an
+    estimate of its peak memory fits in 60% of the free memory (activations of the CFG pair
+    through one block, kept for every layer's residual, plus one layer's full self-attention
+    probabilities when --self-attn takes the explicit path). Unchanged on the CPU."""
+    import torch
+
+    dev = next(ckpt.transformer.parameters()).device
+    if dev.type != "cuda":
+        return requested
+    free, _ = torch.cuda.mem_get_info(dev)
+    cfg = ckpt.transformer.config
+    n = (ckpt.codec.latent_size // cfg.patch_size) ** 2
+    width = cfg.num_attention_heads * cfg.attention_head_dim
+    per_sample = 2 * n * width * 4 * (8 + cfg.num_layers)  # CFG pair, float32 worst case
+    if self_attn:
+        per_sample += 2 * cfg.num_attention_heads * n * n * 4 * 3  # scores, probs, product
+    return max(1, min(requested, int(free * 0.6) // per_sample))

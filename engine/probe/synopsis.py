@@ -83,12 +83,28 @@ def reduce_tokens(mass: np.ndarray, masks: np.ndarray) -> np.ndarray:
         return weighted / total[:, None, :, None]
 
 
+def pool_tokens(m, grid: int, to: int = GRID):
+    """[B, H, grid*grid, C] per-token values -> [B, H, to*to, C], area-averaged (row-major)."""
+    import torch.nn.functional as F
+
+    b, h, _, c = m.shape
+    x = m.permute(0, 1, 3, 2).reshape(b * h, c, grid, grid)
+    x = F.adaptive_avg_pool2d(x, to)
+    return x.reshape(b, h, c, to * to).permute(0, 1, 3, 2)
+
+
+def is_free(prompt) -> bool:
+    """A free-text prompt (outside our dataset's vocabulary: engine.data.prompts.free_prompt)."""
+    return not prompt.relation
+
+
 class CrossCapture:
     """Hook: per-token category masses of every cross-attention head, for one batch."""
 
-    def __init__(self, onehot, steps: int, layers: int):
+    def __init__(self, onehot, steps: int, layers: int, grid: int = GRID):
         self.onehot = onehot  # [2B, K, C]: uncond rows first
         self.mass: list[list] = [[None] * layers for _ in range(steps)]
+        self.grid = grid  # the model's token grid side; masses are kept on the GRID x GRID one
 
     # the Hook protocol (engine.probe.hooks.Hook), written out to keep this module torch-free
     def active(self, site):
@@ -107,6 +123,8 @@ class CrossCapture:
         import torch
 
         m = torch.einsum("bhqk,bkc->bhqc", p.float(), self.onehot.to(p.device))
+        if self.grid != GRID:  # a pretrained model's larger grid: area-average to GRID x GRID
+            m = pool_tokens(m, self.grid)
         self.mass[site.step][site.layer] = m.cpu().numpy()
         return None
 
@@ -182,6 +200,12 @@ def run_synopsis(
     if store is None:
         raise UserError("the synopsis needs a cache to write to")
     items = synopsis_items(prompts, n_per_prompt, seed)
+    n_free = sum(is_free(p) for p, _ in items)
+    grid = ckpt.codec.latent_size // ckpt.transformer.config.patch_size
+    if ckpt.meta.get("source") == "pipeline":
+        from engine.model.pipeline import fit_batch
+
+        batch_size = fit_batch(ckpt, batch_size, self_attn)
     texts, seeds = [p.text for p, _ in items], [s for _, s in items]
     enc, tr, codec = ckpt.text_encoder, ckpt.transformer, ckpt.codec
     enc.tokenize(sorted(set(texts)))  # unknown words fail before any sampling
@@ -204,6 +228,14 @@ def run_synopsis(
         "self_attn": self_attn,
         "detail": min(detail, len(items)),
         "mask_source": "engine.detect.color_masks, area-averaged to 8x8",
+        "grid": grid,
+        "text_only": n_free,
+        "image_categories_note": (
+            f"{n_free} of {len(items)} samples have free-text prompts: no object masks, their "
+            "image tokens all count as background (object1/object2 use the other samples)"
+            if n_free
+            else ""
+        ),
     }
     data: dict[str, list] = {"cross": [], "self": [], "masks": [], "detail_maps": [],
                              "detail_images": [], "color_centres": []}  # fmt: skip
@@ -240,12 +272,14 @@ def run_synopsis(
         emb, mask = enc.encode(bt)
         onehot = category_onehot(null_cats * n + tok.categories)
         noise = initial_noise(bt, bs, shape)
-        cap = CrossCapture(onehot, steps, ckpt.num_layers)
+        cap = CrossCapture(onehot, steps, ckpt.num_layers, grid)
         uncond = (null.expand(n, -1, -1), null_mask.expand(n, -1))
         with hooked(tr, [cap], timesteps):
             lat = denoise(tr, emb, mask, *uncond, noise, steps, cfg)
         images = codec.decode(lat).cpu().numpy()
         masks = soft_masks(images)
+        free = np.array([is_free(p) for p, _ in items[start : start + n]])
+        masks[free] = (0.0, 0.0, 1.0)  # free text: no objects to mask, every token background
         mass = cap.array()  # [S, L, 2n, H, Q, C]
         both = np.stack([mass[:, :, :n], mass[:, :, n:]], axis=2)  # [S, L, 2, n, H, Q, C]
         red = reduce_tokens(both, masks)  # [S, L, 2, n, H, A, C]
@@ -258,7 +292,10 @@ def run_synopsis(
             )
             data["detail_images"].append(images[:keep])
         if self_attn:
-            sc = SelfCapture(masks, steps, ckpt.num_layers)
+            fine = masks if grid == GRID else soft_masks(images, grid)
+            if grid != GRID:
+                fine[free] = (0.0, 0.0, 1.0)
+            sc = SelfCapture(fine, steps, ckpt.num_layers)
             with hooked(tr, [sc], timesteps):
                 denoise(tr, emb, mask, *uncond, noise, steps, cfg)
             s = sc.array()  # [S, L, 2n, H, A, A]

@@ -59,6 +59,9 @@ def synopsis(
     else:
         typer.echo(f"synopsis run {run}: {summary['n_samples']} samples, {steps} steps -> "
                    f"{store.path}")  # fmt: skip
+        note = store.attrs("synopsis", run).get("image_categories_note")
+        if note:  # free-text prompts: image categories fall back (engine.probe.synopsis)
+            typer.echo(f"note: {note}")
 
 
 def heads(
