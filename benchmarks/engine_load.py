@@ -10,7 +10,7 @@ dropped connection) is counted. The job is cancelled at the end if it is still r
 Issue 11 asks for the latency percentiles and that nothing errored; there is no speed target.
 Exit status 1 if any request errored or the job failed.
 
-    python benchmarks/engine_load.py [--seconds 60] [--clients 8] [--checkpoint checkpoints/micro-rte]
+    python benchmarks/engine_load.py [--seconds 60] [--clients 8] [--checkpoint checkpoints/micro-rte-s8000]
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the clients poll")
     ap.add_argument("--clients", type=int, default=8, help="polling clients")
-    ap.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "micro-rte")
+    ap.add_argument("--checkpoint", type=Path, default=ROOT / "checkpoints" / "micro-rte-s8000")
     ap.add_argument("--cache", type=Path, default=None,
                     help="folder holding the checkpoint's cache (copied, never written): ./cache")  # fmt: skip
     a = ap.parse_args(argv)

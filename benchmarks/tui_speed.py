@@ -74,7 +74,7 @@ def main() -> None:
     sort_ms = median_ms(lambda: tables.query(cols, rows, sort="score", desc=True, limit=200))
     filt_ms = median_ms(lambda: tables.query(cols, rows, filter="relation=above delta<0",
                                              limit=200))  # fmt: skip
-    page_ms = median_ms(lambda: client.table("curves", run="micro-rte", sort="step", desc=True))
+    page_ms = median_ms(lambda: client.table("curves", run="mini-rte", sort="step", desc=True))
     client.close()
     print(f"engine start (once per server): {engine_s:.2f} s")
     print(f"first heads table, app start to rendered: runs {', '.join(f'{c:.2f}' for c in cold)} s")

@@ -74,6 +74,41 @@ def test_cache_of_another_checkpoint_is_refused_and_left_alone(tmp_path):
     assert cache_path(ck, tmp_path).name == "run-step-0000100-cccccccccccc.h5"
 
 
+def test_shipped_cache_is_read_beneath_and_never_written(tmp_path):
+    """A checkpoint's own cache.h5 is listed and read with the user's runs; every write and
+    delete goes to the user's file, and the shipped file keeps its bytes."""
+    ckdir = tmp_path / "ck"
+    ckdir.mkdir()
+    shipped = Store(ckdir / "cache.h5", "a" * 64)
+    shipped.write_run("ablation", {"d": np.arange(3.0)}, {"who": "shipped"}, run="sweep-0001")
+    shipped.write_run("screening", {"m": np.zeros(2)}, run="run-0001")
+    before = (ckdir / "cache.h5").read_bytes()
+
+    ck = SimpleNamespace(path=ckdir, hash="a" * 64)
+    store = Store.for_checkpoint(ck, tmp_path / "user")
+    assert store.runs("ablation") == ["sweep-0001"]
+    np.testing.assert_array_equal(store.read("ablation", "sweep-0001", "d"), np.arange(3.0))
+    assert store.latest_run("ablation", who="shipped") == "sweep-0001"
+    # new names never collide with shipped ones; the user's file holds the new run
+    run = store.write_run("ablation", {"d": np.ones(2)}, {"who": "user"}, run=None)
+    assert run != "sweep-0001" and store.runs("ablation") == sorted(["sweep-0001", run])
+    with h5py.File(store.path) as f:
+        assert list(f["ablation"]) == [run]
+    # a run of the same name in the user's file shadows the shipped one
+    store.write_run("screening", {"m": np.ones(2)}, run="run-0001", overwrite=True)
+    np.testing.assert_array_equal(store.read("screening", "run-0001", "m"), np.ones(2))
+    assert (
+        store.shipped_runs("ablation") == ["sweep-0001"] and store.shipped_runs("screening") == []
+    )
+    with pytest.raises(UserError, match="read-only"):
+        store.delete_run("ablation", "sweep-0001")
+    store.delete_run("ablation", run)
+    assert store.runs("ablation") == ["sweep-0001"]
+    assert (ckdir / "cache.h5").read_bytes() == before
+    with pytest.raises(UserError, match="shipped cache of another checkpoint"):
+        Store.for_checkpoint(SimpleNamespace(path=ckdir, hash="b" * 64), tmp_path / "other")
+
+
 def _kill_trials(tmp_path, trials: int, seed: int) -> None:
     rng = random.Random(seed)
     path = tmp_path / "kill.h5"
