@@ -212,3 +212,60 @@ def test_cli_csv_and_bad_run(run, emerged, tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.splitlines()) == 1
+
+
+# --- the Training pane (fake engine, 80x24) ----------------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+async def _settle(pilot) -> None:
+    from textual.worker import WorkerState
+
+    for _ in range(50):
+        await pilot.pause()
+        await pilot.app.workers.wait_for_complete()
+        await pilot.pause()
+        if not any(
+            w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in pilot.app.workers
+        ):
+            break
+
+
+@pytest.mark.anyio
+async def test_training_pane_shows_head_emergence_on_the_curves_axis():
+    from workbench.app import WorkbenchApp
+    from workbench.components.training import HeadSparks, head_sparkline, step_column
+    from workbench.fake_client import FakeEngineClient
+
+    # the sparkline: a step's column is where braille_plot puts it; first pass reversed
+    t = head_sparkline([(0, 0.0), (50, 0.6), (100, 1.0)], 0, 100, 20, 50, "red")
+    assert t.plain == "▁" * 10 + "▅" * 9 + "█"
+    assert step_column(50, 0, 100, 20) == 10
+    assert [s.style for s in t.spans if "reverse" in str(s.style)][0] and t.spans[10].start == 10
+
+    fake = FakeEngineClient()
+    app = WorkbenchApp(fake, poll_interval=3600, health_interval=3600)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await _settle(pilot)
+        await pilot.press("6")
+        await _settle(pilot)
+        sparks = app.screen.query_one("#head-sparks", HeadSparks)
+        assert [h[0] for h in sparks.heads][0] == "L2H8"  # the planted relation head, ranked 1
+        name, pts, first, _ = sparks.heads[0]
+        assert len(sparks.heads) == 3 and len(pts) == 20
+        assert first == min(s for s, v in pts if v >= 0.5) == 6500
+        # the curves plot and the sparklines share the step axis
+        plot = app.screen.query_one("#metrics-plot")
+        assert plot.xrange == sparks.xrange == (500.0, 10000.0)
+        assert sparks.region.height == 4 and sparks.region.width <= 80
+        assert "L2H8 6500" in str(sparks.render().plain)
+        calls = [kw for a, kw in fake.calls_to("table") if a and a[0] == "emergence"]
+        assert calls and calls[-1]["filter"] == "rank<=3"
+        # a run with no emergence stored: one dim line saying how to make it, no toast
+        app.switch_checkpoint("nano-fresh")
+        await _settle(pilot)
+        assert sparks.heads == [] and "dit-workbench emergence" in sparks.render().plain

@@ -219,8 +219,11 @@ def braille_plot(
     ymin: float | None = None,
     ymax: float | None = None,
     x_label: str = "",
+    xmin: float | None = None,
+    xmax: float | None = None,
 ) -> list[Text]:
     """Line plot of several (name, points, colour) series in braille dots, with y/x axis labels.
+    `xmin`/`xmax` widen the x range beyond the data (to share an axis with another drawing).
 
     Each terminal cell holds 2x4 dots; where series cross, the last drawn colours the cell.
     """
@@ -231,6 +234,7 @@ def braille_plot(
         return [Text("(no data)")]
     xs = [p[0] for p in pts]
     x0, x1 = min(xs), max(xs)
+    x0, x1 = (x0 if xmin is None else min(x0, xmin)), (x1 if xmax is None else max(x1, xmax))
     y0 = min(p[1] for p in pts) if ymin is None else ymin
     y1 = max(p[1] for p in pts) if ymax is None else ymax
     if y1 <= y0:
