@@ -809,38 +809,6 @@ class FakeEngineClient:
         cols = ["step", "layer", "head", "name", "score", "rank", "first_pass", "synopsis"]
         return cols, rows
 
-    def _t_emergence(self, run=None, threshold=0.5, metric="cosine"):
-        """Like the engine's `emergence` table: the planted relation head's mean cosine rises
-        (before relations show in the curves), every other head stays low."""
-        ck = next((c for c in self._ckpts if c.get("run") == run), None)
-        if ck is None or not ck["results"].get("screening"):
-            raise EngineError(
-                f"no emergence stored for {run!r}; run `dit-workbench emergence {run}`"
-            )
-        rel = self._planted(ck)[0]
-        steps = [500 * i for i in range(1, 21)]
-        scores = {}
-        for la in range(ck["layers"]):
-            for h in range(ck["heads"]):
-                if (la, h) == rel:
-                    vals = [_r(0.05 + 0.65 / (1 + math.exp(-(s - 5500) / 900))) for s in steps]
-                else:
-                    rng = random.Random(f"{ck['name']}|emergence|{la}|{h}")
-                    base, drift = rng.uniform(-0.15, 0.2), rng.uniform(-0.1, 0.15)
-                    vals = [_r(base + drift * k / len(steps)) for k in range(len(steps))]
-                scores[(la, h)] = vals
-        order = sorted(scores, key=lambda lh: (-scores[lh][-1], lh))
-        rows = []
-        for rank, (la, h) in enumerate(order, 1):
-            vals = scores[(la, h)]
-            first = next(
-                (s for s, v in zip(steps, vals, strict=True) if v >= float(threshold)), None
-            )
-            for s, v in zip(steps, vals, strict=True):
-                rows.append([s, la, h, f"L{la}H{h}", v, rank, first, None])
-        cols = ["step", "layer", "head", "name", "score", "rank", "first_pass", "synopsis"]
-        return cols, rows
-
     def _t_jobs(self):
         cols = [
             "id",
