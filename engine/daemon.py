@@ -32,6 +32,15 @@ _UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, including the terminatin
 
 def run_dir(cache: str | os.PathLike, create: bool = False) -> Path:
     d = Path(cache).resolve() / "run"
+    # Never through a link: the engine would chmod the link's target 0700 and put its lock and
+    # socket there (with `run -> /tmp`, in /tmp).
+    if d.is_symlink():
+        raise UserError(
+            f"{str(d)!r} is a symlink; the engine keeps its socket and lock only in a real "
+            "folder: remove the link"
+        )
+    if d.exists() and not d.is_dir():
+        raise UserError(f"{str(d)!r} is not a folder; remove it so the engine can create it")
     if create:
         d.mkdir(parents=True, exist_ok=True)
         os.chmod(d, 0o700)

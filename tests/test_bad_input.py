@@ -224,6 +224,7 @@ def world(nano_ckpt) -> World:
     (w.out / "metadata_binary").mkdir()
     (w.out / "metadata_binary" / "metadata.jsonl").write_bytes(b"\xff\xff\n")
     _damaged_checkpoints(step, w.bad)
+    (d / "link_out").symlink_to(w.out / "metadata_binary")  # an image folder, behind a link
 
     # The cache: a synopsis and a screening, written by the CLI itself.
     mp = pytest.MonkeyPatch()
@@ -434,6 +435,9 @@ CLI_CASES = [
                                 "--weight-decay", "nan"], "--weight-decay must be a finite"),
     ("train-lr-inf", ["train", "--out", "{out}/t", "--preset", "nano", "--lr", "inf"],
      "--lr must be a finite number"),
+    ("sample-overwrite-onto-symlink", ["sample", "{ckpt}", "--out", "{d}/link_out", "--prompt",
+                                      S, "--overwrite"], "is a symlink"),
+    ("export-onto-symlink", ["export", "{ckpt}", "--out", "{d}/link_out"], "exists"),
     ("train-seed-over-int64", ["train", "--out", "{out}/t", "--preset", "nano", "--seed",
                                str(2**64)], "does not fit a 64-bit integer"),
 ]  # fmt: skip

@@ -124,3 +124,114 @@ def test_records_holding_nan_are_served(tmp_path):
         import shutil
 
         shutil.rmtree(d, ignore_errors=True)
+
+
+# --- symlinks ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ckpt_copy(nano_ckpt, tmp_path):
+    import shutil
+
+    step = (nano_ckpt / "latest").resolve()
+    dst = tmp_path / "run" / step.name
+    shutil.copytree(step, dst, ignore=shutil.ignore_patterns("train_state"))
+    return dst
+
+
+def _export(src, out):
+    from engine.model.checkpoint import export_checkpoint
+
+    return export_checkpoint(src, out)
+
+
+@pytest.mark.parametrize("kind", ["out", "absolute", "loop", "dangling", "fifo"])
+def test_export_refuses_links_out_loops_and_special_files(ckpt_copy, tmp_path, kind):
+    import os
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for sharing\n")
+    enc = ckpt_copy / "text_encoder"
+    if kind == "out":
+        (enc / "notes.txt").symlink_to(os.path.relpath(secret, enc))
+        expect = "symlink leading outside the checkpoint"
+    elif kind == "absolute":
+        (enc / "notes.txt").symlink_to(secret)
+        expect = "symlink to an absolute path"
+    elif kind == "loop":
+        (enc / "loop").symlink_to("loop")
+        expect = "broken or looping symlink"
+    elif kind == "dangling":
+        (enc / "gone").symlink_to("nothing-here")
+        expect = "broken or looping symlink"
+    else:
+        os.mkfifo(enc / "pipe")
+        expect = "not a regular file"
+    out = tmp_path / "export"
+    with pytest.raises(UserError, match=expect):
+        _export(ckpt_copy, out)
+    assert not out.exists() and not (tmp_path / ".export.partial").exists()
+
+
+def test_export_keeps_links_inside_as_links_and_leaves_nothing_on_error(ckpt_copy, tmp_path):
+    import os
+
+    (ckpt_copy / "text_encoder" / "alias.json").symlink_to("config.json")
+    out = _export(ckpt_copy, tmp_path / "export")
+    link = out / "text_encoder" / "alias.json"
+    assert link.is_symlink() and os.readlink(link) == "config.json"
+    # an error half-way (here: the weights cannot be re-hashed) removes the partial folder
+    import engine.model.checkpoint as ck
+
+    real = ck.sha256_file
+    calls = []
+
+    def failing(p):
+        calls.append(p)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(p)
+
+    ck.sha256_file = failing
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _export(ckpt_copy, tmp_path / "export2")
+    finally:
+        ck.sha256_file = real
+    assert not (tmp_path / "export2").exists() and not (tmp_path / ".export2.partial").exists()
+
+
+def test_engine_refuses_a_run_folder_that_is_a_symlink(tmp_path):
+    import os
+
+    from engine import daemon
+
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o755)
+    os.chmod(target, 0o755)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "run").symlink_to(target)
+    with pytest.raises(UserError, match="is a symlink"):
+        daemon.acquire_lock(cache)
+    assert (target.stat().st_mode & 0o777) == 0o755 and not list(target.iterdir())
+
+
+def test_checkpoint_listing_never_follows_links_out_of_the_roots(ckpt_copy, tmp_path):
+    import shutil
+
+    from engine import roots, tables
+
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(ckpt_copy, root / "inside")
+    (root / "outside").symlink_to(ckpt_copy)  # a checkpoint, but outside the root
+    (root / "run-out").mkdir()
+    (root / "run-out" / "latest").symlink_to(ckpt_copy)
+    (root / "alias").symlink_to("inside")  # stays inside: listed once (same checkpoint)
+    roots.configure(tmp_path / "cache", [root])
+    try:
+        names = {c["name"] for c in tables.list_checkpoints()}
+    finally:
+        roots.configure("cache")
+    assert len(names & {"inside", "alias"}) == 1 and not names & {"outside", "run-out"}, names

@@ -37,6 +37,9 @@ def check_render_args(out: str | os.PathLike, n: int, size: int, overwrite: bool
 def check_output_folder(out: str | os.PathLike, overwrite: bool) -> None:
     """A new folder can be written at `out` (an existing non-empty one only with overwrite)."""
     out = Path(out)
+    if out.is_symlink():  # --overwrite would replace the link, or write where it leads
+        raise UserError(f"{str(out)!r} is a symlink; refusing to write through it: choose a new "
+                        "output folder")  # fmt: skip
     if out.exists() and not out.is_dir():
         raise UserError(f"{str(out)!r} exists and is not a folder; choose a new output folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:

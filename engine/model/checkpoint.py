@@ -207,19 +207,36 @@ def export_checkpoint(
     `RUN/history/step-N/`, counts as that run's)."""
     import shutil
 
-    import torch
-    from safetensors.torch import load_file, save_file
+    from engine.fs import check_tree
 
     p, meta = read_meta(src)
     out = Path(dst)
-    if out.exists():
+    if out.exists() or out.is_symlink():
         raise UserError(f"{str(out)!r} exists; choose a new folder for the export")
+    # Nothing is followed out of the checkpoint: links leading out, loops and special files
+    # are refused before any byte is read or copied; links inside it stay links.
+    check_tree(p, f"cannot export {p}", skip=("train_state",))
     weights = p / "transformer" / WEIGHTS
     if sha256_file(weights) != meta["hashes"]["transformer"]:
         raise UserError(f"{weights} does not match its hash; export from an intact checkpoint")
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(p, tmp, ignore=shutil.ignore_patterns("train_state"))
+    try:
+        _export_into(p, tmp, meta, weights, fp16, curves)
+        tmp.rename(out)
+    except BaseException:  # an error, ctrl+c or SIGTERM: no partial folder is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def _export_into(p: Path, tmp: Path, meta: dict, weights: Path, fp16: bool, curves: bool):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(p, tmp, symlinks=True, ignore=shutil.ignore_patterns("train_state"))
     if fp16:
         state = {k: v.to(torch.float16) if v.is_floating_point() else v
                  for k, v in load_file(weights).items()}  # fmt: skip
@@ -229,19 +246,33 @@ def export_checkpoint(
             "hashes": {"transformer": sha256_file(tmp / "transformer" / WEIGHTS)}}  # fmt: skip
     (tmp / "workbench.json").write_text(json.dumps(meta, indent=2) + "\n")
     run = p.parent.parent if p.parent.name == "history" else p.parent
-    if curves and (run / "metrics.jsonl").is_file() and not (tmp / "metrics.jsonl").exists():
-        # The learning curves up to this checkpoint travel with it (for `curves` and `report`).
+    metrics = run / "metrics.jsonl"
+    if curves and _plain(metrics) and not (tmp / "metrics.jsonl").exists():
+        # The learning curves up to this checkpoint travel with it (for `curves` and `report`);
+        # files of the run that are links are not followed, lines that are not records dropped.
         step = meta.get("step")
-        lines = [
-            line
-            for line in (run / "metrics.jsonl").read_text().splitlines()
-            if line.strip() and (step is None or json.loads(line).get("step", 0) <= step)
-        ]
+        lines = [line for line in metrics.read_text().splitlines() if _upto(line, step)]
         (tmp / "metrics.jsonl").write_text("".join(f"{line}\n" for line in lines))
-        if (run / "train_config.json").is_file():
+        if _plain(run / "train_config.json"):
             shutil.copy2(run / "train_config.json", tmp / "train_config.json")
-    tmp.rename(out)  # a crash before this leaves only the .partial folder, never a half export
-    return out
+
+
+def _plain(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
+
+
+def _upto(line: str, step) -> bool:
+    """A metrics.jsonl line that is a record of a step up to `step` (any, if None)."""
+    try:
+        rec = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(rec, dict):
+        return False
+    s = rec.get("step", 0)
+    if step is None:
+        return True
+    return isinstance(s, int | float) and not isinstance(s, bool) and s <= step
 
 
 def describe(ckpt_path: str | os.PathLike) -> dict:

@@ -1,0 +1,83 @@
+"""Files read or written on a user's behalf, checked before they are touched.
+
+- `check_tree`: a folder about to be copied (an export) holds only regular files, folders and
+  relative symlinks that stay inside it; a link out of it, a loop, a dangling link or a special
+  file (FIFO, socket, device) is refused with a message naming it, before anything is copied.
+- `regular_file`: a file about to be read whole (prompts, metadata) is a regular file no
+  bigger than a bound: a FIFO would block forever and /dev/zero never ends.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from engine.errors import UserError
+
+
+def _inside(p: Path, root: Path) -> bool:
+    return p == root or root in p.parents
+
+
+def check_tree(root: str | os.PathLike, what: str, skip: tuple[str, ...] = ()) -> None:
+    """Refuse (UserError) a tree that a copy would have to follow out of `root`.
+
+    Nothing is followed: the walk lists links without entering them. `skip`: top-level names
+    the copy leaves out (their content is not checked)."""
+    root = Path(root)
+    real_root = root.resolve()
+    for d, dirs, files in os.walk(root, followlinks=False):
+        here = Path(d)
+        if here == root:
+            dirs[:] = [x for x in dirs if x not in skip]
+            files = [x for x in files if x not in skip]
+        for name in [*dirs, *files]:
+            p = here / name
+            rel = p.relative_to(root)
+            st = p.lstat()
+            if stat.S_ISLNK(st.st_mode):
+                target = os.readlink(p)
+                if os.path.isabs(target):
+                    raise UserError(
+                        f"{what}: {rel} is a symlink to an absolute path ({target}); refusing to "
+                        "follow links out of the checkpoint: replace it with the file itself"
+                    )
+                try:
+                    real = p.resolve(strict=True)
+                except (OSError, RuntimeError):  # dangling, or a loop
+                    raise UserError(
+                        f"{what}: {rel} is a broken or looping symlink; remove or fix it"
+                    ) from None
+                if not _inside(real, real_root):
+                    raise UserError(
+                        f"{what}: {rel} is a symlink leading outside the checkpoint ({real}); "
+                        "refusing to follow it: replace it with the file itself"
+                    )
+            elif not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                raise UserError(
+                    f"{what}: {rel} is not a regular file (a FIFO, socket or device); remove it"
+                )
+
+
+def regular_file(path: str | os.PathLike, what: str, limit: int) -> Path:
+    """`path` if it is a regular file of at most `limit` bytes; a one-line UserError saying
+    what it is otherwise (missing, a folder, a FIFO or device, too big)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise UserError(f"{what} {str(p)!r} does not exist") from None
+    except OSError as e:
+        raise UserError(f"cannot read {what} {str(p)!r} ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise UserError(f"{what} {str(p)!r} is a folder; give a file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise UserError(f"{what} {str(p)!r} is {kind}, not a regular file; give a text file")
+    if st.st_size > limit:
+        raise UserError(
+            f"{what} {str(p)!r} is {st.st_size:,} bytes, over the limit of {limit:,}; "
+            "split it or give a smaller file"
+        )
+    return p
