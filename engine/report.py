@@ -356,6 +356,9 @@ def _section(f: dict) -> list[str]:
                 f"({PAPER['order']}).", ""]  # fmt: skip
     else:
         out += ["No training curves found.", ""]
+    from engine.emergence import report_section  # when the relation head formed (issue 22)
+
+    out += report_section(c["run"] if c else None, Path(f["cache"]).parent)
     out += ["### Scale", "",
             f"This checkpoint: {i['preset']} ({i['params']} parameters), {i['res']} px "
             f"{i['codec']} images, trained to step {i['step']} on CPU. The paper: "

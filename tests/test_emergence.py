@@ -191,6 +191,11 @@ def test_report_section(run, emerged, tmp_path):
     lines = "\n".join(E.report_section(bare, cache))
     assert "--keep-history" in lines and "dit-workbench emergence" in lines
     assert "Emergence run" not in "\n".join(E.report_section(None, cache))
+    # the reproduction report renders it for a checkpoint of a run with history
+    from engine.report import build_report
+
+    md = build_report([str(run / "step-0000006")], cache)
+    assert "### Emergence of the relation head" in md and f"Emergence run `{e.name}`" in md
 
 
 def test_cli_csv_and_bad_run(run, emerged, tmp_path):
