@@ -225,6 +225,9 @@ def world(nano_ckpt) -> World:
     (w.out / "metadata_binary" / "metadata.jsonl").write_bytes(b"\xff\xff\n")
     _damaged_checkpoints(step, w.bad)
     (d / "link_out").symlink_to(w.out / "metadata_binary")  # an image folder, behind a link
+    os.mkfifo(w.prompts / "fifo")
+    (w.prompts / "read_only.csv").write_text("an earlier export\n")
+    (w.prompts / "read_only.csv").chmod(0o444)
 
     # The cache: a synopsis and a screening, written by the CLI itself.
     mp = pytest.MonkeyPatch()
@@ -438,6 +441,10 @@ CLI_CASES = [
     ("sample-overwrite-onto-symlink", ["sample", "{ckpt}", "--out", "{d}/link_out", "--prompt",
                                       S, "--overwrite"], "is a symlink"),
     ("export-onto-symlink", ["export", "{ckpt}", "--out", "{d}/link_out"], "exists"),
+    ("csv-onto-a-fifo", ["heads", "{ckpt}", "--cache", "{cache}", "--format", "csv", "--out",
+                         "{prompts}/fifo"], "is a FIFO, not a regular file"),
+    ("csv-onto-a-read-only-file", ["curves", "{ckpt}", "--format", "csv", "--out",
+                                   "{prompts}/read_only.csv"], "the file is read-only"),
     ("train-seed-over-int64", ["train", "--out", "{out}/t", "--preset", "nano", "--seed",
                                str(2**64)], "does not fit a 64-bit integer"),
 ]  # fmt: skip

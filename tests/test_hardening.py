@@ -235,3 +235,86 @@ def test_checkpoint_listing_never_follows_links_out_of_the_roots(ckpt_copy, tmp_
     finally:
         roots.configure("cache")
     assert len(names & {"inside", "alias"}) == 1 and not names & {"outside", "run-out"}, names
+
+
+# --- CSV cells and CSV targets ----------------------------------------------------------------
+
+
+def test_formula_cells_are_neutralised_numbers_kept():
+    import csv
+    import io
+
+    from workbench.output import rows_to_csv, safe_cell
+
+    for cell in ("=1+2", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx", "=HYPERLINK(\"x\")"):
+        assert safe_cell(cell) == "'" + cell
+    for cell in ("-0.5", "+3", "-1e-3", "plain", "a=b", "", -2, -0.25, 3):
+        assert safe_cell(cell) == cell
+    text = rows_to_csv([{"name": "=2*3", "delta": -0.5, "s": "-0.5", "n": 4}])
+    assert list(csv.reader(io.StringIO(text))) == [
+        ["name", "delta", "s", "n"],
+        ["'=2*3", "-0.5", "-0.5", "4"],
+    ]
+
+
+def test_evaluate_csv_neutralises_file_names(tmp_path, capsys, monkeypatch):
+    """The issue's reproduction: a file name starting with '=' reaches `evaluate --format csv`."""
+    import csv
+    import io
+
+    from engine.data.files import write_dataset
+    from test_bad_input import run_cli
+
+    d = write_dataset(tmp_path / "data", 2, seed=0, size=64)
+    (d / "00000.png").rename(d / "=1+1.png")
+    meta = (d / "metadata.jsonl").read_text().replace('"00000.png"', '"=1+1.png"')
+    (d / "metadata.jsonl").write_text(meta)
+    code, out, err = run_cli(["evaluate", d, "--format", "csv"], capsys, monkeypatch)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    names = [r.get("file_name") for r in rows]
+    assert "'=1+1.png" in names and "=1+1.png" not in names, names
+
+
+def test_csv_target_checks_and_mode(tmp_path):
+    import os
+    import stat
+
+    from workbench.output import write_text_atomic
+
+    fifo = tmp_path / "pipe.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(UserError, match="FIFO"):
+        write_text_atomic(fifo, "a\n")
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    ro = tmp_path / "ro.csv"
+    ro.write_text("old\n")
+    ro.chmod(0o444)
+    with pytest.raises(UserError, match="read-only"):
+        write_text_atomic(ro, "new\n")
+    assert ro.read_text() == "old\n"
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "elsewhere.csv")
+    with pytest.raises(UserError, match="symlink"):
+        write_text_atomic(link, "x\n")
+    kept = tmp_path / "kept.csv"
+    kept.write_text("old\n")
+    kept.chmod(0o640)
+    write_text_atomic(kept, "new\n")
+    assert kept.read_text() == "new\n" and stat.S_IMODE(kept.stat().st_mode) == 0o640
+    fresh = tmp_path / "fresh.csv"
+    old = os.umask(0o027)
+    try:
+        write_text_atomic(fresh, "x\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_format_help_says_how_csv_cells_are_written(capsys, monkeypatch):
+    from test_bad_input import run_cli
+
+    for cmd in (["evaluate"], ["heads"], ["ablate"], ["curves"], ["screen"], ["jobs", "list"]):
+        code, out, _ = run_cli([*cmd, "--help"], capsys, monkeypatch)
+        assert code == 0 and "formulas" in " ".join(out.split()), cmd

@@ -79,7 +79,30 @@ def _register() -> None:
     app.command("import-pipeline")(pretrained.import_pipeline)
 
 
+def _note_csv_safety() -> None:
+    """Every `--format` option (table, csv or json) says how CSV formula cells are written
+    (one place, so a new command cannot forget it)."""
+    import inspect
+
+    from workbench.output import CSV_NOTE
+
+    def callbacks(t: typer.Typer):
+        for c in t.registered_commands:
+            yield c.callback
+        for g in t.registered_groups:
+            yield from callbacks(g.typer_instance)
+
+    for fn in callbacks(app):
+        for p in inspect.signature(fn).parameters.values():
+            info = p.default
+            if not isinstance(info, typer.models.OptionInfo) or p.name != "format":
+                continue
+            if CSV_NOTE not in (info.help or ""):  # every Format offers csv
+                info.help = f"{(info.help or '').rstrip()} {CSV_NOTE}".strip()
+
+
 _register()
+_note_csv_safety()
 
 
 def main() -> None:

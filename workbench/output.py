@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import stat
 import sys
 import tempfile
 from enum import StrEnum
@@ -23,12 +24,33 @@ class Format(StrEnum):
     json = "json"
 
 
+# Cells a spreadsheet would run as a formula start with one of these (OWASP's list).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+CSV_NOTE = (
+    "CSV cells that start with =, +, -, @, a tab or a carriage return (a spreadsheet would run "
+    "them as formulas) are written with a leading ' unless they are numbers."
+)
+
+
+def safe_cell(value):
+    """A CSV cell that no spreadsheet runs as a formula: text starting with a formula character
+    gets a leading `'`; numbers (and text that reads as one, like "-0.5") are kept as they are."""
+    if not isinstance(value, str) or not value.startswith(FORMULA_START):
+        return value
+    try:
+        float(value)
+        return value
+    except ValueError:
+        return "'" + value
+
+
 def rows_to_csv(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as CSV text, every cell through `safe_cell` (see CSV_NOTE)."""
     columns = columns or (list(rows[0]) if rows else [])
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     w.writeheader()
-    w.writerows(rows)
+    w.writerows({k: safe_cell(v) for k, v in r.items()} for r in rows)
     return buf.getvalue()
 
 
@@ -61,6 +83,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         raise UserError(
             f"cannot write {str(p)!r}: folder {str(p.parent)!r} is not writable; choose another path"
         )
+    mode = _target_mode(p)
     try:
         fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
     except OSError as e:  # read-only file system, or a permission os.access did not see
@@ -68,6 +91,7 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        os.chmod(tmp, mode)  # the replaced file's mode (a new one: what open() would give)
         os.replace(tmp, p)
     except OSError as e:  # a full disk, mostly: the old file (if any) is kept as it was
         Path(tmp).unlink(missing_ok=True)
@@ -78,6 +102,37 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _target_mode(p: Path) -> int:
+    """The mode the written file gets: the existing target's, after refusing targets that must
+    not be replaced (a symlink, a FIFO, socket or device, a read-only file)."""
+    try:
+        st = p.lstat()
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+    if stat.S_ISLNK(st.st_mode):
+        raise UserError(f"cannot write {str(p)!r}: it is a symlink; give the real file's path")
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a FIFO" if stat.S_ISFIFO(st.st_mode) else "a device or socket"
+        raise UserError(f"cannot write {str(p)!r}: it is {kind}, not a regular file")
+    if not st.st_mode & 0o200 or not os.access(p, os.W_OK):
+        raise UserError(
+            f"cannot write {str(p)!r}: the file is read-only; make it writable or choose another "
+            "path"
+        )
+    return stat.S_IMODE(st.st_mode)
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
 
 
 def _reason(e: OSError) -> str:
