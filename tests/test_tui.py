@@ -219,7 +219,15 @@ async def test_enter_opens_head_detail_and_escape_returns():
         assert screen.detail is not None and len(screen.images) == 4
         assert set(screen.screen_maps) == {"qk", "reference"}
         grid = screen.query_one("#detail-grid").plain
-        assert "sample 0:" in grid and "t13" in grid
+        # paged by step at 80 columns: the image and three steps fit, ] shows the next three
+        assert "sample 0:" in grid and "t0–t2 of 14 steps" in grid and "t3" not in grid
+        assert "0.00 ▁▂▃▄▅▆▇█" in grid  # a labelled colour key, not a strip that reads as a plot
+        assert max(len(line) for line in grid.splitlines()) <= 78
+        for _ in range(5):
+            await pilot.press("right_square_bracket")
+        grid = screen.query_one("#detail-grid").plain
+        assert "t12–t13 of 14 steps" in grid and "t13" in grid  # the last page, clamped
+        assert "each map: low" in screen.query_one("#detail-screen-maps").plain  # QK map key
         await pilot.press("c")
         await settle(pilot)
         assert screen.category == "color2"
@@ -237,7 +245,7 @@ async def test_enter_opens_head_detail_and_escape_returns():
         await settle(pilot)
         assert isinstance(app.screen, ExportDialog)
         assert app.screen.default_path.startswith(
-            f"head_detail-L{row['layer']}H{row['head']}-color2"
+            f"exports/head_detail-L{row['layer']}H{row['head']}-color2"
         )
         await pilot.press("escape", "escape")
         await settle(pilot)
@@ -474,6 +482,8 @@ KEY_NAMES = {
     "minus": "-",
     "pageup": "pgup",
     "pagedown": "pgdn",
+    "left_square_bracket": "[",
+    "right_square_bracket": "]",
 }
 
 

@@ -104,12 +104,12 @@ class WorkbenchApp(EngineCallMixin, App[None]):
         Binding("q", "quit", "Quit"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("slash", "filter", "Filter", key_display="/"),
-        Binding("s", "sort", "Sort"),
+        Binding("s", "sort", "Sort", show=False),  # footers fit 80 columns; ? lists every key
         Binding("S", "reverse_sort", "Reverse sort", show=False),
         Binding("a", "ablate", "Ablate"),
         Binding("x", "screen_heads", "Screen", show=False),
         Binding("e", "export", "Export"),
-        Binding("r", "refresh", "Refresh"),
+        Binding("r", "refresh", "Refresh", show=False),
         Binding("b", "toggle_sidebar", "Sidebar", show=False),
         Binding("o", "edit_query", "Query", show=False),
         *[

@@ -81,8 +81,8 @@ class AblationsPane(Pane):
     """
 
     BINDINGS = [
-        Binding("left_square_bracket", "other_sweep(-1)", "Older sweep", key_display="["),
-        Binding("right_square_bracket", "other_sweep(1)", "Newer sweep", key_display="]"),
+        Binding("left_square_bracket", "other_sweep(-1)", "Older sweep", show=False),
+        Binding("right_square_bracket", "other_sweep(1)", "Newer sweep", show=False),
     ]
 
     def __init__(self, *, page_size: int = 200, id: str | None = None) -> None:

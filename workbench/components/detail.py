@@ -21,6 +21,7 @@ from workbench.components.render import (
     halfblock_image,
     hstack,
     legend,
+    legend_strip,
     norm,
     value_range,
 )
@@ -61,17 +62,19 @@ class HeadDetailScreen(EngineCallMixin, Screen):
 
     DEFAULT_CSS = """
     HeadDetailScreen > #detail-title { height: 1; background: $panel; padding: 0 1; }
-    HeadDetailScreen > #detail-scroll { height: 1fr; }
+    HeadDetailScreen > #detail-scroll { height: 1fr; overflow-x: hidden; }
     HeadDetailScreen #detail-screen-maps { margin: 0 1; }
     HeadDetailScreen #detail-grid { margin: 0 1; }
     """
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
-        Binding("c", "category(1)", "Category"),
+        Binding("c", "category(1)", "Category", show=False),
         Binding("C", "category(-1)", "Prev category", show=False),
-        Binding("v", "relation(1)", "Relation"),
+        Binding("v", "relation(1)", "Relation", show=False),
         Binding("V", "relation(-1)", "Prev relation", show=False),
+        Binding("right_square_bracket", "step_page(1)", "Later steps", show=False),
+        Binding("left_square_bracket", "step_page(-1)", "Earlier steps", show=False),
         Binding("plus,equals_sign", "zoom(1)", "Zoom in", show=False),
         Binding("minus", "zoom(-1)", "Zoom out", show=False),
     ]
@@ -93,6 +96,7 @@ class HeadDetailScreen(EngineCallMixin, Screen):
         self.relation = relation if relation in RELATIONS else "above"
         self.category = category if category in TEXT_CATEGORIES else "relation"
         self.zoom = zoom
+        self.step_page = 0  # which page of denoising steps is shown (as many as fit the width)
         self.detail: tuple[list[str], list[list]] | None = None
         self.images: dict[int, list] = {}
         self.prompts: dict[int, str] = {}
@@ -225,12 +229,23 @@ class HeadDetailScreen(EngineCallMixin, Screen):
     def _title(self) -> None:
         t = Text()
         t.append(f"L{self.layer_idx}H{self.head_idx}", style="bold")
-        t.append(f" · {self.ckpt_name} · text ")
-        t.append(self.category, style="bold")
-        t.append(" (c) · QK ")
-        t.append(self.relation, style="bold")
-        t.append(" (v) · +/- zoom · esc back", style="dim")
+        tail = Text(" · text ")
+        tail.append(self.category, style="bold")
+        tail.append(" (c) · QK ")
+        tail.append(self.relation, style="bold")
+        tail.append(" (v)")
+        room = max(self.app.size.width - 2 - len(t) - len(tail) - 3, 4)
+        name = self.ckpt_name
+        if len(name) > room:
+            name = name[: room - 1] + "…"
+        t.append(f" · {name}")
+        t.append_text(tail)
         self.query_one("#detail-title", Static).update(t)
+
+    def steps_per_page(self, w: int) -> int:
+        """How many step maps fit beside the sample image (blocks w wide, 2 apart)."""
+        avail = max(self.app.size.width - 4, w)
+        return max(1, (avail - w) // (w + 2))
 
     def _draw(self) -> None:
         if not self.is_mounted:
@@ -254,7 +269,10 @@ class HeadDetailScreen(EngineCallMixin, Screen):
             cos = _cosine(qk, ref) if qk and ref else None
             cap = Text("weight-space screening", style="bold underline")
             if cos is not None:
-                cap.append(f"   pattern correlation r = {cos:+.3f}", style="bold")
+                cap.append(f" r = {cos:+.3f}", style="bold")
+            cap.append(" · each map: low ", style="dim")
+            cap.append_text(legend_strip(8))
+            cap.append(" high", style="dim")
             top.set_lines([cap, head, *hstack(blocks, gap=2, widths=[w] * len(blocks))])
         else:
             top.set_lines([Text("screening: loading…", style="dim")])
@@ -278,17 +296,21 @@ class HeadDetailScreen(EngineCallMixin, Screen):
             self.prompts.setdefault(r[si], r[pi])
         lo, hi = value_range([m for s in by_sample.values() for m in s.values()])
         w = 8 * f
-        lines: list[Text] = [Text("")]
-        cap = Text(
-            f"attention to “{self.category}” tokens per denoising step ", style="bold underline"
-        )
-        lines.append(cap)
-        lines.append(legend(lo, hi, 16))
+        all_steps = sorted({t for s in by_sample.values() for t in s})
+        per = self.steps_per_page(w)
+        pages = max(1, -(-len(all_steps) // per))
+        self.step_page = min(max(self.step_page, 0), pages - 1)
+        shown = all_steps[self.step_page * per : (self.step_page + 1) * per]
+        cap = Text(f"attention to “{self.category}”", style="bold underline")
+        if pages > 1 and shown:
+            cap.append(f" · t{shown[0]}–t{shown[-1]} of {len(all_steps)} steps ([ ])", style="bold")
+        cap.append(" · ")
+        cap.append_text(legend(lo, hi, 8))
+        lines: list[Text] = [cap]
         for sample in sorted(by_sample, key=str):
             steps = by_sample[sample]
-            lines.append(Text(""))
             lines.append(Text(f"sample {sample}: {self.prompts.get(sample, '')}", style="bold"))
-            order = sorted(steps)
+            order = [t for t in shown if t in steps]
             labels = ["image"] + [f"t{s}" for s in order]
             lines.append(Text("  ".join(lb[:w].ljust(w) for lb in labels), style="dim"))
             img = self.images.get(sample)
@@ -312,6 +334,11 @@ class HeadDetailScreen(EngineCallMixin, Screen):
         i = RELATIONS.index(self.relation)
         self.relation = RELATIONS[(i + delta) % len(RELATIONS)]
         self.load_screen_map()
+        self._draw()
+
+    def action_step_page(self, delta: int) -> None:
+        self.step_page += delta  # clamped to the pages there are when drawn
+        self.step_page = max(self.step_page, 0)
         self._draw()
 
     def action_zoom(self, delta: int) -> None:

@@ -477,13 +477,11 @@ class EngineTable(EngineCallMixin, DataTable):
             parts.append("loading…")
         else:
             n = len(self.rows_)
-            parts.append(
-                f"{self.total} rows" if n >= self.total else f"{n} of {self.total} rows loaded"
-            )
+            parts.append(f"{self.total} rows" if n >= self.total else f"{n}/{self.total} rows")
         if self.sort_by:
             parts.append(f"sort {self.sort_by} {'▼' if self.desc else '▲'}")
         if self.filter:
-            parts.append(f"filter “{self.filter}” (esc clears)")
+            parts.append(f"filter “{self.filter}” esc clears")
         return " · ".join(parts)
 
     def export_source(self) -> ExportSource:

@@ -36,16 +36,12 @@ def fmt_z(v: Any, _row: dict) -> Text | str:
     return fmt_cell(v)
 
 
+# decisive columns first (layer, head, score, ablation delta and CI): at 80 columns they always
+# show, and the rest scroll in from the right (←/→)
 HEADS_COLS = [
     Col("layer", "L"),
     Col("head", "H"),
     Col("score", "score"),
-    Col("rank", "rank"),
-    Col("peak_step", "peak"),
-    Col("z", "z", fmt_z),
-    Col("n_samples", "n"),
-    Col("screen_score", "screen"),
-    Col("screen_relation", "relation"),
     Col("ablation_delta", "Δablate", fmt_signed),
     Col(
         "ablation_ci_low",
@@ -53,6 +49,12 @@ HEADS_COLS = [
         fmt_ci_short("ablation_ci_low", "ablation_ci_high"),
         uses=("ablation_ci_high",),
     ),
+    Col("screen_score", "screen"),
+    Col("screen_relation", "relation"),
+    Col("z", "z", fmt_z),
+    Col("rank", "rank"),
+    Col("peak_step", "peak"),
+    Col("n_samples", "n"),
 ]
 
 
@@ -138,9 +140,9 @@ class HeadsPane(Pane):
         t = event.table
         q = self.query_value
         steps = q.steps or "all steps"
-        caption = f"{q.name} · {q.agg} over {steps}"
+        caption = f"{q.name} · {q.agg}, {steps}"
         if q.correct_only:
-            caption += " · correct samples only"
+            caption += " · correct only"
         s = t.summary()
         if t.params is None:
             s = "no checkpoint yet (waiting for the engine)"

@@ -232,8 +232,8 @@ class MapPane(Pane):
         if self.error:
             leg.update(Text(f"⚠ {self.error}", style="#D55E00"))
         elif self.heatmap.values:
-            line = legend(self.heatmap.lo, self.heatmap.hi, 20)
-            line.append("  viridis · ↑↓/jk layer · h/l head · enter detail", style="dim")
+            line = legend(self.heatmap.lo, self.heatmap.hi, 12, "colour")
+            line.append("  ↑↓/jk layer · h/l head · enter detail", style="dim")
             leg.update(line)
         else:
             leg.update("")

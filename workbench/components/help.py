@@ -24,8 +24,8 @@ KEY_HELP: list[tuple[str, str, str]] = [
     ("s", "tables", "sort the current table by a column"),
     ("S", "tables", "reverse the sort order"),
     ("a", "anywhere", "ablate the selected head (dialog, confirm submits a job)"),
-    ("x", "anywhere", "screen the checkpoint's heads in weight space (submits a job)"),
-    ("e", "anywhere", "export the current table (all rows) to CSV"),
+    ("x", "anywhere", "screen the checkpoint's heads in weight space (confirm submits a job)"),
+    ("e", "anywhere", "export the current table (all rows) to CSV in ./exports"),
     ("r", "anywhere", "refresh from the engine"),
     ("o", "heads", "edit the query (text → image category, steps, aggregation)"),
     ("b", "main", "show / hide the checkpoints sidebar"),
@@ -35,12 +35,14 @@ KEY_HELP: list[tuple[str, str, str]] = [
     ("c", "jobs", "cancel the job under the cursor"),
     ("c  C", "head detail", "next / previous text category"),
     ("v  V", "head detail", "next / previous relation for the QK map"),
+    ("[  ]", "head detail", "earlier / later denoising steps (as many as fit the width)"),
+    ("[  ]", "ablations", "older / newer stored per-head sweep"),
     ("+  -", "head detail", "zoom the maps and images"),
     ("ctrl+s", "ablate dialog", "submit"),
     ("space", "ablate dialog", "toggle a token category"),
     ("?", "anywhere", "this help"),
     ("ctrl+p", "anywhere", "command palette (every action)"),
-    ("q", "anywhere", "quit (jobs keep running in the engine)"),
+    ("q", "anywhere", "quit (jobs keep running; says how to stop the engine)"),
 ]
 
 

@@ -102,10 +102,25 @@ def value_range(maps: Sequence[Sequence[Sequence[float]]]) -> tuple[float, float
     return min(vals), max(vals)
 
 
-def legend(lo: float, hi: float, width: int = 16) -> Text:
-    t = Text(f"{lo:.2f} ")
+_RAMP_GLYPHS = "▁▂▃▄▅▆▇█"
+
+
+def legend_strip(width: int) -> Text:
+    """Bars rising from low to high, coloured as the map cells (readable without colour)."""
+    t = Text()
+    n = max(width - 1, 1)
     for i in range(width):
-        t.append(" ", cell_style(None, cmap(i / max(width - 1, 1))))
+        glyph = _RAMP_GLYPHS[round(i / n * (len(_RAMP_GLYPHS) - 1))]
+        t.append(glyph, cell_style(cmap(i / n), None))
+    return t
+
+
+def legend(lo: float, hi: float, width: int = 16, label: str = "") -> Text:
+    """A colour key that reads as one: `label lo ▁▂▃…█ hi`, the bars rising with the value (so it
+    still reads in monochrome) and coloured as the cells they describe."""
+    t = Text(f"{label} " if label else "", style="dim")
+    t.append(f"{lo:.2f} ")
+    t.append_text(legend_strip(width))
     t.append(f" {hi:.2f}")
     return t
 

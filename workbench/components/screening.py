@@ -17,7 +17,7 @@ from workbench.components.detail import RELATIONS, draw_map
 from workbench.components.engine_table import Col, EngineTable, fmt_signed
 from workbench.components.heads import head_of
 from workbench.components.messages import HeadSelected, OpenHeadDetail
-from workbench.components.render import hstack, join_lines, value_range
+from workbench.components.render import hstack, join_lines, legend_strip, value_range
 
 SCREEN_COLS = [
     Col("layer", "L"),
@@ -28,6 +28,14 @@ SCREEN_COLS = [
     Col("energy", "energy"),
     Col("rank", "rank"),
 ]
+
+
+def _qk_legend() -> Text:
+    """Each map is scaled to its own range, so the key names ends, not numbers."""
+    t = Text("each map: low ", style="dim")
+    t.append_text(legend_strip(8))
+    t.append(" high", style="dim")
+    return t
 
 
 class ScreenMapView(Widget):
@@ -70,7 +78,12 @@ class ScreenMapView(Widget):
                 labels.append(label[:w])
         lab = Text("  ".join(lb.ljust(w) for lb in labels), style="dim")
         return join_lines(
-            [self.title or Text(""), lab, *hstack(blocks, gap=2, widths=[w] * len(blocks))]
+            [
+                self.title or Text(""),
+                lab,
+                *hstack(blocks, gap=2, widths=[w] * len(blocks)),
+                _qk_legend(),
+            ]
         )
 
 
