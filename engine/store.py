@@ -52,7 +52,8 @@ def default_cache_dir() -> Path:
 def cache_path(ckpt, cache_dir: str | os.PathLike | None = None) -> Path:
     """The cache file of a loaded checkpoint: <cache>/<run name>-<hash12>.h5."""
     path = Path(ckpt.path).resolve()
-    name = path.parent.name if path.name.startswith("step-") else path.name
+    run = path.parent.parent if path.parent.name == "history" else path.parent  # --keep-history
+    name = run.name if path.name.startswith("step-") else path.name
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:48] or "checkpoint"
     step = f"-{path.name}" if path.name.startswith("step-") else ""
     folder = Path(cache_dir or default_cache_dir())

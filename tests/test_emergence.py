@@ -274,3 +274,22 @@ async def test_training_pane_shows_head_emergence_on_the_curves_axis():
         app.switch_checkpoint("nano-fresh")
         await _settle(pilot)
         assert sparks.heads == [] and "dit-workbench emergence" in sparks.render().plain
+
+
+@pytest.mark.slow
+def test_synopsis_per_checkpoint(run, tmp_path):
+    from engine.probe.ranking import rank_heads
+    from engine.store import Store
+
+    e = E.compute_emergence(run, tmp_path, synopsis=2, synopsis_steps=2)
+    assert e.synopsis.shape == (3, 3, 3) and np.isfinite(e.synopsis).all()
+    assert ((0 <= e.synopsis_spatial) & (e.synopsis_spatial <= 1)).all()
+    # each checkpoint's synopsis is in its own cache file, named after the run
+    ck = load_checkpoint(run / "history" / "step-0000004")
+    store = Store.for_checkpoint(ck, tmp_path)
+    assert store.path.name.startswith("run-step-0000004-")
+    rows = rank_heads(store, store.latest_run("synopsis"), query=E.RELATION_QUERY)
+    for r in rows:
+        assert e.synopsis[1, r["layer"], r["head"]] == pytest.approx(r["score"], abs=1e-6)
+    again = E.compute_emergence(run, tmp_path, synopsis=2, synopsis_steps=2)
+    assert again.name == e.name  # stored steps reused, no new run
