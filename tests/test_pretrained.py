@@ -24,6 +24,8 @@ OURS = "red triangle is to the upper left of blue circle"
 
 
 def build_tiny_pipeline(out: Path, layers: int = 2, sample_size: int = 16) -> Path:
+    """A random PixArt-Sigma pipeline folder, as diffusers saves one: token grid sample_size/2,
+    learned variance (out_channels 8) as PixArt's, a scheduler config that differs from ours."""
     import torch
     from diffusers import (
         AutoencoderKL,
@@ -38,17 +40,15 @@ def build_tiny_pipeline(out: Path, layers: int = 2, sample_size: int = 16) -> Pa
         normalizers,
         pre_tokenizers,
         processors,
-        trainers,
     )
     from transformers import T5Config, T5EncoderModel, T5TokenizerFast
-    from engine.data.prompts import eval_prompts
 
     from engine.data.relations import ALL_PHRASES
     from engine.data.scenes import COLORS, SHAPES
 
     # A hand-made Unigram vocabulary (T5's kind of model): whole-word pieces for most of our
-    # words, "upper" and "triangle" only as two pieces, "left" and every other word spelled from letters
-    # after a lone "▁" (as T5 writes rare words): the sub-word cases the categories must map.
+    # words, "upper" and "triangle" only as two pieces, "left" and every other word spelled
+    # from letters after a lone "▁" (as T5 writes rare words): the cases categories must map.
     words = (
         {w for p, _ in ALL_PHRASES for w in p.split()}
         | set(COLORS)
@@ -330,3 +330,79 @@ def test_synopsis_two_prompts_and_heads(ckpt, tmp_path, capsys, monkeypatch):
     want = np.nanmean(cross[:, :, :, 1, :, 2, 2].max(axis=1), axis=0)  # [layer, head]
     for r in rows:
         assert float(r["score"]) == pytest.approx(want[int(r["layer"]), int(r["head"])], abs=2e-3)
+
+
+def test_token_masks_and_word_interventions_on_t5_pieces(ckpt):
+    import torch
+
+    from engine.intervene.sample import sample_intervened
+    from engine.intervene.spec import parse_spec
+    from engine.model.checkpoint import load_checkpoint
+    from engine.model.sampler import sample_images
+
+    ck = load_checkpoint(ckpt)
+    plain = sample_images(ck, [OURS, FREE], [0, 0], steps=2)
+    masked, _ = sample_intervened(ck, parse_spec("mask-head 1.1 tokens=relation", 2, 2, 2),
+                                  [OURS, FREE], [0, 0], steps=2)  # fmt: skip
+    # the relation's pieces ("up", "per", the lone start piece of "left"...) are masked: the
+    # image changes; the free caption has no relation token, so masking changes nothing
+    assert not torch.equal(masked[0], plain[0])
+    assert torch.equal(masked[1], plain[1])
+    _, captions = sample_intervened(ck, parse_spec("drop-words relation"), [OURS], [0], steps=2)
+    assert captions == ["red triangle is blue circle"]
+    added, _ = sample_intervened(ck, parse_spec('embed-add "+above -below"'), [OURS], [0], steps=2)
+    assert not torch.equal(added[0], plain[0])
+
+
+def test_screening_on_a_64x64_grid_matches_direct_products(ckpt):
+    """Screening reads the transformer's own position embedding; on PixArt-Sigma's 64x64 grid
+    its low-rank path gives the same maps as the direct q.k products."""
+    import torch
+    from diffusers import PixArtTransformer2DModel
+
+    from engine.model.checkpoint import load_checkpoint
+    from engine.probe.screening import position_features, relation_tokens, screen_model
+
+    enc = load_checkpoint(ckpt).text_encoder
+    torch.manual_seed(1)
+    tr = PixArtTransformer2DModel(num_attention_heads=2, attention_head_dim=16, in_channels=4,
+                                  out_channels=8, num_layers=2, cross_attention_dim=32,
+                                  sample_size=128, patch_size=2, caption_channels=32,
+                                  use_additional_conditions=False, norm_type="ada_norm_single",
+                                  norm_elementwise_affine=False, norm_eps=1e-6,
+                                  num_embeds_ada_norm=1000, attention_bias=True,
+                                  activation_fn="gelu-approximate", interpolation_scale=2).eval()  # fmt: skip
+    s = screen_model(tr, enc, ["above", "left"])
+    assert s.grid == (64, 64) and s.maps.shape == (2, 2, 2, 64, 64)
+    pos, grid = position_features(tr)
+    assert torch.equal(pos, tr.pos_embed.pos_embed[0].float())  # the model's own buffer
+    toks = relation_tokens(enc, tr, ["above", "left"])
+    a = tr.transformer_blocks[1].attn2
+    with torch.no_grad():
+        q = a.to_q(pos).view(4096, 2, 16)[:, 1]  # head 1
+        k = torch.nn.functional.linear(toks.relation_emb, a.to_k.weight).view(2, 2, 16)[:, 1]
+        want = (k @ q.T * a.scale).reshape(2, 64, 64).numpy()
+    assert np.allclose(s.maps[1, 1], want, atol=1e-4 * np.abs(want).max())
+
+
+def test_screen_ablate_and_csv_export_through_the_cli(ckpt, tmp_path, capsys, monkeypatch):
+    cache, prompts = tmp_path / "cache", tmp_path / "p.txt"
+    prompts.write_text(f"{OURS}\nblue square is left of red circle\n")
+    code, out, err = run_cli(["screen", ckpt, "--best", "--cache", cache, "--format", "csv"],
+                             capsys, monkeypatch)  # fmt: skip
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 4 and {(r["layer"], r["head"]) for r in rows} == {
+        (str(layer), str(head)) for layer in range(2) for head in range(2)
+    }
+    code, out, err = run_cli(["ablate", ckpt, "--intervention", "mask-head 1.1 tokens=relation",
+                              "--n", 4, "--steps", 2, "--prompts", prompts, "--cache", cache,
+                              "--format", "csv"], capsys, monkeypatch)  # fmt: skip
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows and all(
+        float(r["ci_low"]) <= float(r["delta"]) <= float(r["ci_high"]) for r in rows
+    )
+    by_metric = {r["metric"]: r for r in rows}
+    for r in by_metric.values():
+        assert float(r["delta"]) == pytest.approx(float(r["intervened"]) - float(r["baseline"]))

@@ -349,6 +349,15 @@ def low_rank(x: torch.Tensor, rtol: float = 1e-6) -> tuple[torch.Tensor, torch.T
     import torch
 
     x = x.double()
+    if x.shape[0] > x.shape[1]:
+        # More positions than features (PixArt-Sigma: 4096 x 1152): x = U S V^T from the
+        # smaller Gram matrix x^T x = V S^2 V^T; A = x V, B = V^T (an N x N eigh is minutes).
+        ev, v = torch.linalg.eigh(x.T @ x)
+        ev, v = ev.flip(0), v.flip(1)
+        sv = ev.clamp(min=0).sqrt()
+        r = max(1, int((sv > sv[0] * rtol).sum()))
+        v = v[:, :r]
+        return (x @ v).float(), v.T.float()
     ev, u = torch.linalg.eigh(x @ x.T)  # x = U S V^T: the Gram matrix gives U and S^2 cheaply
     ev, u = ev.flip(0), u.flip(1)
     sv = ev.clamp(min=0).sqrt()
