@@ -247,16 +247,20 @@ def compute_emergence(
     synopsis_steps: int = SYNOPSIS_STEPS,
     recompute: bool = False,
     progress: Callable[[int, int, int], None] | None = None,
+    device: str = "auto",
 ) -> Emergence:
     """Screen every kept checkpoint of `run` (reusing stored steps with unchanged hashes) and
-    store the result as a new emergence run unless it equals the newest stored one."""
+    store the result as a new emergence run unless it equals the newest stored one. Screening
+    runs on the CPU (float32, exact); the optional synopsis samples on `device`."""
     from engine import __version__
     from engine.data.relations import RELATIONS
+    from engine.device import check_device, resolve_device
     from engine.model.checkpoint import load_checkpoint, read_meta
     from engine.probe.screening import METRICS, screen
 
     if synopsis < 0 or synopsis_steps <= 0:
         raise UserError("--synopsis must be >= 0 and --synopsis-steps positive")
+    dev = resolve_device(check_device(device)) if synopsis else None
     run = run_folder(run)
     kept = kept_checkpoints(run)
     store = run_store(run, cache_dir)
@@ -290,6 +294,8 @@ def compute_emergence(
             for m in METRICS:
                 per[m].append(s.scores[m])
             if synopsis:
+                if dev.type != "cpu":
+                    ckpt.to(dev)
                 sc, sp = _synopsis_of(ckpt, synopsis, synopsis_steps, cache_dir)
                 syn.append(sc)
                 syn_sp.append(sp)
@@ -431,8 +437,12 @@ def validate_emergence(params: dict, cwd: str | None) -> dict:
         "synopsis_steps": Param(int, SYNOPSIS_STEPS),
         "recompute": Param(bool, False),
         "cache": Param(str, None, path=True),
+        "device": Param(str, "auto"),
     }
     p = check_params("emergence", params, spec, cwd)
+    from engine.device import check_device
+
+    p["device"] = check_device(p["device"])
     if p["synopsis"] < 0 or p["synopsis_steps"] <= 0:
         raise UserError("param 'synopsis' must be >= 0 and 'synopsis_steps' positive")
     kept_checkpoints(p["run"])  # a run without checkpoints fails before queueing
@@ -453,6 +463,7 @@ def run_emergence(params: dict, report) -> dict:
         params.get("synopsis_steps", SYNOPSIS_STEPS),
         params.get("recompute", False),
         progress=on,
+        device=params.get("device", "auto"),
     )
     la, h = e.top_heads(1)[0]
     report.log(

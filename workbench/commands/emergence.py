@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from engine.device import DEVICE_HELP
 from workbench.output import Format, dump_json, emit, print_rows, progress_bar, rows_to_csv
 
 
@@ -40,6 +41,9 @@ def emergence(
     ),
     format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
     out: str = typer.Option(None, "--out", help="Write the output to this file."),
+    device: str = typer.Option(
+        "auto", "--device", help="Where the --synopsis samples: " + DEVICE_HELP
+    ),
 ):
     """Weight-space screening of every kept checkpoint of a run (all heads x relations, well
     under a second each): a table of step x head (mean cosine over the 8 relations), and for the
@@ -47,14 +51,22 @@ def emergence(
     metrics.jsonl first passes 50%. Stored in the run's cache (kind "emergence"); steps already
     screened are reused."""
     from engine import emergence as E
+    from engine.device import check_device
     from engine.errors import UserError
 
+    check_device(device)
     if top < 1:
         raise UserError(f"--top must be at least 1 (got {top})")
     tick, stop = progress_bar("screening checkpoints")
     try:
         e = E.compute_emergence(
-            run, cache, synopsis, synopsis_steps, recompute, progress=lambda k, n, s: tick(k, n)
+            run,
+            cache,
+            synopsis,
+            synopsis_steps,
+            recompute,
+            progress=lambda k, n, s: tick(k, n),
+            device=device,
         )
     finally:
         stop()
