@@ -406,3 +406,36 @@ def test_screen_ablate_and_csv_export_through_the_cli(ckpt, tmp_path, capsys, mo
     by_metric = {r["metric"]: r for r in rows}
     for r in by_metric.values():
         assert float(r["delta"]) == pytest.approx(float(r["intervened"]) - float(r["baseline"]))
+
+
+def test_engine_lists_the_import_and_serves_its_heads_table(ckpt, tmp_path):
+    """What the TUI shows comes from the engine: its checkpoint list and the heads table."""
+    from engine import roots
+    from engine.jobs import get_kind
+    from engine.tables import TABLES, list_checkpoints, query
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text(f"{OURS}\n{FREE}\n")
+    roots.configure(tmp_path / "cache", [ckpt.parent])
+    try:
+        (entry,) = [e for e in list_checkpoints() if e["name"] == ckpt.name]
+        assert "error" not in entry and (entry["layers"], entry["heads"]) == (2, 2)
+        assert entry["text"].startswith("t5:") and entry["codec"].startswith("vae:")
+        kind = get_kind("synopsis")
+        params = kind.check({"checkpoint": str(ckpt), "prompts": f"free:{prompts.name}",
+                             "n_per_prompt": 1, "steps": 2}, str(tmp_path))  # fmt: skip
+        assert params["prompts"] == f"free:{prompts}"
+
+        class Rep:
+            def progress(self, *a, **k):
+                pass
+
+            def log(self, line):
+                pass
+
+        kind(params, Rep())
+        cols, rows = TABLES["heads"]({"checkpoint": ckpt.name, "query": "relation->background"})
+        page = query(cols, rows, sort="score", limit=10)
+        assert page["total"] == 4 and {"layer", "head", "score"} <= set(cols)
+    finally:
+        roots.configure("cache")

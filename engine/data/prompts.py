@@ -160,6 +160,15 @@ def free_prompt(text: str) -> Prompt:
     return Prompt(text, "", "", "", "", "", "", False, False)
 
 
+def resolve_prompt_spec(spec: str, cwd: str | None = None) -> str:
+    """A `--prompts` value with its file made absolute against `cwd` (keeping "free:")."""
+    if spec == "eval":
+        return spec
+    free = spec.startswith("free:")
+    path = str(Path(cwd or ".", spec[5:] if free else spec).resolve())
+    return f"free:{path}" if free else path
+
+
 def prompt_set(spec: str) -> tuple[list[Prompt], str]:
     """`--prompts` of the probe commands: "eval" (the fixed 264), a file of captions, or
     "free:FILE", a file of any text (captions the parser reads keep their scene, others become

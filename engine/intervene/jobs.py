@@ -7,7 +7,7 @@ cheap (no torch); the run functions load the model in the job's worker process.
 from __future__ import annotations
 
 from engine import limits, roots
-from engine.data.prompts import prompt_set
+from engine.data.prompts import prompt_set, resolve_prompt_spec
 from engine.device import check_device
 from engine.errors import UserError
 from engine.jobs import (
@@ -43,13 +43,12 @@ VARIANCE = {
 
 
 def _check_common(p: dict, cwd: str | None) -> dict:
-    from pathlib import Path
 
     from engine.model.checkpoint import resolve_checkpoint_dir
 
     resolve_checkpoint_dir(p["checkpoint"])
     if p["prompts"] != "eval":
-        p["prompts"] = str(Path(cwd or ".", p["prompts"]).resolve())
+        p["prompts"] = resolve_prompt_spec(p["prompts"], cwd)
         check_caption_lengths(q.text for q in prompt_set(p["prompts"])[0])
     check_cache_dir(p["cache"])
     p["cache"] = p["cache"] or str(roots.cache_dir())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from engine import limits, roots
-from engine.data.prompts import prompt_set
+from engine.data.prompts import prompt_set, resolve_prompt_spec
 from engine.device import check_device
 from engine.errors import UserError
 from engine.jobs import (
@@ -42,7 +42,6 @@ ABLATION_METRIC = {"relation": "spatial", "shape1": "shape", "shape2": "shape",
 
 
 def validate_synopsis(params: dict, cwd: str | None) -> dict:
-    from pathlib import Path
 
     from engine.model.checkpoint import resolve_checkpoint_dir
 
@@ -54,7 +53,7 @@ def validate_synopsis(params: dict, cwd: str | None) -> dict:
         raise UserError(f"param 'detail' must be >= 0 (got {p['detail']})")
     resolve_checkpoint_dir(p["checkpoint"])
     if p["prompts"] != "eval":
-        p["prompts"] = str(Path(cwd or ".", p["prompts"]).resolve())
+        p["prompts"] = resolve_prompt_spec(p["prompts"], cwd)
         check_caption_lengths(q.text for q in prompt_set(p["prompts"])[0])
     check_cache_dir(p["cache"])
     p["cache"] = p["cache"] or str(roots.cache_dir())
