@@ -293,3 +293,23 @@ def test_synopsis_per_checkpoint(run, tmp_path):
         assert e.synopsis[1, r["layer"], r["head"]] == pytest.approx(r["score"], abs=1e-6)
     again = E.compute_emergence(run, tmp_path, synopsis=2, synopsis_steps=2)
     assert again.name == e.name  # stored steps reused, no new run
+
+
+def test_curves_and_export_know_the_history(run, tmp_path):
+    from typer.testing import CliRunner
+
+    from workbench.cli import app
+
+    r = CliRunner().invoke(app, ["curves", str(run), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["history_steps"] == [2, 4, 6]
+    assert [c["history"] for c in doc["curves"]] == ["kept", "kept", "kept"]
+    r = CliRunner().invoke(app, ["curves", str(run)])
+    assert "dit-workbench emergence" in r.output and "--step N" in r.output
+    r = CliRunner().invoke(app, ["export", str(run), "--step", "2", "--out", str(tmp_path / "x")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "x" / "workbench.json").read_text())["step"] == 2
+    r = CliRunner().invoke(app, ["export", str(run), "--step", "3", "--out", str(tmp_path / "y")])
+    assert isinstance(r.exception, UserError) and "kept history steps" in str(r.exception)
+    assert not (tmp_path / "y").exists()
