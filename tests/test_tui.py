@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.worker import WorkerState
 
+from workbench.app import PANES as PANES_ORDER
 from workbench.app import MainScreen, WorkbenchApp
 from workbench.components.ablate import AblateDialog
 from workbench.components.detail import HeadDetailScreen
@@ -190,6 +191,70 @@ async def test_bad_filter_is_a_notification_and_keeps_the_table():
         await settle(pilot)
         assert t.filter is None and t.total == 144
         assert any("unknown column 'nosuch'" in n for n in notes(app))
+
+
+async def test_filter_takes_header_names_keeps_the_last_good_one_and_reopens_with_it():
+    from textual.widgets import Input
+
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        t = heads_table(app)
+        await pilot.press("slash", *"L<3", "enter")  # the header's short name
+        await settle(pilot)
+        assert t.filter == "layer<3" and t.total == 36
+        caption = str(app.query_one("#heads-caption").render())
+        assert "filter “L<3”" in caption
+        await pilot.press("slash")
+        await settle(pilot)
+        dlg = app.screen
+        assert isinstance(dlg, FilterDialog) and dlg.query_one(Input).value == "L<3"
+        dlg.query_one(Input).value = "nosuch>1 H<2"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert t.filter == "layer<3" and t.total == 36  # the last good filter still holds
+        assert "unknown column 'nosuch'" in t.filter_error
+        caption = str(app.query_one("#heads-caption").render())
+        assert "⚠" in caption and "“layer<3” kept" in caption
+        await pilot.press("j")  # the error stays on show while the user does other things
+        await settle(pilot)
+        assert "⚠" in str(app.query_one("#heads-caption").render())
+        await pilot.press("slash")
+        await settle(pilot)
+        assert app.screen.query_one(Input).value == "nosuch>1 H<2"  # to fix what failed
+        app.screen.query_one(Input).value = "Δablate<0 CI95<0"
+        await pilot.press("enter")
+        await settle(pilot)
+        assert t.filter == "ablation_delta<0 ablation_ci_low<0" and t.filter_error is None
+        assert t.total == 1 and "⚠" not in str(app.query_one("#heads-caption").render())
+
+
+async def test_selected_head_stays_the_same_across_panes():
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        t = heads_table(app)
+        # a head that is on the first page of both Heads and Screening, not first in either
+        fake_screen = app.client.table("screening", checkpoint="dit-b-rte", relation="all")
+        on_screen = [(r[0], r[1]) for r in fake_screen["rows"][5:]]
+        i = next(i for i in range(3, len(t.rows_)) if tuple(t.rows_[i][:2]) in on_screen)
+        t.move_cursor(row=i)
+        await settle(pilot)
+        chosen = (t.current_row()["layer"], t.current_row()["head"])
+        assert app.selected == chosen
+        for _ in range(len(PANES_ORDER)):  # tab through every pane and back to Heads
+            await pilot.press("tab")
+            await settle(pilot, extra=0.3)
+            assert app.selected == chosen, f"moved on pane {app.active_pane_id}"
+        assert app.active_pane_id == "heads"
+        assert (t.current_row()["layer"], t.current_row()["head"]) == chosen
+        await pilot.press("3")
+        await settle(pilot, extra=0.3)
+        st = app.query_one("#screening-table", EngineTable)
+        assert (st.current_row()["layer"], st.current_row()["head"]) == chosen
+        await pilot.press("j")  # a move the user makes does select another head
+        await settle(pilot)
+        assert app.selected == (st.current_row()["layer"], st.current_row()["head"])
 
 
 async def test_text_filter_on_the_jobs_pane_is_client_side():

@@ -461,6 +461,11 @@ class WorkbenchApp(EngineCallMixin, App[None]):
                 p.deactivate()
         if pid == "map" and self.selected:
             self.map_pane.sync_cursor(*self.selected)
+        elif self.selected:
+            try:
+                self.pane(pid).follow_selection(*self.selected)
+            except Exception:  # shutting down
+                pass
         try:
             pane = self.pane(pid)
         except Exception:  # shutting down
@@ -561,7 +566,11 @@ class WorkbenchApp(EngineCallMixin, App[None]):
                 t.set_filter(text)
                 t.focus()
 
-        self.push_screen(FilterDialog(t.filter, t.table_name, t.columns_), done)
+        names = [f"{label}={col}" for label, col in t.header_names().items()]
+        current = t.filter_typed if t.filter_typed is not None else t.filter
+        self.push_screen(
+            FilterDialog(current, t.table_name, t.columns_, names, t.filter_error), done
+        )
 
     def action_sort(self) -> None:
         t = self._table_or_warn()

@@ -218,7 +218,7 @@ class AblationsPane(Pane):
         event.stop()
         if event.table is self.sweep:
             hd = head_of(event.row)
-            if hd is not None:
+            if hd is not None and event.user:
                 self.post_message(HeadSelected(*hd, source="sweep", row=event.row))
 
     def on_engine_table_activated(self, event: EngineTable.Activated) -> None:

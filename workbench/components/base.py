@@ -142,6 +142,13 @@ class Pane(EngineCallMixin, Vertical):
     def selected_head(self) -> tuple[int, int] | None:
         return None
 
+    def follow_selection(self, layer: int, head: int) -> None:
+        """Put the current table's cursor on this head when it is loaded (switching panes keeps
+        the selected head)."""
+        t = self.current_table()
+        if t is not None and "layer" in t.columns_ and "head" in t.columns_:
+            t.select_where(lambda r: (r.get("layer"), r.get("head")) == (layer, head))
+
     def focus_main(self) -> None:
         t = self.current_table()
         if t is not None:

@@ -18,7 +18,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from workbench.components.base import EngineCallMixin, ExportSource
-from workbench.components.rowfilter import FilterError, filter_rows, sort_rows
+from workbench.components.rowfilter import FilterError, filter_rows, sort_rows, translate_names
 
 # columns where "sort" most usefully starts with the largest value first
 DESC_FIRST = {
@@ -116,12 +116,15 @@ class EngineTable(EngineCallMixin, DataTable):
             return self.table
 
     class RowChanged(Message):
-        """The cursor moved to another row (``row`` is the engine row as a dict)."""
+        """The cursor moved to another row (``row`` is the engine row as a dict). ``user`` is
+        False when the table put it there itself (after loading, or to follow the selection):
+        panes only announce a newly selected head for moves the user made."""
 
-        def __init__(self, table: EngineTable, row: dict | None) -> None:
+        def __init__(self, table: EngineTable, row: dict | None, user: bool = True) -> None:
             super().__init__()
             self.table = table
             self.row = row
+            self.user = user
 
         @property
         def control(self) -> EngineTable:
@@ -160,7 +163,10 @@ class EngineTable(EngineCallMixin, DataTable):
         self.params: dict | None = None
         self.sort_by: str | None = None
         self.desc = False
-        self.filter: str | None = None
+        self.filter: str | None = None  # the filter in effect (engine column names)
+        self.filter_typed: str | None = None  # as the user typed it (header names allowed)
+        self.filter_error: str | None = None  # why the last filter typed was refused
+        self._auto_row: int | None = None  # a cursor move the table made itself
         self.columns_: list[str] = []
         self.rows_: list[list] = []
         self.total = 0
@@ -198,11 +204,27 @@ class EngineTable(EngineCallMixin, DataTable):
             self._load(self.sort_by, not self.desc, self.filter, keep_cursor=True)
 
     def set_filter(self, text: str | None) -> None:
+        """Filter by `text`; header names (`L<3`, `CI95<0`) stand for their columns. A filter
+        the engine refuses leaves the last good one in effect and the error on show."""
         text = (text or "").strip() or None
-        self._load(self.sort_by, self.desc, text, keep_cursor=True)
+        self.filter_typed = text
+        if text is None:
+            self.filter_error = None
+        self._load(self.sort_by, self.desc, self.to_engine_filter(text), keep_cursor=True)
+
+    def header_names(self) -> dict[str, str]:
+        """Header label -> engine column, for the labels that differ from the column name."""
+        out = {}
+        for c in self._shown_cols or self.cols or []:
+            if c.label != c.key and c.key in (self.columns_ or [c.key]):
+                out[c.label.replace(" ", "")] = c.key
+        return out
+
+    def to_engine_filter(self, text: str | None) -> str | None:
+        return translate_names(text, self.header_names(), self.columns_) if text else text
 
     def action_clear_filter(self) -> None:
-        if self.filter:
+        if self.filter or self.filter_error:
             self.set_filter(None)
 
     @property
@@ -234,6 +256,8 @@ class EngineTable(EngineCallMixin, DataTable):
         self.pending = True
         if not self.rows_:
             self.loading = True
+        # a new filter that fails keeps the table as it was (the last good filter)
+        new_filter = filt != self.filter and self.params is not None and bool(self.columns_)
 
         def fetch(client: Any) -> dict:
             return client.table(
@@ -246,16 +270,19 @@ class EngineTable(EngineCallMixin, DataTable):
             lambda res: self._apply(res, gen, sort, desc, filt, keep, append=False),
             group=f"table:{id(self)}",
             quiet=self.quiet,
-            on_error=lambda exc: self._failed(exc, gen),
+            on_error=lambda exc: self._failed(exc, gen, filter_change=new_filter),
         )
 
-    def _failed(self, exc: BaseException, gen: int) -> None:
+    def _failed(self, exc: BaseException, gen: int, filter_change: bool = False) -> None:
         if gen != self._gen:
             return
         self.pending = False
         self.loading = False
         self._more = False
-        self.error = str(exc) or type(exc).__name__
+        if filter_change:
+            self.filter_error = str(exc) or type(exc).__name__
+        else:
+            self.error = str(exc) or type(exc).__name__
         self.post_message(self.Loaded(self))
 
     def _apply(
@@ -275,6 +302,8 @@ class EngineTable(EngineCallMixin, DataTable):
         self.loading = False
         self._more = False
         self.error = None
+        if filt == self.to_engine_filter(self.filter_typed):
+            self.filter_error = None
         self.sort_by, self.desc, self.filter = sort, desc, filt
         rows = list(res.get("rows") or [])
         self.total = int(res.get("total", len(rows)))
@@ -345,7 +374,11 @@ class EngineTable(EngineCallMixin, DataTable):
             shown = sort_rows(filter_rows(rows, cols, filt), cols, sort, desc)
         except FilterError as e:
             self.notify(str(e), severity="error", title="filter")
+            self.filter_error = str(e)
+            self.post_message(self.Loaded(self))
             return
+        if filt == self.to_engine_filter(self.filter_typed):
+            self.filter_error = None
         self.sort_by, self.desc, self.filter = sort, desc, filt
         self.columns_, self.rows_, self.total, self.error = cols, shown, len(shown), None
         self._rebuild(keep)
@@ -380,7 +413,11 @@ class EngineTable(EngineCallMixin, DataTable):
                     if self._row_id_at(i) == keep:
                         target = i
                         break
+            sel = self.selected_head_row()  # the head selected anywhere in the app comes first
+            if sel is not None:
+                target = sel
             if self.row_count:
+                self._auto_row = target
                 self.move_cursor(row=target, animate=False)
 
     def _add_rows(self, rows: list[list], start: int) -> None:
@@ -422,9 +459,21 @@ class EngineTable(EngineCallMixin, DataTable):
             d = self.row_dict(i)
             if d is not None and pred(d):
                 if self.cursor_row != i:
+                    self._auto_row = i
                     self.move_cursor(row=i)
                 return True
         return False
+
+    def selected_head_row(self) -> int | None:
+        """The first loaded row of the head the app has selected (tables with layer and head)."""
+        sel = getattr(self.app, "selected", None)
+        if not sel or "layer" not in self.columns_ or "head" not in self.columns_:
+            return None
+        li, hi = self.columns_.index("layer"), self.columns_.index("head")
+        for i, r in enumerate(self.rows_):
+            if (r[li], r[hi]) == tuple(sel):
+                return i
+        return None
 
     # ----------------------------------------------------------------- events / keys
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -434,7 +483,9 @@ class EngineTable(EngineCallMixin, DataTable):
         idx = event.cursor_row
         if not self.local and len(self.rows_) < self.total and idx >= len(self.rows_) - 20:
             self._load_more()
-        self.post_message(self.RowChanged(self, self.row_dict(idx)))
+        user = idx != self._auto_row
+        self._auto_row = None
+        self.post_message(self.RowChanged(self, self.row_dict(idx), user=user))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         if event.data_table is not self:
@@ -473,6 +524,9 @@ class EngineTable(EngineCallMixin, DataTable):
         if self.error:
             return f"⚠ {self.error}"
         parts = []
+        if self.filter_error:
+            kept = f"“{self.filter}” kept" if self.filter else "no filter"
+            parts.append(f"⚠ {self.filter_error} · {kept} · / to fix")
         if self.pending and not self.rows_:
             parts.append("loading…")
         else:
@@ -480,8 +534,9 @@ class EngineTable(EngineCallMixin, DataTable):
             parts.append(f"{self.total} rows" if n >= self.total else f"{n}/{self.total} rows")
         if self.sort_by:
             parts.append(f"sort {self.sort_by} {'▼' if self.desc else '▲'}")
-        if self.filter:
-            parts.append(f"filter “{self.filter}” esc clears")
+        if self.filter and not self.filter_error:
+            shown = self.filter_typed if self.filter_typed else self.filter
+            parts.append(f"filter “{shown}” esc clears")
         return " · ".join(parts)
 
     def export_source(self) -> ExportSource:

@@ -21,15 +21,25 @@ class FilterDialog(ModalScreen[str | None]):
         border-top: hkey $accent;
     }
     FilterDialog .hint { color: $text-muted; }
+    FilterDialog .error { color: $error; text-style: bold; }
     """
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
-    def __init__(self, current: str | None, table: str, columns: list[str]) -> None:
+    def __init__(
+        self,
+        current: str | None,
+        table: str,
+        columns: list[str],
+        names: list[str] | None = None,
+        error: str | None = None,
+    ) -> None:
         super().__init__()
-        self.current = current or ""
+        self.current = current or ""  # opens with the filter in effect (or the one to fix)
         self.table = table
         self.columns = columns
+        self.names = names or []
+        self.error = error
 
     def compose(self) -> ComposeResult:
         with Vertical():
@@ -39,9 +49,13 @@ class FilterDialog(ModalScreen[str | None]):
                 compact=True,
                 id="filter-input",
             )
+            if self.error:
+                yield Static(f"⚠ {self.error}", classes="error")
             yield Static(FILTER_HELP, classes="hint")
             if self.columns:
                 yield Static("columns: " + " ".join(self.columns), classes="hint")
+            if self.names:
+                yield Static("header names: " + " ".join(self.names), classes="hint")
 
     def on_mount(self) -> None:
         self.query_one(Input).focus()

@@ -147,15 +147,16 @@ class HeadsPane(Pane):
         if t.params is None:
             s = "no checkpoint yet (waiting for the engine)"
         self.query_one("#heads-caption", Static).update(f"{caption} · {s}" if s else caption)
-        # tell the app which head the (possibly restored) cursor is on
+        # tell the app which head the cursor is on, when none is selected yet (otherwise the
+        # table put its cursor on the selected head itself)
         hd = head_of(t.current_row())
-        if hd is not None:
+        if hd is not None and getattr(self.app, "selected", None) is None:
             self.post_message(HeadSelected(*hd, source="table", row=t.current_row()))
 
     def on_engine_table_row_changed(self, event: EngineTable.RowChanged) -> None:
         event.stop()
         hd = head_of(event.row)
-        if hd is not None:
+        if hd is not None and event.user:
             self.post_message(HeadSelected(*hd, source="table", row=event.row))
 
     def on_engine_table_activated(self, event: EngineTable.Activated) -> None:

@@ -28,6 +28,32 @@ FILTER_HELP = (
 _TERM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(>=|<=|!=|=|>|<|~)(.*)$")
 
 
+_NAMED = re.compile(r"^([^\s<>=!~]+)(>=|<=|!=|=|>|<|~)(.*)$")
+
+
+def translate_names(text: str, names: dict[str, str], columns: Sequence[str] = ()) -> str:
+    """`text` with header names (`L<3`, `Δablate<0`, `CI95<0`) replaced by the engine columns
+    they show (`names`: label without spaces -> column; case-insensitive). A name that is a
+    column itself is left alone; text that does not split is returned as it is (the engine then
+    says what is wrong)."""
+    lower = {k.lower(): v for k, v in names.items()}
+    cols = set(columns)
+    try:
+        terms = shlex.split(text)
+    except ValueError:
+        return text
+    out, changed = [], False
+    for term in terms:
+        m = _NAMED.match(term)
+        if m and m.group(1) not in cols and m.group(1).lower() in lower:
+            term = lower[m.group(1).lower()] + m.group(2) + m.group(3)
+            changed = True
+        out.append(term)
+    if not changed:
+        return text
+    return " ".join(shlex.quote(t) if re.search(r"\s", t) else t for t in out)
+
+
 class FilterError(ValueError):
     """A filter the user typed cannot be understood; the message says why."""
 

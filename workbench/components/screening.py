@@ -182,7 +182,7 @@ class ScreeningPane(Pane):
     def on_engine_table_row_changed(self, event: EngineTable.RowChanged) -> None:
         event.stop()
         hd = head_of(event.row)
-        if hd is not None:
+        if hd is not None and event.user:
             self.post_message(HeadSelected(*hd, source="screening", row=event.row))
         self._show_map(event.row)
 
