@@ -313,3 +313,23 @@ def test_curves_and_export_know_the_history(run, tmp_path):
     r = CliRunner().invoke(app, ["export", str(run), "--step", "3", "--out", str(tmp_path / "y")])
     assert isinstance(r.exception, UserError) and "kept history steps" in str(r.exception)
     assert not (tmp_path / "y").exists()
+
+
+def test_known_value_on_the_gpu_trained_mini_checkpoint(tmp_path):
+    """The issue's figure: on mini-rte-lr1e-3 (shipped as checkpoints/mini-rte) screening ranks
+    L2H2 first with a mean cosine of 0.61 at step 4800. A run whose history holds that one
+    checkpoint must say the same, and put it beside the run's curves."""
+    ck = ROOT / "checkpoints" / "mini-rte"
+    if not (ck / "workbench.json").is_file():
+        pytest.skip("checkpoints/mini-rte is not in this checkout")
+    run = tmp_path / "run"
+    (run / "history").mkdir(parents=True)
+    (run / "history" / "step-0004800").symlink_to(ck)
+    (run / "metrics.jsonl").write_text((ck / "metrics.jsonl").read_text())
+    e = E.compute_emergence(run, tmp_path / "cache")
+    assert e.steps == [4800] and e.images_seen == [2457600]
+    assert e.top_heads(1) == [(2, 2)]
+    assert e.head_scores()[0, 2, 2] == pytest.approx(0.61, abs=0.005)
+    rows = {r["series"]: r for r in E.pass_rows(e, E.run_curves(run), top=1)}
+    assert rows["L2H2"]["first_pass"] == 4800
+    assert rows["unique_binding"]["first_pass"] == 4000 and rows["spatial"]["first_pass"] is None
