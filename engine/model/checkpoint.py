@@ -306,7 +306,8 @@ def _weight_files(p: Path, meta: dict) -> list[Path]:
     """The transformer's safetensors files (an imported pipeline's may be sharded elsewhere)."""
     part = (meta.get("pipeline") or {}).get("parts", {}).get("transformer")
     if meta.get("source") == "pipeline" and isinstance(part, dict):
-        return [Path(part["path"]) / w for w in part.get("weights", []) if w.endswith(".safetensors")]
+        names = [w for w in part.get("weights", []) if w.endswith(".safetensors")]
+        return [Path(part["path"]) / w for w in names]
     return [p / "transformer" / WEIGHTS]
 
 
