@@ -421,14 +421,50 @@ async def test_ablate_dialog_validates_and_cancels():
         assert isinstance(app.screen, MainScreen) and len(fake.submitted) == 1
 
 
-async def test_x_submits_screening():
+async def test_x_confirms_then_submits_screening():
+    from workbench.components.mono import ConfirmDialog
+
     fake = FakeEngineClient(job_steps=1)
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("x")
         await settle(pilot)
+        assert isinstance(app.screen, ConfirmDialog) and fake.submitted == []  # asks first
+        await pilot.press("escape")
+        await settle(pilot)
+        assert isinstance(app.screen, MainScreen) and fake.submitted == []
+        await pilot.press("x")
+        await settle(pilot)
+        await pilot.press("enter")
+        await settle(pilot)
         assert fake.submitted == [("screen", {"checkpoint": "dit-b-rte"})]
+
+
+async def test_checkboxes_and_focus_read_without_colour(monkeypatch):
+    from textual.widgets import Checkbox, SelectionList
+
+    monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        cb = app.query_one("#q-correct", Checkbox)
+        cb.value = False
+        assert cb.render().plain.startswith("▐ ▌")
+        cb.value = True
+        assert cb.render().plain.startswith("▐X▌")
+        await pilot.press("a")
+        await settle(pilot)
+        sel = app.screen.query_one(SelectionList)
+        lines = [sel.render_line(y).text for y in range(sel.option_count)]
+        checked = [line.split()[1] for line in lines if line.startswith("▐X▌")]
+        assert checked == ["relation"]  # the default choice, and only it
+        assert sum(line.startswith("▐ ▌") for line in lines) == len(lines) - 1
+        focused = app.screen.focused
+        assert focused is not sel  # the kind picker has focus, and looks it: reverse video
+        assert "reverse" in str(focused.query_one("SelectCurrent").rich_style)
+        hl = sel.get_component_rich_style("option-list--option-highlighted")
+        assert not hl.reverse  # the list's highlight shows only while the list has focus
 
 
 # --------------------------------------------------------------------------- export

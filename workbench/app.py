@@ -44,6 +44,7 @@ from workbench.components.messages import (
     Query,
     QueryChanged,
 )
+from workbench.components.mono import ConfirmDialog
 from workbench.components.screening import ScreeningPane
 from workbench.components.sidebar import CheckpointSidebar
 from workbench.components.sort import SortDialog
@@ -624,8 +625,20 @@ class WorkbenchApp(EngineCallMixin, App[None]):
         if self.checkpoint is None:
             self.notify("no checkpoint loaded", severity="warning")
             return
-        self.submit_job(
-            "screen", {"checkpoint": self.checkpoint["name"]}, f"screen {self.checkpoint['name']}"
+        name = self.checkpoint["name"]
+
+        def done(yes: bool | None) -> None:
+            if yes:
+                self.submit_job("screen", {"checkpoint": name}, f"screen {name}")
+
+        # like `a`: a key that submits a job asks first
+        self.push_screen(
+            ConfirmDialog(
+                f"[b]Screen {name}[/b]: score every head x relation in weight space "
+                "(submits a job; results go to the user cache). enter submits, esc cancels.",
+                "Screen",
+            ),
+            done,
         )
 
     def submit_job(self, kind: str, params: dict, what: str) -> None:

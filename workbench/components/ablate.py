@@ -9,6 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
+from workbench.components.mono import MonoSelectionList
 from workbench.components.query import TEXT_CATEGORIES, valid_steps
 
 KINDS = [
@@ -62,7 +63,7 @@ class AblateDialog(ModalScreen[dict | None]):
                 yield Select(KINDS, value="mask", allow_blank=False, compact=True, id="ablate-kind")
             with Horizontal(classes="row"):
                 yield Label("tokens")
-                yield SelectionList[str](
+                yield MonoSelectionList(
                     *[Selection(c, c, c == "relation") for c in TEXT_CATEGORIES],
                     id="ablate-tokens",
                     compact=True,

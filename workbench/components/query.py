@@ -11,6 +11,7 @@ from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select
 
 from workbench.components.messages import Query, QueryChanged
+from workbench.components.mono import MonoCheckbox
 
 TEXT_CATEGORIES = ("color1", "shape1", "relation", "color2", "shape2", "filler", "pad")
 IMAGE_CATEGORIES = ("object1", "object2", "background")
@@ -74,7 +75,7 @@ class QueryBar(Horizontal):
             compact=True,
             id="q-agg",
         )
-        yield Checkbox("correct only", q.correct_only, compact=True, id="q-correct")
+        yield MonoCheckbox("correct only", q.correct_only, compact=True, id="q-correct")
 
     def _read(self) -> Query | None:
         steps = self.query_one("#q-steps", Input).value
