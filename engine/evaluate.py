@@ -42,6 +42,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +54,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine import limits
 from engine.data.prompts import Prompt, parse_prompt
 from engine.data.relations import DEAD_ZONE, DIRECTIONS, relation_of
 from engine.detect import Detection, as_rgb_uint8, detect_batch
@@ -64,7 +66,7 @@ DIAGNOSTIC: tuple[str, ...] = ("color_relation",)
 METRICS: tuple[str, ...] = (*STRICT, "overall", *LOOSE, *DIAGNOSTIC)
 
 # Images decoded and detected per block when reading a folder (bounds memory on big folders).
-BLOCK = 1024
+BLOCK = limits.EVAL_CHUNK  # images decoded and held at once
 
 
 def score(prompt: Prompt, detections: Sequence[Detection]) -> dict[str, bool]:
@@ -248,9 +250,13 @@ def evaluate_arrays(
 
 
 def _read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
-    """RGB uint8 image, or None and why not."""
+    """RGB uint8 image, or None and why not. Its size is read from the file's header and held
+    to limits.MAX_EVAL_PIXELS before anything is decoded (or the file read whole)."""
     if not path.is_file():
         return None, f"{path.name}: file not found"
+    why = _too_big(path)
+    if why:
+        return None, f"{path.name}: {why}"
     try:
         data = np.fromfile(path, dtype=np.uint8)
         img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
@@ -259,6 +265,47 @@ def _read_image(path: Path) -> tuple[np.ndarray | None, str | None]:
     if img is None:
         return None, f"{path.name}: not a readable image"
     return as_rgb_uint8(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)), None
+
+
+def _too_big(path: Path) -> str | None:
+    """Why an image file is not decoded (over the bounds), from its size and header alone."""
+    from PIL import Image, UnidentifiedImageError
+
+    size = path.stat().st_size
+    if size > limits.MAX_EVAL_FILE_BYTES:
+        return f"file of {size:,} bytes, over the limit of {limits.MAX_EVAL_FILE_BYTES:,}; not read"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:  # reads the header only
+                w, h = im.size
+    except Image.DecompressionBombError:
+        return f"over the limit of {limits.MAX_EVAL_PIXELS:,} pixels; not decoded"
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None  # not an image PIL knows: OpenCV decides below
+    if w * h > limits.MAX_EVAL_PIXELS:
+        return (
+            f"{w}x{h} pixels, over the limit of {limits.MAX_EVAL_PIXELS:,} "
+            f"({int(limits.MAX_EVAL_PIXELS**0.5)}x{int(limits.MAX_EVAL_PIXELS**0.5)}); not decoded"
+        )
+    return None
+
+
+def _detect_block(images: list, workers: int) -> list:
+    """Detections per image; an image the detector fails on (a degenerate one) gets the error
+    instead of aborting the whole run."""
+    try:
+        return detect_batch(images, workers=workers)
+    except Exception:
+        out = []
+        for img in images:
+            try:
+                out.append(detect_batch([img], workers=1)[0])
+            except Exception as e:
+                out.append(
+                    f"detection failed ({type(e).__name__}: {' '.join(str(e).split())[:80]})"
+                )
+        return out
 
 
 @contextmanager
@@ -319,8 +366,12 @@ def evaluate_folder(folder: str | os.PathLike, workers: int | None = None) -> Ev
             block = records[start : start + BLOCK]
             loaded = list(pool.map(lambda r: _read_image(folder / r[0]), block))
             ok = [k for k, (img, _) in enumerate(loaded) if img is not None]
-            dets = detect_batch([loaded[k][0] for k in ok], workers=workers)
+            dets = _detect_block([loaded[k][0] for k in ok], workers)
             found: dict[int, list[Detection]] = dict(zip(ok, dets, strict=True))
             for k, ((name, prompt), (_, error)) in enumerate(zip(block, loaded, strict=True)):
-                per_image.append(_entry(name, prompt, found.get(k), error))
+                d = found.get(k)
+                if isinstance(d, str):
+                    d, error = None, f"{name}: {d}"
+                per_image.append(_entry(name, prompt, d, error))
+            del loaded, dets, found  # at most one block of decoded images in memory
     return _aggregate(per_image)

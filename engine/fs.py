@@ -81,3 +81,20 @@ def regular_file(path: str | os.PathLike, what: str, limit: int) -> Path:
             "split it or give a smaller file"
         )
     return p
+
+
+def read_json(path: str | os.PathLike, what: str, limit: int = 16 * 2**20):
+    """The JSON value in a small file, or a one-line UserError naming the file (missing, not a
+    regular file, too big, not UTF-8, not JSON, nested too deep)."""
+    import json
+
+    p = regular_file(path, what, limit)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{p} is not UTF-8 text; the file is damaged") from None
+    except (ValueError, RecursionError) as e:
+        msg = getattr(e, "msg", None) or "too deeply nested"
+        raise UserError(f"{p} is not valid JSON ({msg}); the file is damaged") from None
+    except OSError as e:
+        raise UserError(f"cannot read {p} ({e.strerror or e}); check its permissions") from None

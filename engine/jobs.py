@@ -322,12 +322,9 @@ def check_cache_dir(path: str | None) -> None:
 
 def model_size(checkpoint_dir: str | os.PathLike) -> tuple[int, int]:
     """(layers, heads) from transformer/config.json, without loading the model."""
+    from engine.fs import read_json
+    from engine.limits import check_model_config
+
     path = os.path.join(checkpoint_dir, "transformer", "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            cfg = json.load(f)
-        return int(cfg["num_layers"]), int(cfg["num_attention_heads"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(
-            f"cannot read {path} ({type(e).__name__}); the checkpoint is incomplete or damaged"
-        ) from None
+    cfg = check_model_config(read_json(path, "transformer config"), path)
+    return cfg["num_layers"], cfg["num_attention_heads"]

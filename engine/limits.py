@@ -28,6 +28,7 @@ MAX_CFG = 100.0  # classifier-free guidance scale (paper: 4.5)
 MAX_RENDER_SIZE = 2048  # dataset render --size, pixels per side
 MAX_RENDER_SCENES = 10_000_000  # dataset render --n
 MAX_EVAL_PIXELS = 4096 * 4096  # an image `evaluate` decodes (width x height, from its header)
+MAX_EVAL_FILE_BYTES = 4 * MAX_EVAL_PIXELS  # an image file `evaluate` reads
 EVAL_CHUNK = 64  # images `evaluate` holds decoded at once
 MAX_METADATA_BYTES = 256 * 2**20  # metadata.jsonl / prompts files read whole
 MAX_LAYERS = 256  # transformer config.json num_layers
@@ -141,3 +142,41 @@ def check_sampling(
     SAMPLER_STEPS.check(name("steps"), steps)
     CFG.check(name("cfg"), cfg)
     BATCH.check(name("batch_size"), batch_size)
+
+
+# --- model sizes: checked from config.json before a model is built --------------------------
+
+# key: (largest value, what it is). Pipeline-imported PixArt-alpha (28 layers, 16 x 72, T5-XXL
+# 4096-d captions, 128-latent) is well inside; a config with 100,000 layers is not.
+MODEL_SIZES = {
+    "num_layers": (MAX_LAYERS, "layers"),
+    "num_attention_heads": (MAX_HEADS, "attention heads"),
+    "attention_head_dim": (MAX_HEAD_DIM, "head width"),
+    "caption_channels": (MAX_WIDTH, "caption width"),
+    "sample_size": (1024, "latent side"),
+    "in_channels": (64, "input channels"),
+    "patch_size": (64, "patch size"),
+}
+
+
+def check_model_config(cfg, where) -> dict:
+    """A transformer config.json's content, refused (one line naming the file and the bound)
+    when it is not a mapping or its sizes are not integers within MODEL_SIZES, or its width
+    (heads x head width) is over MAX_WIDTH: checked before anything is allocated."""
+    if not isinstance(cfg, dict):
+        raise UserError(f"{where} is not a JSON object; the checkpoint is damaged")
+    for key, (hi, what) in MODEL_SIZES.items():
+        if key not in cfg and key not in ("num_layers", "num_attention_heads"):
+            continue
+        v = cfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+            raise UserError(
+                f"{where}: {key} is {shown(v)}; {what} must be an integer from 1 to {hi:,} "
+                "(the bound on models this tool loads)"
+            )
+    width = cfg["num_attention_heads"] * cfg.get("attention_head_dim", 1)
+    if width > MAX_WIDTH:
+        raise UserError(
+            f"{where}: width {width:,} (heads x head width) is over the limit of {MAX_WIDTH:,}"
+        )
+    return cfg

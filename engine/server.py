@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from engine import __version__, daemon, roots, tables
+from engine import __version__, daemon, limits, roots, tables
 from engine.errors import UserError, one_line
 from engine.job_records import TERMINAL, JobRecords
 from engine.jobs import JOB_KINDS, get_kind
@@ -69,6 +69,8 @@ def _int_arg(request: Request, name: str, default: int) -> int:
 
 def _job_or_404(request: Request) -> dict:
     job_id = request.path_params["job_id"]
+    if job_id > limits.MAX_JOB_ID:  # SQLite cannot even look it up
+        raise HTTPException(404, f"no job {limits.shown(job_id)}")
     rec = request.app.state.scheduler.get(job_id)
     if rec is None:
         raise HTTPException(404, f"no job {job_id}")
@@ -76,13 +78,49 @@ def _job_or_404(request: Request) -> dict:
 
 
 async def _json_body(request: Request) -> dict:
+    """The request's JSON object, read up to limits.MAX_BODY_BYTES (413 past it) and refused
+    when nested deeper than limits.MAX_JSON_DEPTH (checked before parsing)."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limits.MAX_BODY_BYTES:
+            raise HTTPException(
+                413, f"request body is over the limit of {limits.MAX_BODY_BYTES:,} bytes"
+            )
+    depth = json_depth(bytes(raw))
+    if depth > limits.MAX_JSON_DEPTH:
+        raise UserError(
+            f"request body is nested {depth} deep, over the limit of {limits.MAX_JSON_DEPTH}"
+        )
     try:
-        body = json.loads(await request.body() or b"{}")
+        body = json.loads(bytes(raw) or b"{}")
     except ValueError:
         raise UserError("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise UserError("request body must be a JSON object")
     return body
+
+
+def json_depth(raw: bytes) -> int:
+    """The deepest nesting of [ and { in JSON text (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_str = escaped = False
+    for b in raw:
+        if in_str:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:  # quote
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 # --- endpoints ------------------------------------------------------------------------------
@@ -406,6 +444,18 @@ def _probe_device(state) -> None:
     threading.Thread(target=probe, name="device-probe", daemon=True).start()
 
 
+def _register_job_id() -> None:
+    """{job_id:int} matches at most 19 digits: longer ids are simply no route (404), never an
+    int() of thousands of digits (which Python refuses) nor an SQLite overflow."""
+    from starlette.convertors import CONVERTOR_TYPES, IntegerConvertor
+
+    class JobId(IntegerConvertor):
+        regex = "[0-9]{1,19}"
+
+    if not isinstance(CONVERTOR_TYPES.get("int"), JobId):
+        CONVERTOR_TYPES["int"] = JobId()
+
+
 def create_app(
     cache: str | os.PathLike,
     socket: str | None = None,
@@ -433,6 +483,7 @@ def create_app(
             await sched.shutdown()
             records.close()
 
+    _register_job_id()
     routes = [
         Route("/health", health),
         Route("/kinds", kinds),

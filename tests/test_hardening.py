@@ -246,7 +246,7 @@ def test_formula_cells_are_neutralised_numbers_kept():
 
     from workbench.output import rows_to_csv, safe_cell
 
-    for cell in ("=1+2", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx", "=HYPERLINK(\"x\")"):
+    for cell in ("=1+2", "+cmd", "-2+3", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("x")'):
         assert safe_cell(cell) == "'" + cell
     for cell in ("-0.5", "+3", "-1e-3", "plain", "a=b", "", -2, -0.25, 3):
         assert safe_cell(cell) == cell
@@ -318,3 +318,139 @@ def test_format_help_says_how_csv_cells_are_written(capsys, monkeypatch):
     for cmd in (["evaluate"], ["heads"], ["ablate"], ["curves"], ["screen"], ["jobs", "list"]):
         code, out, _ = run_cli([*cmd, "--help"], capsys, monkeypatch)
         assert code == 0 and "formulas" in " ".join(out.split()), cmd
+
+
+# --- resource bounds, checked before allocation -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "edit, expect",
+    [
+        ({"num_layers": 100_000}, "num_layers is 100000; layers must be an integer from 1 to 256"),
+        ({"num_attention_heads": 10**9}, "attention heads must be an integer from 1 to 256"),
+        ({"attention_head_dim": 0}, "head width must be an integer from 1 to 1,024"),
+        ({"num_attention_heads": 64, "attention_head_dim": 1024}, "over the limit of 16,384"),
+        ({"num_layers": "3"}, "num_layers is '3'"),
+        ({"num_layers": 2.5}, "num_layers is 2.5"),
+    ],
+)
+def test_model_config_sizes_are_bounded_before_loading(ckpt_copy, edit, expect):
+    from engine.jobs import model_size
+    from engine.model.checkpoint import describe, load_checkpoint
+
+    path = ckpt_copy / "transformer" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    for fn in (load_checkpoint, describe, model_size):
+        with pytest.raises(UserError) as e:
+            fn(ckpt_copy)
+        assert expect in str(e.value) and "config.json" in str(e.value), (fn, e.value)
+
+
+@pytest.mark.parametrize(
+    "text, expect",
+    [("[1, 2]", "is not a JSON object"), ("{", "is not valid JSON"), ("[" * 5000, "not valid")],
+)
+def test_transformer_config_not_a_mapping(ckpt_copy, text, expect):
+    from engine.model.checkpoint import describe
+
+    (ckpt_copy / "transformer" / "config.json").write_text(text)
+    with pytest.raises(UserError, match=expect):
+        describe(ckpt_copy)
+
+
+@pytest.mark.parametrize(
+    "edit, expect",
+    [
+        ({"res": "32"}, "'res' is '32', not an integer"),
+        ({"text": 5}, "'text' is 5, not a string"),
+        ({"step": "last"}, "'step' is 'last'"),
+        ({"res": 10**6}, "not a side from 1 to 4096"),
+    ],
+)
+def test_workbench_json_value_types(ckpt_copy, edit, expect):
+    from engine.model.checkpoint import describe
+
+    meta = ckpt_copy / "workbench.json"
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), **edit}))
+    with pytest.raises(UserError, match=expect):
+        describe(ckpt_copy)
+
+
+def test_render_size_and_count_are_bounded(tmp_path):
+    from engine.data.files import check_render_args
+
+    with pytest.raises(UserError, match="--size must be at most 2048"):
+        check_render_args(tmp_path / "d", 10, 100_000, False)
+    with pytest.raises(UserError, match="--n must be at most 10,000,000"):
+        check_render_args(tmp_path / "d", 10**9, 64, False)
+    assert not (tmp_path / "d").exists()
+
+
+def _png_header_only(path: Path, w: int, h: int) -> None:
+    """A PNG whose header claims w x h pixels (the pixel data is missing): a decoder that
+    trusted it would allocate w*h*3 bytes."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+def test_evaluate_bounds_images_and_survives_degenerate_ones(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from engine import evaluate
+    from engine.data.files import write_dataset
+
+    d = write_dataset(tmp_path / "data", 6, seed=0, size=64)
+    _png_header_only(d / "00000.png", 10_000, 10_000)
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(d / "00001.png")  # breaks the detector
+    (d / "00002.png").write_bytes(b"\0" * 100)
+    decoded = []
+    real = evaluate.cv2.imdecode
+    monkeypatch.setattr(
+        evaluate.cv2, "imdecode", lambda data, flags: decoded.append(data.size) or real(data, flags)
+    )
+    res = evaluate.evaluate_folder(d, workers=1)
+    errors = {r["file_name"]: r["error"] for r in res.per_image}
+    assert "10000x10000 pixels, over the limit of 16,777,216" in errors["00000.png"]
+    assert "detection failed" in errors["00001.png"]
+    assert errors["00002.png"] and res.n == 6 and res.n_errors == 3
+    assert all(errors[f"0000{k}.png"] is None for k in (3, 4, 5))
+    assert len(decoded) == 5  # the over-sized one was never decoded
+    monkeypatch.setattr(evaluate, "BLOCK", 2)  # blocks change nothing but memory
+    again = evaluate.evaluate_folder(d, workers=1)
+    assert again.per_image == res.per_image
+
+
+def test_sample_streams_to_disk_with_the_same_images(nano_ckpt, tmp_path):
+    """write_samples samples and writes one batch at a time; the images are those of one call
+    to sample_images over all items (same batches, same noise)."""
+    import numpy as np
+    from PIL import Image
+
+    from engine.data.prompts import parse_prompt
+    from engine.model.checkpoint import load_checkpoint
+    from engine.model.sampler import sample_images
+    from engine.sample_files import write_samples
+
+    prompts = [parse_prompt("red square above blue circle"), parse_prompt("circle left of square")]
+    out = write_samples(nano_ckpt, tmp_path / "s", prompts, 3, 7, 2, 4.5, 4)
+    ref = sample_images(
+        load_checkpoint(nano_ckpt),
+        [p.text for p in prompts for _ in range(3)],
+        [7 + k for _ in prompts for k in range(3)],
+        2,
+        4.5,
+        4,
+    )
+    meta = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [m["seed"] for m in meta] == [7, 8, 9, 7, 8, 9]
+    for m, img in zip(meta, ref, strict=True):
+        assert np.array_equal(np.asarray(Image.open(out / m["file_name"])), img.numpy())

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from engine import limits
 from engine.data.render import render_batch
 from engine.data.scenes import Scene, sample_scenes
 from engine.errors import UserError
@@ -31,6 +32,8 @@ def check_render_args(out: str | os.PathLike, n: int, size: int, overwrite: bool
         raise UserError(f"--n must be positive (got {n})")
     if size < 8:
         raise UserError(f"--size must be at least 8 pixels (got {size})")
+    limits.check_number("--size", size, 8, limits.MAX_RENDER_SIZE, integer=True)
+    limits.check_number("--n", n, 1, limits.MAX_RENDER_SCENES, integer=True)
     check_output_folder(out, overwrite)
 
 

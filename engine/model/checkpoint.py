@@ -102,7 +102,41 @@ def read_meta(path: str | os.PathLike) -> tuple[Path, dict]:
         raise UserError(
             f"{where} has no transformer hash; the checkpoint is damaged (retrain or restore it)"
         )
+    _check_meta_types(meta, where)
     return p, meta
+
+
+# workbench.json fields every reader uses, and the types they must have.
+_META_TYPES = {"text": str, "codec": str, "res": int, "step": int, "preset": str, "dtype": str}
+
+
+def _check_meta_types(meta: dict, where: Path) -> None:
+    from engine.limits import shown
+
+    for key, t in _META_TYPES.items():
+        v = meta.get(key)
+        if v is None and key in ("step", "preset", "dtype"):
+            continue
+        if v is None and key in ("text", "codec", "res") and meta.get("source") == "pipeline":
+            continue
+        if isinstance(v, bool) or not isinstance(v, t):
+            what = "an integer" if t is int else "a string"
+            raise UserError(
+                f"{where}: {key!r} is {shown(v)}, not {what}; the checkpoint is damaged"
+            )
+    res = meta.get("res")
+    if isinstance(res, int) and not 1 <= res <= 4096:
+        raise UserError(f"{where}: 'res' is {res}, not a side from 1 to 4096 pixels")
+
+
+def model_config(p: Path) -> dict:
+    """transformer/config.json, checked (a mapping, sizes within engine.limits' bounds) before
+    a model is built from it; damage gives one line naming the file."""
+    from engine.fs import read_json
+    from engine.limits import check_model_config
+
+    where = p / "transformer" / "config.json"
+    return check_model_config(read_json(where, "transformer config"), where)
 
 
 def load_checkpoint(
@@ -136,6 +170,7 @@ def load_checkpoint(
             f"{weights} does not match the hash in workbench.json (truncated or replaced); "
             "restore the file or retrain"
         )
+    model_config(p)  # sizes within engine.limits before anything is allocated
     from diffusers.utils import logging as diffusers_logging
 
     # A weights file that does not fit config.json makes diffusers print many-line warnings and
@@ -279,7 +314,7 @@ def describe(ckpt_path: str | os.PathLike) -> dict:
     """What `dit-workbench info` prints, without building the model."""
     p, meta = read_meta(ckpt_path)
     try:
-        cfg = json.loads((p / "transformer" / "config.json").read_text())
+        cfg = model_config(p)
         hashes = meta["hashes"]["transformer"]
         text, codec, res = meta["text"], meta["codec"], meta["res"]
     except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
