@@ -9,6 +9,50 @@ import typer
 from engine import __version__
 from engine.errors import UserError, one_line
 
+
+def _tidy_help() -> None:
+    """`--help` pages that read well: a flag shows no `<bool>` (it takes no value), arguments are
+    named in capitals (`CKPT`, and `CKPT` rather than `{ckpt}` on the usage line), and help texts
+    wrap to the terminal instead of keeping the line breaks of the source."""
+    import re
+
+    from typer import core, rich_utils
+
+    if getattr(core, "_dit_tidy", False):
+        return
+    core._dit_tidy = True
+    show_type = core.TyperOption.display_type_rich
+
+    def display_type_rich(self, ctx):
+        if getattr(self, "is_flag", False) or getattr(self, "count", False):
+            return None
+        return show_type(self, ctx)
+
+    def display_name_raw(self) -> str:
+        return self.metavar if self.metavar is not None else self.name.upper()
+
+    def usage_name(self) -> str:
+        name = self.display_name_raw if self.required else f"[{self.display_name_raw}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    def fix_linebreaks(paragraphs, markup_mode) -> str:
+        # a paragraph's single line breaks are source wrapping; indented lines (examples) stay
+        out = []
+        for p in paragraphs:
+            if p.startswith("\b") or re.search(r"\n\s", p):
+                out.append(p.replace("\b\n", ""))
+            else:
+                out.append(" ".join(line.strip() for line in p.splitlines()))
+        return "\n\n".join(out)
+
+    core.TyperOption.display_type_rich = display_type_rich
+    core.TyperArgument.display_name_raw = property(display_name_raw)
+    core.TyperArgument._usage_display_name = usage_name
+    rich_utils._fix_linebreaks = fix_linebreaks
+
+
+_tidy_help()
+
 app = typer.Typer(
     name="dit-workbench",
     help="Find and test the attention heads that draw spatial relations in diffusion transformers.",
