@@ -9,6 +9,7 @@ The model sees CFG as one batch of 2B: the unconditional half first, then the co
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -30,8 +31,27 @@ def sample_scheduler(transformer=None) -> DPMSolverMultistepScheduler:
     if cfg:
         import diffusers
 
-        return getattr(diffusers, cfg["_class_name"]).from_config(cfg)
-    return DPMSolverMultistepScheduler(**NOISE, algorithm_type="dpmsolver++", solver_order=2)
+        return _quiet(getattr(diffusers, cfg["_class_name"]).from_config(cfg))
+    return _quiet(
+        DPMSolverMultistepScheduler(**NOISE, algorithm_type="dpmsolver++", solver_order=2)
+    )
+
+
+def _quiet(sched):
+    """DPM-Solver++'s set_timesteps builds its sigmas with np.array(tensor), which under NumPy 2
+    warns on every call that torch's __array__ takes no `copy` keyword (harmless: the copy is made
+    anyway). Silenced here, where it arises, instead of in every caller and test."""
+    inner = sched.set_timesteps
+
+    def set_timesteps(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"__array__ implementation doesn't accept a copy keyword"
+            )
+            return inner(*args, **kwargs)
+
+    sched.set_timesteps = set_timesteps
+    return sched
 
 
 def item_seed(text: str, seed: int) -> int:
