@@ -854,18 +854,29 @@ def utc(monkeypatch):
     time.tzset()
 
 
+# every pane and the head detail at 80x24: the decisive columns (layer, head, score, delta,
+# CI) unclipped, footers and titles inside the screen
 @pytest.mark.parametrize(
     "name,keys",
     [
         ("heads", ()),
         ("map", ("2",)),
-        ("detail", ("enter",)),
+        ("screening", ("3",)),
+        ("ablations", ("4",)),
         ("jobs", ("5",)),
+        ("training", ("6",)),
+        ("detail", ("enter",)),
         ("help", ("question_mark",)),
     ],
 )
 def test_snapshot_80x24(snap_compare, utc, name, keys):
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=_snap(keys, extra=0.2))
+
+
+def test_snapshot_80x24_without_colour(snap_compare, utc, monkeypatch):
+    """NO_COLOR: the ablate dialog's checked box, unchecked boxes and focused field still read."""
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert snap_compare(make_app(), terminal_size=(80, 24), run_before=_snap(("a",), extra=0.2))
 
 
 @pytest.mark.parametrize(
