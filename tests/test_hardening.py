@@ -454,3 +454,35 @@ def test_sample_streams_to_disk_with_the_same_images(nano_ckpt, tmp_path):
     assert [m["seed"] for m in meta] == [7, 8, 9, 7, 8, 9]
     for m, img in zip(meta, ref, strict=True):
         assert np.array_equal(np.asarray(Image.open(out / m["file_name"])), img.numpy())
+
+
+# --- SIGTERM ----------------------------------------------------------------------------------
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    """`dataset render` killed with SIGTERM mid-render: exit 143, one line, no .partial folder
+    and no output folder (SIGTERM used to leave the partial folder behind)."""
+    import signal
+    import time
+
+    from test_bad_input import _cli_subprocess
+
+    out = tmp_path / "data"
+    partial = tmp_path / ".data.partial"
+    p = _cli_subprocess(["dataset", "render", out, "--n", "200000", "--size", "32"], tmp_path)
+    try:
+        deadline = time.monotonic() + 120
+        while p.poll() is None and time.monotonic() < deadline:
+            if partial.is_dir() and any(partial.glob("*.png")):
+                break
+            time.sleep(0.05)
+        assert p.poll() is None, p.communicate()
+        p.send_signal(signal.SIGTERM)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 143, err
+    assert err.strip() == "terminated; nothing half-written was kept", err
+    assert not partial.exists() and not out.exists()

@@ -149,8 +149,31 @@ _register()
 _note_csv_safety()
 
 
+_terminated = False
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM (kill, a scheduler's timeout) cleans up as ctrl+c does: it is raised as a
+    KeyboardInterrupt, so staged folders and temp files are removed on the way out."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> None:
+    if _terminated:
+        print("terminated; nothing half-written was kept", file=sys.stderr)
+        sys.exit(143)  # 128 + SIGTERM, as if the signal had ended the process
+    print("interrupted; nothing half-written was kept", file=sys.stderr)
+    sys.exit(130)
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 2."""
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = app(standalone_mode=False)
         # Outside standalone mode typer *returns* the code of a `typer.Exit` raised in a command
@@ -158,7 +181,7 @@ def main() -> None:
         # process would exit 0, silently.
         if isinstance(code, int) and not isinstance(code, bool) and code != 0:
             if code == 130:
-                print("interrupted; nothing half-written was kept", file=sys.stderr)
+                _interrupted()
             sys.exit(code)
     except UserError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
@@ -166,11 +189,12 @@ def main() -> None:
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
+        if _terminated:
+            _interrupted()
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:
-        print("interrupted; nothing half-written was kept", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
     except Exception as e:  # click usage errors
         if isinstance(e, _click_exceptions()):
             if str(e.format_message()).strip():  # empty: a group's help was already shown
