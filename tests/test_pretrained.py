@@ -193,7 +193,9 @@ def _copy(pipe: Path, tmp_path: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("damage", ["not_pixart", "no_vae", "escaping_link", "pickle", "exists"])
+@pytest.mark.parametrize(
+    "damage", ["not_pixart", "no_vae", "escaping_link", "pickle", "exists", "missing"]
+)
 def test_import_refusals_one_line(pipe, tmp_path, capsys, monkeypatch, damage):
     src, out = _copy(pipe, tmp_path), tmp_path / "ck"
     if damage == "not_pixart":
@@ -208,14 +210,16 @@ def test_import_refusals_one_line(pipe, tmp_path, capsys, monkeypatch, damage):
         os.symlink(outside, src / "vae" / "config.json")
     elif damage == "pickle":
         (src / "text_encoder" / "pytorch_model.bin").write_bytes(b"\x80\x04.")
-    else:
+    elif damage == "exists":
         out.mkdir()
+    else:
+        src = tmp_path / "nowhere"
     code, stdout, err = run_cli(["import-pipeline", src, "--out", out], capsys, monkeypatch)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     word = {"not_pixart": "not PixArt", "no_vae": "no vae/", "escaping_link": "outside",
-            "pickle": "pickle", "exists": "exists"}[damage]  # fmt: skip
+            "pickle": "pickle", "exists": "exists", "missing": "does not exist"}[damage]  # fmt: skip
     assert word in lines[0]
     assert (damage == "exists") == out.exists()  # nothing written on a refusal
 
@@ -439,3 +443,9 @@ def test_engine_lists_the_import_and_serves_its_heads_table(ckpt, tmp_path):
         assert page["total"] == 4 and {"layer", "head", "score"} <= set(cols)
     finally:
         roots.configure("cache")
+
+
+def test_export_of_an_import_is_refused(ckpt, tmp_path, capsys, monkeypatch):
+    code, _, err = run_cli(["export", ckpt, "--out", tmp_path / "x"], capsys, monkeypatch)
+    assert code == 2 and err.startswith("error: ") and "imported pipeline" in err
+    assert not (tmp_path / "x").exists()

@@ -245,6 +245,11 @@ def export_checkpoint(
     from engine.fs import check_tree
 
     p, meta = read_meta(src)
+    if meta.get("source") == "pipeline":
+        raise UserError(
+            f"{p} is an imported pipeline whose weights stay in {meta['pipeline']['path']}; "
+            "copy that folder instead of exporting"
+        )
     out = Path(dst)
     if out.exists() or out.is_symlink():
         raise UserError(f"{str(out)!r} exists; choose a new folder for the export")
