@@ -45,15 +45,29 @@ def metrics_path(run: str | os.PathLike) -> Path:
 
 def read_curves(run: str | os.PathLike) -> list[dict]:
     """One dict per evaluated checkpoint, sorted by step; lines cut short by a crash skipped."""
+    from engine.fs import regular_file
+    from engine.limits import MAX_METADATA_BYTES, shown
+
+    path = regular_file(metrics_path(run), "metrics file", MAX_METADATA_BYTES)
     rows = []
-    with open(metrics_path(run), encoding="utf-8") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(rec, dict) and "step" in rec:
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                try:
+                    rec = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if not isinstance(rec, dict) or "step" not in rec:
+                    continue
+                step = rec["step"]
+                if isinstance(step, bool) or not isinstance(step, int):
+                    raise UserError(
+                        f"{path}:{lineno}: 'step' is {shown(step)}, not an integer; fix or "
+                        "remove the line"
+                    )
                 rows.append(rec)
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not UTF-8 text (byte {e.start}); the file is damaged") from None
     return sorted(rows, key=lambda r: r["step"])
 
 

@@ -380,9 +380,18 @@ def _write_dataset(g: h5py.Group, name: str, arr) -> None:
 
 
 def _read_dataset(ds: h5py.Dataset):
-    if h5py.check_string_dtype(ds.dtype) is not None:
-        return [s.decode() if isinstance(s, bytes) else s for s in ds[()]]
-    return ds[()]
+    """A dataset's values; damaged bytes (a chunk that does not inflate, text that is not
+    UTF-8) give one line naming the file and the dataset."""
+    try:
+        if h5py.check_string_dtype(ds.dtype) is not None:
+            return [s.decode() if isinstance(s, bytes) else s for s in ds[()]]
+        return ds[()]
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        reason = " ".join(str(e).split())[:120] or type(e).__name__
+        raise UserError(
+            f"cannot read {ds.name} in cache {ds.file.filename} ({reason}); the file is "
+            "damaged: move it away to rebuild it"
+        ) from None
 
 
 def store_for_path(

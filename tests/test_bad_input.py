@@ -185,6 +185,15 @@ def _damaged_checkpoints(step: Path, bad: Path) -> None:
     build_text_encoder("rte:256").save(d)  # 256-d words for a 384-d transformer
     d = _copy_checkpoint(step, bad / "no_encoder")
     shutil.rmtree(d / "text_encoder")
+    # issue 20: configs read from disk are validated where they are read
+    d = _copy_checkpoint(step, bad / "config_list")
+    (d / "transformer" / "config.json").write_text("[1, 2]")
+    d = _copy_checkpoint(step, bad / "huge_layers")
+    cfg = json.loads((d / "transformer" / "config.json").read_text())
+    (d / "transformer" / "config.json").write_text(json.dumps({**cfg, "num_layers": 100_000}))
+    d = _copy_checkpoint(step, bad / "res_text")
+    meta = json.loads((d / "workbench.json").read_text())
+    (d / "workbench.json").write_text(json.dumps({**meta, "res": "32"}))
     for name, text in (
         ("bad_json", b"{not json"),
         ("binary_json", b"\xff\xfe{}"),
@@ -445,6 +454,19 @@ CLI_CASES = [
                          "{prompts}/fifo"], "is a FIFO, not a regular file"),
     ("csv-onto-a-read-only-file", ["curves", "{ckpt}", "--format", "csv", "--out",
                                    "{prompts}/read_only.csv"], "the file is read-only"),
+    ("transformer-config-not-a-mapping", ["info", "{bad}/config_list"], "is not a JSON object"),
+    ("transformer-config-100000-layers", ["screen", "{bad}/huge_layers", "--cache", "{cache}"],
+     "layers must be an integer from 1 to 256"),
+    ("workbench-json-wrong-type", ["sample", "{bad}/res_text", "--out", "{out}/s", "--prompt", S],
+     "'res' is '32', not an integer"),
+    ("prompts-file-is-a-fifo", ["sample", "{ckpt}", "--out", "{out}/s", "--prompts-file",
+                                "{prompts}/fifo"], "is a FIFO, not a regular file"),
+    ("prompts-file-is-dev-zero", ["synopsis", "{ckpt}", "--prompts", "/dev/zero", "--cache",
+                                  "{cache}"], "is a device or socket"),
+    ("megabyte-caption-echo-cut", ["sample", "{ckpt}", "--out", "{out}/s", "--prompt",
+                                   "red " * 250_000], "characters in all"),
+    ("render-size-100000", ["dataset", "render", "{out}/data", "--n", "2", "--size", "100000"],
+     "--size must be at most 2048"),
     ("train-seed-over-int64", ["train", "--out", "{out}/t", "--preset", "nano", "--seed",
                                str(2**64)], "does not fit a 64-bit integer"),
 ]  # fmt: skip

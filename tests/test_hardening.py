@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -262,8 +263,9 @@ def test_evaluate_csv_neutralises_file_names(tmp_path, capsys, monkeypatch):
     import csv
     import io
 
-    from engine.data.files import write_dataset
     from test_bad_input import run_cli
+
+    from engine.data.files import write_dataset
 
     d = write_dataset(tmp_path / "data", 2, seed=0, size=64)
     (d / "00000.png").rename(d / "=1+1.png")
@@ -486,3 +488,62 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     assert p.returncode == 143, err
     assert err.strip() == "terminated; nothing half-written was kept", err
     assert not partial.exists() and not out.exists()
+
+
+# --- files read from disk: damage gives one line naming the file ---------------------------------
+
+
+def test_damaged_hdf5_chunk_names_file_and_dataset(tmp_path):
+    import h5py
+    import numpy as np
+
+    from engine.store import _read_dataset
+
+    path = tmp_path / "c.h5"
+    with h5py.File(path, "w") as f:
+        ds = f.create_dataset("synopsis/run/flows", data=np.arange(4096.0), chunks=(4096,),
+                              compression="gzip")  # fmt: skip
+        info = ds.id.get_chunk_info(0)
+    data = bytearray(path.read_bytes())
+    data[info.byte_offset : info.byte_offset + info.size] = os.urandom(info.size)
+    path.write_bytes(bytes(data))
+    with h5py.File(path, "r") as f, pytest.raises(UserError) as e:
+        _read_dataset(f["synopsis/run/flows"])
+    msg = str(e.value)
+    assert "/synopsis/run/flows" in msg and str(path) in msg and "damaged" in msg
+    assert "\n" not in msg
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "too-big"])
+def test_prompts_file_that_is_not_a_regular_file(tmp_path, kind, monkeypatch):
+    from engine.data.prompts import read_prompts_file
+
+    p = tmp_path / "prompts.txt"
+    if kind == "fifo":
+        os.mkfifo(p)
+        expect = "is a FIFO, not a regular file"
+    elif kind == "dev-zero":
+        p = Path("/dev/zero")
+        expect = "is a device or socket, not a regular file"
+    else:
+        p.write_text("red square above blue circle\n" * 10)
+        monkeypatch.setattr(limits, "MAX_METADATA_BYTES", 100)
+        expect = "over the limit of 100"
+    with pytest.raises(UserError, match=expect):
+        read_prompts_file(p)
+
+
+def test_metadata_fifo_and_metrics_step(tmp_path):
+    from engine.curves import read_curves
+    from engine.data.files import read_metadata
+
+    os.mkfifo(tmp_path / "metadata.jsonl")
+    with pytest.raises(UserError, match="is a FIFO"):
+        read_metadata(tmp_path)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 10, "spatial": 0.1}\n{"step": "x"}\n')
+    with pytest.raises(UserError, match=r"metrics.jsonl:2: 'step' is 'x', not an integer"):
+        read_curves(run)
+    (run / "metrics.jsonl").write_text('{"step": 10}\n[1]\n{"step": 20, "cut')
+    assert [r["step"] for r in read_curves(run)] == [10]

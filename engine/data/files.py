@@ -145,11 +145,14 @@ def read_metadata(folder: str | os.PathLike) -> list[dict]:
     if not folder.is_dir():
         raise UserError(f"folder {str(folder)!r} does not exist; give an image folder")
     meta = folder / "metadata.jsonl"
-    if not meta.is_file():
+    if not meta.exists():
         raise UserError(
             f"{str(folder)!r} has no metadata.jsonl; an image folder needs one JSON line per image "
             "with file_name and text"
         )
+    from engine.fs import regular_file
+
+    regular_file(meta, "metadata file", limits.MAX_METADATA_BYTES)
     rows = []
     try:
         text = meta.read_text(encoding="utf-8")

@@ -117,15 +117,18 @@ def read_prompts_file(path, free: bool = False) -> list[Prompt]:
     a line the parser cannot read is a free prompt (``free_prompt``) instead of an error."""
     from pathlib import Path
 
+    from engine import fs, limits
+
     p = Path(path)
     if p.is_dir():
         raise UserError(
             f"prompts file {str(p)!r} is a folder; give a text file with one caption per line"
         )
-    if not p.is_file():
+    if not p.exists():
         raise UserError(
             f"prompts file {str(p)!r} does not exist; give a text file with one caption per line"
         )
+    fs.regular_file(p, "prompts file", limits.MAX_METADATA_BYTES)  # a FIFO, /dev/zero: said so
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
