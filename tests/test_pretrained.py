@@ -23,7 +23,9 @@ FREE = "a cat on a green car"
 OURS = "red triangle is to the upper left of blue circle"
 
 
-def build_tiny_pipeline(out: Path, layers: int = 2, sample_size: int = 16) -> Path:
+def build_tiny_pipeline(
+    out: Path, layers: int = 2, sample_size: int = 16, alpha: bool = False
+) -> Path:
     """A random PixArt-Sigma pipeline folder, as diffusers saves one: token grid sample_size/2,
     learned variance (out_channels 8) as PixArt's, a scheduler config that differs from ours."""
     import torch
@@ -103,15 +105,15 @@ def build_tiny_pipeline(out: Path, layers: int = 2, sample_size: int = 16) -> Pa
     )
     tr = PixArtTransformer2DModel(
         num_attention_heads=2,
-        attention_head_dim=16,
+        attention_head_dim=24 if alpha else 16,  # the size embedding needs a width / 3
         in_channels=4,
         out_channels=8,
         num_layers=layers,
-        cross_attention_dim=32,
+        cross_attention_dim=48 if alpha else 32,
         sample_size=sample_size,
         patch_size=2,
         caption_channels=32,
-        use_additional_conditions=False,
+        use_additional_conditions=alpha,  # PixArt-alpha 1024 conditions on size
         norm_type="ada_norm_single",
         norm_elementwise_affine=False,
         norm_eps=1e-6,
@@ -128,7 +130,9 @@ def build_tiny_pipeline(out: Path, layers: int = 2, sample_size: int = 16) -> Pa
         algorithm_type="dpmsolver++",
         solver_order=2,
     )
-    pipe = PixArtSigmaPipeline(
+    from diffusers import PixArtAlphaPipeline
+
+    pipe = (PixArtAlphaPipeline if alpha else PixArtSigmaPipeline)(
         tokenizer=tokenizer, text_encoder=t5, vae=vae, transformer=tr, scheduler=sched
     )
     pipe.save_pretrained(out, safe_serialization=True)
@@ -449,3 +453,25 @@ def test_export_of_an_import_is_refused(ckpt, tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["export", ckpt, "--out", tmp_path / "x"], capsys, monkeypatch)
     assert code == 2 and err.startswith("error: ") and "imported pipeline" in err
     assert not (tmp_path / "x").exists()
+
+
+def test_pixart_alpha_with_size_conditions(tmp_path):
+    """PixArt-alpha at 1024 px conditions on image size and aspect ratio: the sampler passes
+    them as its pipeline does (resolution = the image side), and the import records the class."""
+    import torch
+
+    from engine.model.checkpoint import load_checkpoint
+    from engine.model.pipeline import import_pipeline
+    from engine.model.sampler import model_kwargs, sample_images
+
+    pipe = build_tiny_pipeline(tmp_path / "alpha", layers=1, alpha=True)
+    ck = import_pipeline(pipe, tmp_path / "ck")
+    assert json.loads((ck / "workbench.json").read_text())["pipeline"]["class"] == (
+        "PixArtAlphaPipeline"
+    )
+    model = load_checkpoint(ck)
+    kw = model_kwargs(model.transformer, 3)["added_cond_kwargs"]
+    assert torch.equal(kw["resolution"], torch.tensor([[32.0, 32.0]] * 3))
+    assert torch.equal(kw["aspect_ratio"], torch.ones(3, 1))
+    images = sample_images(model, [OURS], [0], steps=2)
+    assert images.shape == (1, 32, 32, 3)
