@@ -100,17 +100,48 @@ def query_values(store, run: str, query: Query, branch: str = "cond") -> np.ndar
     b = BRANCHES.index(branch)
     with store.open_run(KIND, run) as g:
         if query.attn == "cross":
-            ds = g["cross"]
-            vals = ds[:, :, :, b, :, IMAGE_CATS.index(query.target), TEXT_CATS.index(query.source)]
+            ds = _flows(g, "cross", len(TEXT_CATS))
+            idx = (IMAGE_CATS.index(query.target), TEXT_CATS.index(query.source))
         else:
             if "self" not in g:
                 raise UserError(
                     f"synopsis run {run!r} has no self-attention summary; "
                     "run `dit-workbench synopsis CKPT --self-attn`"
                 )
-            ds = g["self"]
-            vals = ds[:, :, :, b, :, IMAGE_CATS.index(query.target), IMAGE_CATS.index(query.source)]
+            ds = _flows(g, "self", len(IMAGE_CATS))
+            idx = (IMAGE_CATS.index(query.target), IMAGE_CATS.index(query.source))
+        try:
+            vals = ds[:, :, :, b, :, idx[0], idx[1]]
+        except (OSError, ValueError) as e:
+            raise UserError(
+                f"cannot read {ds.name} in cache {ds.file.filename} "
+                f"({' '.join(str(e).split())[:120]}); the file is damaged: move it away to "
+                "rebuild it"
+            ) from None
     return np.asarray(vals, dtype=np.float32)
+
+
+def _flows(g, name: str, sources: int):
+    """The synopsis flow dataset `name`, checked to be numbers of shape [sample, step, layer,
+    branch, head, image category, source category] before it is read: a cache damaged or
+    written by something else gives one line naming the file and the dataset."""
+    import h5py
+
+    ds = g.get(name)
+    want = (len(BRANCHES), len(IMAGE_CATS), sources)
+    if (
+        not isinstance(ds, h5py.Dataset)
+        or ds.ndim != 7
+        or (ds.shape[3], *ds.shape[5:]) != want
+        or ds.dtype.kind not in "fiu"
+    ):
+        got = f"shape {ds.shape}, {ds.dtype}" if isinstance(ds, h5py.Dataset) else "missing"
+        raise UserError(
+            f"cannot read {g.name}/{name} in cache {g.file.filename}: {got}, expected numbers "
+            f"[sample, step, layer, {want[0]}, head, {want[1]}, {want[2]}]; the file is damaged "
+            "or not a synopsis: move it away to rebuild it"
+        )
+    return ds
 
 
 def _sample_filter(store, run: str, correct_only: bool) -> np.ndarray | None:
