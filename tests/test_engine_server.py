@@ -449,13 +449,25 @@ def test_graceful_stop_interrupts_running_jobs(workdir):
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "workbench.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    """The CLI's `main` run in this process (a subprocess would spend seconds importing): exit
+    code, stdout and stderr as a subprocess would give them."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from workbench.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        mock.patch.object(sys, "argv", ["dit-workbench", *args]),
+    ):
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_cli_engine_status_and_stop_leave_jobs_resumable(workdir):
@@ -556,45 +568,17 @@ def test_connect_starts_a_detached_engine(workdir):
 
 
 def test_cli_jobs_submit_watch_list(engine):
-    cli = [sys.executable, "-m", "workbench.cli", "jobs"]
     common = ["--cache", str(engine.cache)]
-    r = subprocess.run(
-        [
-            *cli,
-            "submit",
-            "selftest",
-            "-p",
-            "seconds=0.3",
-            "-p",
-            "steps=3",
-            "--watch",
-            "--format",
-            "json",
-            *common,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = _cli(
+        "jobs", "submit", "selftest", "-p", "seconds=0.3", "-p", "steps=3", "--watch",
+        "--format", "json", *common,
+    )  # fmt: skip
     assert r.returncode == 0, r.stderr
     last = json.loads(r.stdout.strip().splitlines()[-1])
     assert last["state"] == "done" and last["params"]["steps"] == 3
-    r = subprocess.run(
-        [*cli, "list", "--format", "json", *common],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = _cli("jobs", "list", "--format", "json", *common)
     assert last["id"] in [j["id"] for j in json.loads(r.stdout)]
-    r = subprocess.run(
-        [*cli, "submit", "selftest", "-p", "secs=1", *common],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    r = _cli("jobs", "submit", "selftest", "-p", "secs=1", *common)
     assert r.returncode == 2 and r.stderr.startswith("error: unknown param 'secs'")
 
 

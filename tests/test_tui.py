@@ -244,12 +244,12 @@ async def test_selected_head_stays_the_same_across_panes():
         assert app.selected == chosen
         for _ in range(len(PANES_ORDER)):  # tab through every pane and back to Heads
             await pilot.press("tab")
-            await settle(pilot, extra=0.3)
+            await settle(pilot)
             assert app.selected == chosen, f"moved on pane {app.active_pane_id}"
         assert app.active_pane_id == "heads"
         assert (t.current_row()["layer"], t.current_row()["head"]) == chosen
         await pilot.press("3")
-        await settle(pilot, extra=0.3)
+        await settle(pilot)
         st = app.query_one("#screening-table", EngineTable)
         assert (st.current_row()["layer"], st.current_row()["head"]) == chosen
         await pilot.press("j")  # a move the user makes does select another head
@@ -816,7 +816,7 @@ async def test_screening_and_ablations_panes_load():
         st = app.query_one("#screening-table", EngineTable)
         assert st.total == 1152 and st.row_dict(0)["relation"] == "above"
         await pilot.press("4")
-        await settle(pilot, extra=0.3)
+        await settle(pilot)
         runs = app.query_one("#ablations-table", EngineTable)
         assert runs.total == 4  # abl-0001, one row per metric; the sweep is not a row here
         # the stored sweep shows without choosing anything (it was invisible before)
