@@ -475,3 +475,18 @@ def test_pixart_alpha_with_size_conditions(tmp_path):
     assert torch.equal(kw["aspect_ratio"], torch.ones(3, 1))
     images = sample_images(model, [OURS], [0], steps=2)
     assert images.shape == (1, 32, 32, 3)
+
+
+def test_synopsis_batch_fits_free_memory(ckpt):
+    from engine.model.checkpoint import load_checkpoint
+    from engine.model.pipeline import fit_batch, synopsis_bytes_per_sample
+
+    ck = load_checkpoint(ckpt)
+    assert fit_batch(ck, 32) == 32  # on the CPU the requested batch stays
+    one = synopsis_bytes_per_sample(ck.transformer, 16)
+    # 64 tokens x width 32, CFG pair in float32, (8 + 2 layers) activations
+    assert one == 2 * 64 * 32 * 4 * 10
+    assert fit_batch(ck, 32, free_bytes=int(10 * one / 0.6) + 1) == 10
+    assert fit_batch(ck, 4, free_bytes=10**12) == 4 and fit_batch(ck, 4, free_bytes=1) == 1
+    with_self = synopsis_bytes_per_sample(ck.transformer, 16, self_attn=True)
+    assert with_self == one + 2 * 2 * 64 * 64 * 4 * 3

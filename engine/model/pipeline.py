@@ -379,21 +379,28 @@ def pipeline_codec(vae_dir: Path, meta: dict):
     return codec
 
 
-def fit_batch(ckpt, requested: int, self_attn: bool = False) -> int:
+def synopsis_bytes_per_sample(transformer, latent_size: int, self_attn: bool = False) -> int:
+    """Estimated peak memory of one synopsis sample (see fit_batch)."""
+    cfg = transformer.config
+    n = (latent_size // cfg.patch_size) ** 2
+    width = cfg.num_attention_heads * cfg.attention_head_dim
+    per_sample = 2 * n * width * 4 * (8 + cfg.num_layers)  # CFG pair, float32 worst case
+    if self_attn:
+        per_sample += 2 * cfg.num_attention_heads * n * n * 4 * 3  # scores, probs, product
+    return per_sample
+
+
+def fit_batch(ckpt, requested: int, self_attn: bool = False, free_bytes: int | None = None) -> int:
     """The synopsis batch for a pretrained model: `requested`, made smaller on CUDA until an
     estimate of its peak memory fits in 60% of the free memory (activations of the CFG pair
     through one block, kept for every layer's residual, plus one layer's full self-attention
     probabilities when --self-attn takes the explicit path). Unchanged on the CPU."""
     import torch
 
-    dev = next(ckpt.transformer.parameters()).device
-    if dev.type != "cuda":
-        return requested
-    free, _ = torch.cuda.mem_get_info(dev)
-    cfg = ckpt.transformer.config
-    n = (ckpt.codec.latent_size // cfg.patch_size) ** 2
-    width = cfg.num_attention_heads * cfg.attention_head_dim
-    per_sample = 2 * n * width * 4 * (8 + cfg.num_layers)  # CFG pair, float32 worst case
-    if self_attn:
-        per_sample += 2 * cfg.num_attention_heads * n * n * 4 * 3  # scores, probs, product
-    return max(1, min(requested, int(free * 0.6) // per_sample))
+    if free_bytes is None:
+        dev = next(ckpt.transformer.parameters()).device
+        if dev.type != "cuda":
+            return requested
+        free_bytes, _ = torch.cuda.mem_get_info(dev)
+    per_sample = synopsis_bytes_per_sample(ckpt.transformer, ckpt.codec.latent_size, self_attn)
+    return max(1, min(requested, int(free_bytes * 0.6) // per_sample))
