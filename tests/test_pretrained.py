@@ -490,3 +490,27 @@ def test_synopsis_batch_fits_free_memory(ckpt):
     assert fit_batch(ck, 4, free_bytes=10**12) == 4 and fit_batch(ck, 4, free_bytes=1) == 1
     with_self = synopsis_bytes_per_sample(ck.transformer, 16, self_attn=True)
     assert with_self == one + 2 * 2 * 64 * 64 * 4 * 3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
+def test_tui_opens_the_import_and_exports_its_heads_table(pipe, tmp_path):
+    """The real app at 80x24 with a real engine on an imported pipeline: its heads table,
+    exported with `e`, is the CLI's `heads --format csv`, byte for byte."""
+    import subprocess
+
+    from test_tui_engine import CLI, _env, _export_in_app, _heads_csv
+
+    from engine.model.pipeline import import_pipeline
+
+    work = tmp_path / "w"
+    (work / "checkpoints").mkdir(parents=True)
+    ck = import_pipeline(pipe, work / "checkpoints" / "pixart")
+    env = _env()
+    (work / "p.txt").write_text(f"{OURS}\n{FREE}\n")
+    r = subprocess.run([*CLI, "synopsis", str(ck), "--prompts", "free:p.txt", "--n-per-prompt",
+                        "1", "--steps", "2"], cwd=work, env=env, capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    want = _heads_csv(ck, work, env)
+    assert want.count("\n") == 5
+    assert _export_in_app(work, env, 4) == want
