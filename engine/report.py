@@ -7,6 +7,7 @@ measured and where a figure is missing, which command would produce it.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -79,9 +80,10 @@ def _encoder_comparison(all_facts: list[dict]) -> list[str]:
     by = {}
     for f in all_facts:
         if f["synopsis"]:
-            by.setdefault((f["info"]["preset"], f["info"]["step"]), {})[f["info"]["text"]] = f
+            key = (f["info"]["preset"], f["info"]["step"], _settings(f.get("train")))
+            by.setdefault(key, {})[f["info"]["text"]] = f
     out = []
-    for (preset, step), group in sorted(by.items()):
+    for (preset, step, _), group in sorted(by.items(), key=lambda kv: kv[0][:2]):
         if "rte" not in group or "rte-nopos" not in group:
             continue
         a, b = group["rte"]["synopsis"], group["rte-nopos"]["synopsis"]
@@ -101,6 +103,13 @@ def _encoder_comparison(all_facts: list[dict]) -> list[str]:
             "",
         ]
     return out
+
+
+def _settings(train: dict | None) -> str:
+    """A run's training settings without what may differ in an equal-budget comparison (the
+    text encoder) or never matters (where it was written): equal strings, same budget."""
+    t = {k: v for k, v in (train or {}).items() if k not in ("text", "out", "init_from")}
+    return json.dumps(t, sort_keys=True, default=str)
 
 
 def _head(layer: int, head: int) -> str:
@@ -130,6 +139,7 @@ def checkpoint_facts(ckpt: str | os.PathLike, cache_dir, curves: str | None = No
         "missing": [],
         "images_seen": meta.get("images_seen"),
         "shipped": str(store.base or ""),
+        "train": meta.get("train"),
     }
     facts["synopsis"] = _synopsis_facts(store, facts["missing"])
     facts["screening"] = _screening_facts(store, facts, facts["missing"])
