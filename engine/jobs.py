@@ -63,6 +63,8 @@ class JobKind:
         return _resolve(self.run)(params, report)
 
     def check(self, params: dict, cwd: str | None = None) -> dict:
+        if not isinstance(params, dict):  # before any kind's validation looks inside
+            raise UserError(f"params must be a JSON object (got {shown(params)})")
         fn = _resolve(self.validate)
         return dict(params) if fn is None else fn(params, cwd)
 

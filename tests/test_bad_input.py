@@ -880,6 +880,8 @@ ENGINE_CASES = [
                                    "cfg": "inf"}}, 400, "finite"),
     ("huge-integer-param", "POST", "/jobs",
      b'{"kind": "selftest", "params": {"steps": ' + b"9" * 4000 + b"}}", 400, "64-bit"),
+    ("params-not-an-object", "POST", "/jobs", {"kind": "sample", "params": 1}, 400,
+     "params must be a JSON object (got 1)"),
     ("body-over-the-limit", "POST", "/jobs", b'{"kind": "selftest", "pad": "' + b"x" * 2**21
      + b'"}', 413, "over the limit of 1,048,576 bytes"),
     ("body-nested-too-deep", "POST", "/jobs", b"[" * 100_000 + b"]" * 100_000, 400,
