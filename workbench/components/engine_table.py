@@ -533,7 +533,7 @@ class EngineTable(EngineCallMixin, DataTable):
             n = len(self.rows_)
             parts.append(f"{self.total} rows" if n >= self.total else f"{n}/{self.total} rows")
         if self.sort_by:
-            parts.append(f"sort {self.sort_by} {'▼' if self.desc else '▲'}")
+            parts.append(f"by {self.sort_by} {'▼' if self.desc else '▲'}")
         if self.filter and not self.filter_error:
             shown = self.filter_typed if self.filter_typed else self.filter
             parts.append(f"filter “{shown}” esc clears")

@@ -138,15 +138,12 @@ class HeadsPane(Pane):
     def on_engine_table_loaded(self, event: EngineTable.Loaded) -> None:
         event.stop()
         t = event.table
-        q = self.query_value
-        steps = q.steps or "all steps"
-        caption = f"{q.name} · {q.agg}, {steps}"
-        if q.correct_only:
-            caption += " · correct only"
-        s = t.summary()
+        # the query is on show in the bar above: the caption keeps its 80 columns for the rows,
+        # sort and filter (and a refused filter's error)
+        s = t.summary() or f"{self.query_value.name}"
         if t.params is None:
             s = "no checkpoint yet (waiting for the engine)"
-        self.query_one("#heads-caption", Static).update(f"{caption} · {s}" if s else caption)
+        self.query_one("#heads-caption", Static).update(s)
         # tell the app which head the cursor is on, when none is selected yet (otherwise the
         # table put its cursor on the selected head itself)
         hd = head_of(t.current_row())

@@ -174,9 +174,7 @@ class ScreeningPane(Pane):
     def on_engine_table_loaded(self, event: EngineTable.Loaded) -> None:
         event.stop()
         s = event.table.summary()
-        self.query_one("#screen-caption", Static).update(
-            f"relation {self.relation} · ranked by {self.metric} · {s}" if s else ""
-        )
+        self.query_one("#screen-caption", Static).update(s)  # relation, metric: on show above
         self._show_map(event.table.current_row())
 
     def on_engine_table_row_changed(self, event: EngineTable.RowChanged) -> None:
