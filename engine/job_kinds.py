@@ -95,9 +95,8 @@ def validate_train(params: dict, cwd: str | None) -> dict:
 
 
 def run_train(params: dict, report: Reporter) -> dict:
-    from engine.train import TrainConfig, train
-
     from engine.device import resolve_device
+    from engine.train import TrainConfig, train
 
     p = dict(params)
     resume = p.pop("resume")

@@ -9,6 +9,12 @@ Resuming is bit-for-bit on CPU: every random draw comes from generators whose st
 come from one generator), and optimiser and EMA state are restored.
 Multi-process: every rank draws the whole global batch's noise from the same generator and
 keeps its own slice, so generator state stays identical across ranks.
+
+GPU: the training set, its captions' embeddings and the data order live on the device; noise,
+timesteps and caption dropout are drawn there from a device generator (its state is
+checkpointed); losses are summed on the device and read every `log_every` steps, the only host
+sync besides checkpoints. AdamW is fused on CUDA, the EMA is one foreach lerp, `compile`
+wraps the forward in torch.compile.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from diffusers.training_utils import EMAModel
 from safetensors.torch import load_file, save_file
 
 from engine import __version__
@@ -45,11 +50,13 @@ def _perm(seed: int, epoch: int, n: int) -> torch.Tensor:
 
 
 class Batches:
-    """Global batches of dataset indices, epoch by epoch, resumable from (epoch, pos)."""
+    """Global batches of dataset indices, epoch by epoch, resumable from (epoch, pos). The
+    permutation is drawn on the CPU once per epoch and kept on `device`."""
 
-    def __init__(self, n: int, batch: int, seed: int, epoch: int = 0, pos: int = 0):
+    def __init__(self, n: int, batch: int, seed: int, epoch: int = 0, pos: int = 0, device="cpu"):
         self.n, self.batch, self.seed, self.epoch, self.pos = n, batch, seed, epoch, pos
-        self.perm = _perm(seed, epoch, n)
+        self.device = device
+        self.perm = _perm(seed, epoch, n).to(device)
 
     def next(self) -> torch.Tensor:
         idx, have = [], 0
@@ -60,8 +67,44 @@ class Batches:
             have += take
             if self.pos == self.n:
                 self.epoch, self.pos = self.epoch + 1, 0
-                self.perm = _perm(self.seed, self.epoch, self.n)
+                self.perm = _perm(self.seed, self.epoch, self.n).to(self.device)
         return torch.cat(idx)
+
+
+class EMA:
+    """Exponential moving average of the parameters, one foreach lerp per step. The decay warms
+    up as diffusers' EMAModel(use_ema_warmup=True) does: 1 - (1 + n)^(-2/3) at update n + 1,
+    capped at `decay` (0 at the first update: the shadow starts as the weights)."""
+
+    def __init__(self, params, decay: float, optimization_step: int = 0):
+        self.decay, self.optimization_step = decay, optimization_step
+        self.shadow_params = [p.detach().clone() for p in params]
+
+    def step(self, params) -> None:
+        self.optimization_step += 1
+        n = self.optimization_step - 1
+        d = 0.0 if n <= 0 else min(1 - (1 + n) ** (-2 / 3), self.decay)
+        torch._foreach_lerp_(self.shadow_params, [p.detach() for p in params], 1 - d)
+
+    def copy_to(self, params) -> None:
+        for s, p in zip(self.shadow_params, params, strict=True):
+            p.data.copy_(s)
+
+
+def _resolve_train_device(spec: str):
+    """engine.device's rule; under a multi-process launch each rank takes its local GPU."""
+    from engine.device import resolve_device
+
+    dev = resolve_device(spec)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if spec not in ("auto", "cuda") and dev.type == "cuda":
+            raise UserError(
+                f"--device {spec} under a multi-process launch: each process uses its own "
+                "GPU; use --device auto or cuda"
+            )
+    elif dev.type == "cuda":
+        torch.cuda.set_device(dev)  # accelerate's single process uses the current device
+    return dev
 
 
 def _emit(obj: dict) -> None:
@@ -88,7 +131,9 @@ def train(
 
     cfg.validate()
     out = Path(cfg.out)
-    accel = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    dev = _resolve_train_device(cfg.device)
+    accel = Accelerator(mixed_precision=cfg.mixed_precision, cpu=dev.type == "cpu")
+    dev = accel.device
     main = accel.is_main_process
     state_dir = _latest_step_dir(out) if resume else None
     if resume and (state_dir is None or not (state_dir / "train_state" / "state.json").is_file()):
@@ -155,28 +200,35 @@ def train(
         null_emb, null_mask = text_encoder.encode([""])
     if codec.spec != "pixel":
         with torch.no_grad():
-            codec.to(accel.device)
-            data = torch.cat(
-                [codec.encode(images[i : i + 64]).cpu() for i in range(0, len(images), 64)]
-            )
+            codec.to(dev)
+            data = torch.cat([codec.encode(images[i : i + 64]) for i in range(0, len(images), 64)])
     else:
-        data = images
+        data = images.to(dev)  # uint8 on the device: encoding a batch there is one kernel
+    cap_of, cap_emb, cap_mask = cap_of.to(dev), cap_emb.to(dev), cap_mask.to(dev)
+    null_emb, null_mask = null_emb.to(dev), null_mask.to(dev)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model.to(dev)
+    fused = {"fused": True} if dev.type == "cuda" else {}
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     step, epoch, pos = 0, 0, 0
-    noise_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    noise_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
     ema_state = None
     if state_dir is not None:
         model.load_state_dict(load_file(state_dir / "train_state" / "model.safetensors"))
         opt.load_state_dict(load_optimizer_state(state_dir / "train_state"))
         st = json.loads((state_dir / "train_state" / "state.json").read_text())
         step, epoch, pos = st["step"], st["epoch"], st["pos"]
-        noise_gen.set_state(load_file(state_dir / "train_state" / "rng.safetensors")["noise"])
+        rng = load_file(state_dir / "train_state" / "rng.safetensors")["noise"]
+        try:
+            noise_gen.set_state(rng)
+        except RuntimeError:  # saved by another kind of device: its stream cannot go on here
+            noise_gen.manual_seed(cfg.seed + 1 + step)
+            print("note: run resumed on another kind of device; noise reseeded", file=sys.stderr)
         ema_state = st["ema"]
-    ema = EMAModel(model.parameters(), decay=cfg.ema_decay, use_ema_warmup=True)
+    ema = EMA(model.parameters(), cfg.ema_decay)
     if ema_state is not None:
         shadow = load_file(state_dir / "train_state" / "ema.safetensors")
-        ema.shadow_params = [shadow[n].clone() for n, _ in model.named_parameters()]
+        ema.shadow_params = [shadow[n].to(dev) for n, _ in model.named_parameters()]
         ema.optimization_step = ema_state["optimization_step"]
     # Every rank has checked the run folder above; only now may rank 0 write into it.
     accel.wait_for_everyone()
@@ -188,39 +240,35 @@ def train(
     scaler_file = state_dir / "train_state" / "scaler.json" if state_dir is not None else None
     if accel.scaler is not None and scaler_file is not None and scaler_file.is_file():
         accel.scaler.load_state_dict(json.loads(scaler_file.read_text()))
-    ema.to(accel.device)
     model.train()
+    forward = torch.compile(model) if cfg.compile else model
+    params = list(accel.unwrap_model(model).parameters())
     sched = train_scheduler()
-    alphas = sched.alphas_cumprod.to(accel.device)
-    batches = Batches(cfg.n_train, cfg.batch, cfg.data_seed, epoch, pos)
+    alphas = sched.alphas_cumprod.to(dev)
+    batches = Batches(cfg.n_train, cfg.batch, cfg.data_seed, epoch, pos, device=dev)
     rank, world = accel.process_index, accel.num_processes
-    cap_emb, cap_mask = cap_emb.to(accel.device), cap_mask.to(accel.device)
-    null_emb, null_mask = null_emb.to(accel.device), null_mask.to(accel.device)
     eval_set = _fixed_eval_set(cfg.eval_prompts)
     latent_shape = (codec.channels, codec.latent_size, codec.latent_size)
+    T = sched.config.num_train_timesteps
 
-    t0, seen, loss_acc, loss_n = time.perf_counter(), 0, 0.0, 0
+    t0, seen, loss_n = time.perf_counter(), 0, 0
+    loss_acc = torch.zeros((), device=dev)
     while step < cfg.steps:
         idx = batches.next()
         B = len(idx)
-        t = torch.randint(0, sched.config.num_train_timesteps, (B,), generator=noise_gen)
-        noise_full = torch.randn((B, *latent_shape), generator=noise_gen)
-        drop = torch.rand(B, generator=noise_gen) < cfg.null_caption_p
+        t = torch.randint(0, T, (B,), generator=noise_gen, device=dev)
+        noise = torch.randn((B, *latent_shape), generator=noise_gen, device=dev)
+        drop = torch.rand(B, generator=noise_gen, device=dev) < cfg.null_caption_p
         mine = slice(rank, B, world)
-        idx, t, noise, drop = (
-            idx[mine],
-            t[mine].to(accel.device),
-            noise_full[mine].to(accel.device),
-            drop[mine].to(accel.device),
-        )
-        x0 = (codec.encode(data[idx]) if codec.spec == "pixel" else data[idx]).to(accel.device)
+        idx, t, noise, drop = idx[mine], t[mine], noise[mine], drop[mine]
+        x0 = codec.encode(data[idx]) if codec.spec == "pixel" else data[idx]
         ab = alphas[t].view(-1, 1, 1, 1)
         xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        ci = cap_of[idx].to(accel.device)
+        ci = cap_of[idx]
         emb = torch.where(drop.view(-1, 1, 1), null_emb.expand(len(ci), -1, -1), cap_emb[ci])
         msk = torch.where(drop.view(-1, 1), null_mask.expand(len(ci), -1), cap_mask[ci])
         with accel.autocast():
-            pred = model(
+            pred = forward(
                 xt,
                 encoder_hidden_states=emb,
                 encoder_attention_mask=msk,
@@ -232,22 +280,23 @@ def train(
         accel.backward(loss)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        ema.step(accel.unwrap_model(model).parameters())
+        ema.step(params)
         step += 1
         seen += B
-        loss_acc += loss.item()
+        loss_acc += loss.detach()
         loss_n += 1
         if main and (step % cfg.log_every == 0 or step == cfg.steps):
-            dt = time.perf_counter() - t0
+            mean_loss = loss_acc.item() / loss_n  # the host sync: every log_every steps
             rec = {
                 "step": step,
-                "loss": loss_acc / loss_n,
-                "img_per_s": seen / dt,
+                "loss": mean_loss,
+                "img_per_s": seen / (time.perf_counter() - t0),
                 "epoch": batches.epoch,
                 "time": time.time(),
             }
             (progress or _emit)(rec)
-            loss_acc, loss_n = 0.0, 0
+            loss_acc.zero_()
+            loss_n = 0
         if step % cfg.eval_every == 0 or step == cfg.steps:
             accel.wait_for_everyone()
             if main:
