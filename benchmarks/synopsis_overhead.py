@@ -6,6 +6,7 @@ attention maps A[layer, step, cfg, head, 64, 20] in float32 (the paper's store).
 Targets (issue 5): time <= 1.10x, bytes <= 1/50. The last line states the ratios.
 
     python benchmarks/synopsis_overhead.py [--preset micro] [--n 16] [--repeats 3]
+    python benchmarks/synopsis_overhead.py --device cuda --preset mini --n 512   # GPU: no RSS
 """
 
 from __future__ import annotations
@@ -42,19 +43,21 @@ from engine.store import Store  # noqa: E402
 from engine.text import build_text_encoder  # noqa: E402
 
 
-def make_checkpoint(preset: str, path: str | None) -> Checkpoint:
-    """A trained checkpoint (--checkpoint) or a random model of the preset."""
+def make_checkpoint(preset: str, path: str | None, device: str = "cpu") -> Checkpoint:
+    """A trained checkpoint (--checkpoint) or a random model of the preset, on `device`."""
+    from engine.device import resolve_device
+
     if path:
         from engine.model.checkpoint import load_checkpoint
 
-        return load_checkpoint(path)
+        return load_checkpoint(path, device=device)
     torch.manual_seed(0)
     codec = build_codec("pixel", 32)
     enc = build_text_encoder("rte", seed=0)
     tr = build_transformer(get_preset(preset), codec.channels, codec.latent_size,
                            codec.patch_size, enc.dim).eval()  # fmt: skip
     meta = {"hashes": {"transformer": "0" * 64}}
-    return Checkpoint(Path(tempfile.mkdtemp()), meta, tr, enc, codec)
+    return Checkpoint(Path(tempfile.mkdtemp()), meta, tr, enc, codec).to(resolve_device(device))
 
 
 def sample(ck, texts, seeds, steps, capture: bool):
@@ -79,7 +82,7 @@ def sample(ck, texts, seeds, steps, capture: bool):
 
 def timed(fn):
     t0 = time.perf_counter()
-    out = fn()
+    out = fn().cpu()  # the images on the host: on CUDA, waits for the work to finish
     return time.perf_counter() - t0, out
 
 
@@ -101,10 +104,13 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=16, help="prompts (one seed each)")
     ap.add_argument("--steps", type=int, default=14)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     ap.add_argument("--child", choices=("plain", "capture"), help=argparse.SUPPRESS)
     args = ap.parse_args()
-    torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
-    ck = make_checkpoint(args.preset, args.checkpoint)
+    ck = make_checkpoint(args.preset, args.checkpoint, args.device)
+    gpu = next(ck.transformer.parameters()).is_cuda
+    if not gpu:
+        torch.set_num_threads(1)  # steadier timings on a shared 2-core machine
     prompts = eval_prompts()[: args.n]
     texts, seeds = [p.text for p in prompts], [0] * len(prompts)
     if args.child:
@@ -120,7 +126,8 @@ def main() -> None:
         times[True].append(dt)
         assert torch.equal(plain, captured), "capture changed the images"
     t_plain, t_cap = statistics.median(times[False]), statistics.median(times[True])
-    m_plain, m_cap = peak_rss(args, False), peak_rss(args, True)
+    # peak host memory of a child process: a CPU figure (on CUDA the model's memory is elsewhere)
+    m_plain, m_cap = (1, 1) if gpu else (peak_rss(args, False), peak_rss(args, True))
 
     with tempfile.TemporaryDirectory() as d:
         store = Store(Path(d) / "c.h5", ck.hash)
@@ -135,7 +142,8 @@ def main() -> None:
     L, H = ck.num_layers, ck.num_heads
     full = L * args.steps * 2 * H * 64 * 20 * 4
     print(f"model {args.checkpoint or args.preset} ({L} layers x {H} heads), {len(prompts)} prompts, "
-          f"{args.steps} steps, {args.repeats} repeats, 1 thread")  # fmt: skip
+          f"{args.steps} steps, {args.repeats} repeats, "
+          f"{next(ck.transformer.parameters()).device if gpu else '1 thread'}")  # fmt: skip
     print(f"{'':24}{'plain':>12}{'synopsis':>12}{'ratio':>8}")
     print(f"{'time (s, median)':24}{t_plain:12.2f}{t_cap:12.2f}{t_cap / t_plain:8.3f}")
     print(f"{'peak memory (MiB)':24}{m_plain / 2**20:12.1f}{m_cap / 2**20:12.1f}"

@@ -255,6 +255,98 @@ class Store:
                 tmp.unlink(missing_ok=True)
         return run
 
+    # A run written batch by batch (the synopsis): rows are appended to resizable datasets in
+    # the run's own staging file beside the cache (readers never see it); commit_run copies the
+    # run into the cache file once, copy-on-write as write_run. Appending costs the same per
+    # batch however long the run, where rewriting the run each batch grew with it.
+
+    def staging_path(self, kind: str, run: str) -> Path:
+        # no .h5 suffix: whoever lists <cache>/*.h5 sees cache files only
+        return self.path.with_name(
+            f".{self.path.name}.{check_kind(kind)}.{check_run_name(run)}.staging"
+        )
+
+    def append_run(
+        self,
+        kind: str,
+        run: str,
+        rows: Mapping[str, np.ndarray],
+        attrs: Mapping | None = None,
+        fixed: Mapping | None = None,
+    ) -> None:
+        """Append `rows` (along axis 0) to the staged run's datasets (created on first use);
+        `fixed` arrays replace whole ones; `attrs` update its attributes, last of all."""
+        path = self.staging_path(kind, run)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # latest format: chunks indexed by an extensible array, O(1) to append to
+            with h5py.File(path, "a", libver="latest") as f:
+                g = f.require_group("run")
+                for name, arr in rows.items():
+                    _append_dataset(g, name, np.asarray(arr))
+                for name, arr in (fixed or {}).items():
+                    if name in g:
+                        del g[name]
+                    _write_dataset(g, name, arr)
+                for key, value in self._provenance(attrs).items():
+                    g.attrs[key] = _attr_value(value)
+        except OSError as e:
+            raise _write_error(self.path, e) from None
+
+    def read_staged(self, kind: str, run: str) -> tuple[dict, dict] | None:
+        """(arrays, attrs) of a staged run; None if there is none. A staging file its writer
+        left damaged (killed mid-write) is removed and None returned: the run starts over
+        from what the cache file holds."""
+        path = self.staging_path(kind, run)
+        if not path.exists():
+            return None
+        try:
+            with h5py.File(path, "r") as f:
+                g = f["run"]
+                attrs = {k: _decode(v) for k, v in g.attrs.items()}
+                out: dict = {}
+                g.visititems(
+                    lambda n, obj: (
+                        out.__setitem__(n, _read_dataset(obj))
+                        if isinstance(obj, h5py.Dataset)
+                        else None
+                    )
+                )
+        except (OSError, KeyError, ValueError, RuntimeError):
+            path.unlink(missing_ok=True)
+            return None
+        return out, attrs
+
+    def discard_staged(self, kind: str, run: str) -> None:
+        self.staging_path(kind, run).unlink(missing_ok=True)
+
+    def commit_run(self, kind: str, run: str, attrs: Mapping | None = None) -> None:
+        """Copy the staged run into the cache file (copy-on-write: readers and a crash see
+        the old file or the new one), with `attrs` added; then remove the staging file."""
+        staging = self.staging_path(kind, run)
+        with self._lock():
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            try:
+                if self.path.exists():
+                    shutil.copyfile(self.path, tmp)
+                with h5py.File(staging, "r") as src, h5py.File(tmp, "a") as f:
+                    self._init_file(f)
+                    parent = f.require_group(kind)
+                    if run in parent:
+                        del parent[run]
+                    src.copy(src["run"], parent, run)  # chunks copied as they are
+                    for key, value in (attrs or {}).items():
+                        parent[run].attrs[key] = _attr_value(value)
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.path)
+                _fsync_dir(self.path.parent)
+            except OSError as e:
+                raise _write_error(self.path, e) from None
+            finally:
+                tmp.unlink(missing_ok=True)
+        staging.unlink(missing_ok=True)
+
     def delete_run(self, kind: str, run: str) -> None:
         with self._lock():
             if run in self.shipped_runs(kind):
@@ -377,6 +469,28 @@ def _write_dataset(g: h5py.Group, name: str, arr) -> None:
         )
     else:
         g.create_dataset(name, data=arr)
+
+
+def _append_dataset(g: h5py.Group, name: str, arr: np.ndarray) -> None:
+    """Rows appended to a dataset resizable along axis 0 (created, chunked and compressed,
+    on first use; chunks of whole rows so an append touches only its own chunks)."""
+    if name not in g:
+        row = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
+        chunk_rows = max(1, min(1024, (256 << 10) // row))
+        g.create_dataset(
+            name,
+            data=arr,
+            maxshape=(None, *arr.shape[1:]),
+            chunks=(chunk_rows, *arr.shape[1:]),
+            compression="gzip",
+            compression_opts=4,
+            shuffle=True,
+        )
+        return
+    ds = g[name]
+    n = ds.shape[0]
+    ds.resize(n + len(arr), axis=0)
+    ds[n:] = arr
 
 
 def _read_dataset(ds: h5py.Dataset):

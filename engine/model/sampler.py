@@ -8,6 +8,7 @@ The model sees CFG as one batch of 2B: the unconditional half first, then the co
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import warnings
 from collections.abc import Callable, Sequence
@@ -52,6 +53,13 @@ def _quiet(sched):
 
     sched.set_timesteps = set_timesteps
     return sched
+
+
+# The timestep of the forward pass `denoise` is running, as a host int: engine.probe.hooks reads
+# it instead of the device tensor (reading that would wait for the device at every step).
+CURRENT_TIMESTEP: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "CURRENT_TIMESTEP", default=None
+)
 
 
 def item_seed(text: str, seed: int) -> int:
@@ -100,7 +108,9 @@ def denoise(
     device = next(transformer.parameters()).device
     dtype = next(transformer.parameters()).dtype
     sched = sample_scheduler(transformer)
-    sched.set_timesteps(steps, device=device)
+    # The schedule stays on the host: the solver's step lookup and the probes' step index read
+    # it there, with no device sync per step.
+    sched.set_timesteps(steps)
     x = noise.to(device)
     ctx = torch.cat([uncond, cond]).to(device, dtype)
     mask = torch.cat([uncond_mask, cond_mask]).to(device)
@@ -108,6 +118,7 @@ def denoise(
     for i, t in enumerate(sched.timesteps):
         xin = torch.cat([x, x]).to(dtype)
         tt = t.expand(xin.shape[0]).to(device)
+        hint = CURRENT_TIMESTEP.set(int(t))
         with autocast:
             eps = transformer(
                 xin,
@@ -117,6 +128,7 @@ def denoise(
                 **model_kwargs(transformer, xin.shape[0], device),
                 return_dict=False,
             )[0].float()
+        CURRENT_TIMESTEP.reset(hint)
         if eps.shape[1] == 2 * x.shape[1]:  # learned variance (PixArt's out_channels 8): drop it
             eps = eps[:, : x.shape[1]]
         e_u, e_c = eps.chunk(2)

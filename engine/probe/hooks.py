@@ -85,6 +85,12 @@ class _State:
         self.step = -1
 
     def on_forward(self, module, args, kwargs):
+        from engine.model.sampler import CURRENT_TIMESTEP
+
+        hint = CURRENT_TIMESTEP.get()  # under engine.model.sampler.denoise: no device read
+        if hint is not None:
+            self.step = self.index.get(hint, -1)
+            return
         t = kwargs.get("timestep")
         if t is None and len(args) > 2:  # forward(hidden_states, encoder_hidden_states, timestep)
             t = args[2]

@@ -22,9 +22,12 @@ Self-attention (attn1), optional second pass with the same noise and the masks k
 Full per-token cross maps [step, layer, head, 64, 7] (cond branch) are kept for the first
 `detail` samples, with their images, for the TUI's head-detail pane.
 
-Resume. Completed batches are written to the run (attribute complete=False) as they finish;
-calling again with the same parameters continues after the last stored sample. The run name is
-derived from the parameters, so the same request always finds its run.
+Resume. Completed batches are appended to the run's staging file (engine.store: append_run,
+constant cost per batch) as they finish; the run goes into the cache file at the end, or with
+complete=False when the run is interrupted by an error, ctrl+c or a cancel. Calling again with the
+same parameters continues after the last stored sample, from the staging file if a killed run
+left one, else from the cache. The run name is derived from the parameters, so the same request
+always finds its run.
 """
 
 from __future__ import annotations
@@ -122,20 +125,24 @@ class CrossCapture:
     def probs(self, site, p):
         import torch
 
-        m = torch.einsum("bhqk,bkc->bhqc", p.float(), self.onehot.to(p.device))
+        if self.onehot.device != p.device:  # copied to the device once per batch
+            self.onehot = self.onehot.to(p.device)
+        m = torch.einsum("bhqk,bkc->bhqc", p.float(), self.onehot)
         if self.grid != GRID:  # a pretrained model's larger grid: area-average to GRID x GRID
             m = pool_tokens(m, self.grid)
-        self.mass[site.step][site.layer] = m.cpu().numpy()
+        self.mass[site.step][site.layer] = m  # stays on the device until the batch ends
         return None
 
     def head_out(self, site, o):
         return None
 
     def array(self) -> np.ndarray:
-        """[step, layer, 2B, H, Q, C]"""
+        """[step, layer, 2B, H, Q, C]: one copy to the host for the whole batch."""
+        import torch
+
         if any(m is None for row in self.mass for m in row):
             raise RuntimeError("some step or layer was not captured (is the schedule right?)")
-        return np.stack([np.stack(row) for row in self.mass])
+        return torch.stack([torch.stack(row) for row in self.mass]).cpu().numpy()
 
 
 class SelfCapture(CrossCapture):
@@ -145,6 +152,7 @@ class SelfCapture(CrossCapture):
         import torch
 
         self.masks = torch.from_numpy(masks)  # [B, Q, A]
+        self.w = None  # the masks of both CFG branches, on the device (copied once)
         self.mass = [[None] * layers for _ in range(steps)]
 
     def active(self, site):
@@ -153,10 +161,12 @@ class SelfCapture(CrossCapture):
     def probs(self, site, p):
         import torch
 
-        w = torch.cat([self.masks, self.masks]).to(p.device)  # both branches see the same image
+        if self.w is None or self.w.device != p.device:  # both branches see the same image
+            self.w = torch.cat([self.masks, self.masks]).to(p.device)
+        w = self.w
         num = torch.einsum("bqa,bhqk,bkc->bhac", w, p.float(), w)
         den = w.sum(1)[:, None, :, None]
-        self.mass[site.step][site.layer] = (num / den).cpu().numpy()
+        self.mass[site.step][site.layer] = num / den
         return None
 
 
@@ -187,13 +197,6 @@ def run_synopsis(
 ) -> str:
     """Sample every (prompt, seed) with capture, evaluate, reduce and store; returns the run
     name. Continues a stored incomplete run with the same parameters."""
-    import torch
-
-    from engine.detect import Detection
-    from engine.evaluate import METRICS, color_centres, evaluate_arrays
-    from engine.model.sampler import denoise, initial_noise
-    from engine.probe.hooks import hooked, schedule_timesteps
-
     limits.check_sampling(seed, steps, cfg, batch_size, {"n_per_prompt": n_per_prompt},
                           len(prompts))  # fmt: skip
     limits.NON_NEGATIVE.check("--detail", detail)
@@ -207,7 +210,7 @@ def run_synopsis(
 
         batch_size = fit_batch(ckpt, batch_size, self_attn)
     texts, seeds = [p.text for p, _ in items], [s for _, s in items]
-    enc, tr, codec = ckpt.text_encoder, ckpt.transformer, ckpt.codec
+    enc, codec = ckpt.text_encoder, ckpt.codec
     enc.tokenize(sorted(set(texts)))  # unknown words fail before any sampling
     run = f"synopsis-{_run_key(ckpt.hash, texts, seeds, steps, cfg, detail, self_attn)}"
     attrs = {
@@ -237,35 +240,82 @@ def run_synopsis(
             else ""
         ),
     }
-    data: dict[str, list] = {"cross": [], "self": [], "masks": [], "detail_maps": [],
-                             "detail_images": [], "color_centres": []}  # fmt: skip
-    evals: dict[str, list] = {m: [] for m in METRICS}
-    done = 0
-    if store.has_run(KIND, run):
-        a = store.attrs(KIND, run)
-        if a.get("complete"):
-            if progress:
-                progress(len(items), len(items))
-            return run
-        old = store.read(KIND, run)
-        # A run stored before a metric (or the centres) existed cannot be continued: its
-        # images are gone, so it is sampled again from the start.
-        if all(f"eval/{m}" in old for m in METRICS) and "color_centres" in old:
-            done = int(a.get("done", 0))
-            for k in data:
-                if k in old:
-                    data[k] = [old[k]]
-            for m in METRICS:
-                evals[m] = [old[f"eval/{m}"]]
+    done, seconds = _resume_point(store, run, detail)
+    if done is None:  # complete already
+        if progress:
+            progress(len(items), len(items))
+        return run
     if progress:
         progress(done, len(items))
+    try:
+        _sample_batches(ckpt, store, run, attrs, items, done, seconds, steps, cfg, batch_size,
+                        detail, self_attn, grid, progress)  # fmt: skip
+    except BaseException:  # an error, ctrl+c or a cancel: what is done goes into the cache
+        if store.read_staged(KIND, run) is not None:
+            store.commit_run(KIND, run)
+        raise
+    store.commit_run(KIND, run)
+    return run
 
+
+def _resume_point(store, run: str, detail: int) -> tuple[int | None, float]:
+    """(samples already done, seconds spent on them); done is None when the run is complete.
+    A staging file a killed run left is continued when it is consistent; else the cache's
+    partial run is copied into a fresh staging file and continued; a run stored before a
+    metric (or the centres) existed cannot be continued (its images are gone): it starts
+    again."""
+    staged = store.read_staged(KIND, run)
+    if staged is not None:
+        old, a = staged
+        done = int(a.get("done", 0))
+        if _consistent(old, done, detail):
+            return done, float(a.get("seconds", 0.0))
+        store.discard_staged(KIND, run)
+    if not store.has_run(KIND, run):
+        return 0, 0.0
+    a = store.attrs(KIND, run)
+    if a.get("complete"):
+        return None, 0.0
+    old = store.read(KIND, run)
+    done = int(a.get("done", 0))
+    if not done or not _consistent(old, done, detail):
+        return 0, 0.0
+    rows = {k: v for k, v in old.items() if k not in ("prompts", "seeds")}
+    store.append_run(KIND, run, rows, {k: v for k, v in a.items() if k != "created"})
+    return done, float(a.get("seconds", 0.0))
+
+
+def _consistent(old: dict, done: int, detail: int) -> bool:
+    from engine.evaluate import METRICS
+
+    need = ("cross", "masks", "color_centres", *(f"eval/{m}" for m in METRICS))
+    if not all(k in old and len(old[k]) == done for k in need):
+        return False
+    return all(
+        len(old[k]) == min(detail, done) for k in ("detail_maps", "detail_images") if k in old
+    )
+
+
+def _sample_batches(ckpt, store, run, attrs, items, done, seconds0, steps, cfg, batch_size,
+                    detail, self_attn, grid, progress) -> None:  # fmt: skip
+    """Sample, capture, evaluate and append batch after batch from sample `done` on."""
+    from engine.detect import Detection
+    from engine.evaluate import METRICS, color_centres, evaluate_arrays
+    from engine.model.sampler import denoise, initial_noise
+    from engine.probe.hooks import hooked, schedule_timesteps
+
+    enc, tr, codec = ckpt.text_encoder, ckpt.transformer, ckpt.codec
+    texts, seeds = [p.text for p, _ in items], [s for _, s in items]
     timesteps = schedule_timesteps(steps, tr)
     shape = (codec.channels, codec.latent_size, codec.latent_size)
     null, null_mask = enc.encode([""])
     null_cats = enc.tokenize([""]).categories
     t0 = time.perf_counter()
+    fixed = {"prompts": texts, "seeds": np.asarray(seeds, dtype=np.int64)}  # with the first rows
     for start in range(done, len(items), batch_size):
+        data: dict[str, list] = {"cross": [], "self": [], "masks": [], "detail_maps": [],
+                                 "detail_images": [], "color_centres": []}  # fmt: skip
+        evals: dict[str, list] = {m: [] for m in METRICS}
         bt, bs = texts[start : start + batch_size], seeds[start : start + batch_size]
         n = len(bt)
         tok = enc.tokenize(bt)
@@ -316,23 +366,11 @@ def run_synopsis(
             ).reshape(n, 4)
         )
         done = start + n
-        _write(store, run, attrs, data, evals, texts, seeds, done, len(items),
-               time.perf_counter() - t0)  # fmt: skip
+        rows = {k: np.concatenate(v) for k, v in data.items() if v}
+        rows.update({f"eval/{m}": np.concatenate(v) for m, v in evals.items()})
+        seconds = round(seconds0 + time.perf_counter() - t0, 2)
+        store.append_run(KIND, run, rows, {**attrs, "done": done, "complete": done >= len(items),
+                                           "seconds": seconds}, fixed)  # fmt: skip
+        fixed = None
         if progress:
             progress(done, len(items))
-    del torch
-    return run
-
-
-def _write(store, run, attrs, data, evals, texts, seeds, done, total, seconds) -> None:
-    arrays = {k: np.concatenate(v) for k, v in data.items() if v}
-    arrays.update({f"eval/{m}": np.concatenate(v) for m, v in evals.items()})
-    arrays["prompts"] = texts
-    arrays["seeds"] = np.asarray(seeds, dtype=np.int64)
-    store.write_run(
-        KIND,
-        arrays,
-        {**attrs, "done": done, "complete": done >= total, "seconds": round(seconds, 2)},
-        run=run,
-        overwrite=True,
-    )
