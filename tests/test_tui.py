@@ -699,13 +699,15 @@ async def test_hung_engine_does_not_freeze_the_ui():
 
 
 async def test_slow_engine_loads_in_the_background():
-    fake = FakeEngineClient(delay=0.3)
+    fake = FakeEngineClient()
+    fake.gate = threading.Event()  # every engine call waits until the test opens the gate
     app = make_app(fake)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.05)
         assert heads_table(app).rows_ == []
         await pilot.press("2")  # answers at once while the engine is busy
         assert app.active_pane_id == "map"
+        fake.gate.set()
         await settle(pilot)
         assert len(app.query_one(HeatMap).values) == 144
         await pilot.press("1")  # panes load when shown
