@@ -509,17 +509,15 @@ def test_engine_exits_when_idle_but_not_while_a_job_runs(workdir):
         e.stop()
 
 
-def test_bad_idle_exit_is_one_line_and_starts_nothing(workdir):
+def test_bad_idle_exit_is_one_line_and_starts_nothing(workdir, monkeypatch, capsys):
+    from engine import server
+
     cache = workdir / "cache-bad-idle"
     r = _cli("serve", "--idle-exit", "-1", "--cache", str(cache))
     assert r.returncode == 2 and r.stderr.startswith("error: --idle-exit must be 0")
-    env = {**os.environ, "DIT_WORKBENCH_ENGINE_IDLE_EXIT": "soon"}
-    r = subprocess.run(
-        [sys.executable, "-m", "engine.server", "--cache", str(cache)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert r.returncode == 2
-    assert r.stderr.strip() == (
+    monkeypatch.setenv("DIT_WORKBENCH_ENGINE_IDLE_EXIT", "soon")
+    assert server.main(["--cache", str(cache)]) == 2  # the engine itself, in this process
+    assert capsys.readouterr().err.strip() == (
         "error: DIT_WORKBENCH_ENGINE_IDLE_EXIT='soon' is not a number of seconds"
     )
     assert not daemon.default_socket(cache).exists()
