@@ -236,7 +236,7 @@ def _ablation_facts(store, facts: dict, missing: list) -> dict | None:
         significant = [r for m in checked for r in sweep_rows(store, sweep["run"], m)
                        if r["ci_low"] > 0 or r["ci_high"] < 0]  # fmt: skip
         by_metric = {m: {(r["layer"], r["head"]): r for r in sweep_rows(store, sweep["run"], m)}
-                     for m in checked}  # fmt: skip
+                     for m in dict.fromkeys((*checked, *SIDE_METRICS))}  # fmt: skip
         out[label] = {"sweep": sweep, "metric": metric, "top_synopsis_head": top,
                       "cells": by_metric,
                       "top_cell": top_cell, "largest_drop": worst, "checked": checked,
@@ -378,23 +378,23 @@ def _section(f: dict) -> list[str]:
                 out.append(f"- {label} head: no sweep stored.")
                 continue
             c, w, m = a["top_cell"], a["largest_drop"], a["metric"]
-            if label == "relation" and "color_relation" in a["cells"]:
-                cr = a["cells"]["color_relation"].get((w["layer"], w["head"]))
-                out.append(f"- relation sweep, head with the largest {m} drop "
-                           f"**{_head(w['layer'], w['head'])}**: {m} {_pct(w['baseline'])} -> "
-                           f"{_pct(w['intervened'])}, delta {_pts(w['delta'])} "
-                           f"[{_pts(w['ci_low'])}, {_pts(w['ci_high'])}]; colour relation "
-                           f"{_pct(cr['baseline'])} -> {_pct(cr['intervened'])}, delta "
-                           f"{_pts(cr['delta'])} [{_pts(cr['ci_low'])}, {_pts(cr['ci_high'])}]; "
-                           f"n={w['n']} paired prompts and seeds.")  # fmt: skip
-            if c:
+            same = c is not None and (c["layer"], c["head"]) == (w["layer"], w["head"])
+            if c and not same:
                 out.append(f"- {label} head {_head(c['layer'], c['head'])} (top by synopsis), "
-                           f"sweep `{a['sweep']['sweep']}`: {m} {_pct(c['baseline'])} -> "
-                           f"{_pct(c['intervened'])}, delta {_pts(c['delta'])} "
-                           f"[{_pts(c['ci_low'])}, {_pts(c['ci_high'])}], n={c['n']}.")  # fmt: skip
-            out.append(f"- largest {m} drop in that sweep: {_head(w['layer'], w['head'])}, delta "
-                       f"{_pts(w['delta'])} [{_pts(w['ci_low'])}, {_pts(w['ci_high'])}]. "
-                       f"Paper: {paper}.")  # fmt: skip
+                           f"sweep `{a['sweep']['sweep']}`: {_cell(c, m)}.")  # fmt: skip
+            also = [x for x in (a["checked"][1:] if label == "relation" else ()) + SIDE_METRICS
+                    if x != m and (w["layer"], w["head"]) in a["cells"].get(x, {})]  # fmt: skip
+            out.append(f"- {label} sweep (`{a['sweep']['sweep']}`, n={w['n']} paired prompts and "
+                       f"seeds per head): the largest {m} drop is **{_head(w['layer'], w['head'])}**"
+                       f"{' (also the top head by synopsis)' if same else ''}: {_cell(w, m)}; "
+                       + "; ".join(_cell(a["cells"][x][(w["layer"], w["head"])], x) for x in also)
+                       + f". Paper: {paper}.")  # fmt: skip
+            costs = [x for x in also if x in SIDE_METRICS
+                     and a["cells"][x][(w["layer"], w["head"])]["ci_high"] < 0]  # fmt: skip
+            if costs:
+                out.append(f"  Unlike the paper's {label} head, masking it also costs "
+                           f"{' and '.join(costs)} (intervals below zero): at this scale the "
+                           "head does more than carry the relation.")  # fmt: skip
         out += ["", _relation_verdict(ab.get("relation"), s), ""]
     else:
         out += ["Not computed.", ""]
@@ -441,6 +441,14 @@ def _cache_names(f: dict) -> str:
     if not f.get("shipped"):
         return user
     return f"`{f['shipped']}` (shipped with the checkpoint, read-only) and {user}"
+
+
+SIDE_METRICS = ("shape", "unique_binding")  # what else a head's masking costs
+
+
+def _cell(r: dict, metric: str) -> str:
+    return (f"{metric} {_pct(r['baseline'])} -> {_pct(r['intervened'])}, delta {_pts(r['delta'])} "
+            f"[{_pts(r['ci_low'])}, {_pts(r['ci_high'])}]")  # fmt: skip
 
 
 def _seen(images) -> str:
