@@ -365,7 +365,7 @@ CLI_CASES = [
     ("unknown-metric", ["ablate", "{ckpt}", "--list", "--metric", "accuracy", "--cache",
                         "{cache}"], "unknown metric 'accuracy'"),
     ("unknown-device", ["ablate", "{ckpt}", "-i", "mask-head 0.0", "--device", "tpu",
-                        "--no-cache"], "cannot use device 'tpu'"),
+                        "--no-cache"], "unknown device 'tpu'"),
     # negative or zero counts
     ("zero-images", ["sample", "{ckpt}", "--out", "{out}/s", "--prompt", S, "--n", "0"],
      "--n must be positive"),
@@ -411,7 +411,7 @@ CLI_CASES = [
     ("missing-argument", ["info"], "Missing argument"),
     ("missing-option", ["sample", "{ckpt}", "--prompt", S], "Missing option '--out'"),
     ("unknown-command", ["frobnicate"], "No such command"),
-    ("job-id-not-a-number", ["jobs", "show", "one"], "Invalid value for 'job_id'"),
+    ("job-id-not-a-number", ["jobs", "show", "one"], "Invalid value for 'JOB_ID'"),
     # engine commands that refuse before starting anything
     ("params-json-not-an-object", ["jobs", "submit", "selftest", "--params-json", "[1]"],
      "must be a JSON object"),
@@ -467,6 +467,10 @@ CLI_CASES = [
                                    "red " * 250_000], "characters in all"),
     ("render-size-100000", ["dataset", "render", "{out}/data", "--n", "2", "--size", "100000"],
      "--size must be at most 2048"),
+    ("curves-threshold-nan", ["curves", "{ckpt}", "--threshold", "nan"],
+     "--threshold must be a finite number"),
+    ("curves-threshold-over-one", ["curves", "{ckpt}", "--threshold", "2"],
+     "--threshold must be at most 1 (got 2.0)"),
     ("train-seed-over-int64", ["train", "--out", "{out}/t", "--preset", "nano", "--seed",
                                str(2**64)], "does not fit a 64-bit integer"),
 ]  # fmt: skip

@@ -21,7 +21,9 @@ def curves(
     the order in which they were learned (the paper: colour, shape, binding, relation)."""
     from engine.curves import COLUMNS, learning_order, order_matches_paper, read_curves
     from engine.history import history_steps
+    from engine.limits import check_number
 
+    check_number("--threshold", threshold, 0.0, 1.0)  # metrics are fractions; NaN never counts
     records = read_curves(run)
     rows = [{c: r.get(c) for c in COLUMNS} for r in records]
     kept = {s for s, _ in history_steps(run)}  # train --keep-history
