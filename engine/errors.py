@@ -14,8 +14,11 @@ MAX_MESSAGE = 400  # characters of an error message shown (user input echoed in 
 
 def one_line(message) -> str:
     """An error message as printed: one line, at most MAX_MESSAGE characters (a 1 MB caption
-    quoted in it is cut, with its length said)."""
+    quoted in it is cut, with its length said). The cut is in the middle: a message names the
+    problem first and what to do last, and both must survive."""
     text = " ".join(str(message).split())
     if len(text) <= MAX_MESSAGE:
         return text
-    return f"{text[: MAX_MESSAGE - 60]}... ({len(text):,} characters in all)"
+    note = f" ... ({len(text):,} characters in all) ... "
+    keep = MAX_MESSAGE - len(note)
+    return f"{text[: keep - keep // 3]}{note}{text[-(keep // 3) :]}"

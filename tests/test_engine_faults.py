@@ -182,7 +182,9 @@ async def main(sock, submit):
             assert time.monotonic() < deadline, "no heads table"
             await pilot.pause(0.05)
         if submit:
-            await pilot.press("x")
+            await pilot.press("x")  # asks first, like `a`
+            await pilot.pause(0.5)
+            await pilot.press("enter")
         while not any(j.get("kind") == "screen" for j in app.jobs):
             assert time.monotonic() < deadline, "the screening job never showed"
             await pilot.pause(0.1)
