@@ -440,7 +440,8 @@ def _cache_names(f: dict) -> str:
     user = f"the cache `{f['cache']}`"
     if not f.get("shipped"):
         return user
-    return f"`{f['shipped']}` (shipped with the checkpoint, read-only) and {user}"
+    shipped = f"`{f['shipped']}` (shipped with the checkpoint, read-only)"
+    return f"{shipped} and {user}" if Path(f["cache"]).exists() else shipped
 
 
 SIDE_METRICS = ("shape", "unique_binding")  # what else a head's masking costs
