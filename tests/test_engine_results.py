@@ -2,6 +2,7 @@
 checkpoint: what a job writes to the cache is what the table request reads back."""
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -158,3 +159,33 @@ def test_jobs_take_a_checkpoint_by_its_listing_name(nano_ckpt, cache, tmp_path):
     assert p["checkpoint"] == str(nano_ckpt.resolve())
     with pytest.raises(UserError, match="not found"):
         get_kind("synopsis").check({"checkpoint": "no-such-ckpt"}, str(tmp_path))
+
+
+SHIPPED = Path(__file__).resolve().parents[1] / "checkpoints" / "mini-rte"
+
+
+@pytest.mark.skipif(not (SHIPPED / "cache.h5").is_file(), reason="shipped results not built")
+def test_heads_table_joins_the_sweep_of_the_query_category(tmp_path):
+    """The shipped mini-rte holds a relation-token sweep and a newer shape-token sweep: a
+    relation query shows the relation sweep's spatial delta, a shape query the shape sweep's."""
+    from engine.intervene.results import sweep_rows, sweep_runs
+    from engine.probe.jobs import heads_rows
+    from engine.store import store_for_path
+
+    store = store_for_path(SHIPPED, tmp_path / "cache")
+    by = {s["sweep"]: s["run"] for s in sweep_runs(store)}
+    for q, template, metric in (
+        ("relation->object1", "mask-head *.* tokens=relation", "spatial"),
+        ("shape1->object1", "mask-head *.* tokens=shape1,shape2", "shape"),
+    ):
+        want = {
+            (r["layer"], r["head"]): r["delta"] for r in sweep_rows(store, by[template], metric)
+        }
+        rows = heads_rows(store, {"query": q})
+        assert len(rows) == 36
+        assert all(
+            r["ablation_delta"] == pytest.approx(want[(r["layer"], r["head"])]) for r in rows
+        )
+    top = heads_rows(store, {"query": "relation->object1"})[0]
+    assert (top["layer"], top["head"]) == (2, 2) and top["ablation_ci_high"] < 0
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())

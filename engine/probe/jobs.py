@@ -110,7 +110,8 @@ def _int(params: dict, key: str) -> int:
 
 def heads_rows(store, params: dict) -> list[dict]:
     """The ranked heads of a synopsis query, joined with the newest screening (best relation per
-    head) and the newest head sweep (delta of the metric the query's text category concerns)."""
+    head) and the newest head sweep that masks the query's text category (delta of the metric
+    that category concerns)."""
     from engine.probe.ranking import parse_query, rank_heads
 
     query = params.get("query") or "relation->object1"
@@ -118,7 +119,7 @@ def heads_rows(store, params: dict) -> list[dict]:
                       params.get("agg") or "max", _flag(params.get("correct_only", "")))  # fmt: skip
     screen = _screen_by_head(store)
     q = parse_query(query)
-    deltas = _sweep_by_head(store, ABLATION_METRIC.get(q.source, "overall"))
+    deltas = _sweep_by_head(store, ABLATION_METRIC.get(q.source, "overall"), q.source)
     for r in rows:
         key = (r["layer"], r["head"])
         r["screen_score"], r["screen_relation"] = screen.get(key, (None, None))
@@ -141,20 +142,34 @@ def _screen_by_head(store) -> dict:
         return {}
 
 
-def _sweep_by_head(store, metric: str) -> dict:
-    """(delta, ci_low, ci_high) per head: the newest sweep, overridden by any later single-head
-    ablation (what the workbench's `a` key runs), so a fresh result shows at once."""
+def _masks(spec: str, category: str | None) -> bool:
+    """Whether an intervention spec acts on the query's text category (a spec without
+    `tokens=` acts on every token)."""
     import re
 
-    from engine.intervene.results import ablation_rows, head_deltas
+    m = re.search(r"\btokens=(\S+)", spec or "")
+    return category is None or m is None or category in m[1].split(",")
+
+
+def _sweep_by_head(store, metric: str, category: str | None = None) -> dict:
+    """(delta, ci_low, ci_high) per head: the newest sweep that masks the query's text category
+    (a shape sweep says nothing about a relation query), overridden by any later single-head
+    ablation of that category (what the workbench's `a` key runs), so a fresh result shows at
+    once."""
+    import re
+
+    from engine.intervene.results import ablation_rows, head_deltas, sweep_runs
 
     try:
-        out = {k: tuple(None if math.isnan(x) else x for x in v)
-               for k, v in head_deltas(store, metric).items()}  # fmt: skip
+        sweeps = [s["run"] for s in sweep_runs(store) if _masks(s["sweep"], category)]
+        out = {}
+        if sweeps:
+            out = {k: tuple(None if math.isnan(x) else x for x in v)
+                   for k, v in head_deltas(store, metric, sweeps[-1]).items()}  # fmt: skip
         one_head = re.compile(r"^(?:mask|zero)-head (\d+)\.(\d+)\b[^+]*$")
         for r in ablation_rows(store, metric):  # oldest first: the newest wins
             m = one_head.match(r["intervention"])
-            if m:
+            if m and _masks(r["intervention"], category):
                 out[(int(m[1]), int(m[2]))] = (r["delta"], r["ci_low"], r["ci_high"])
         return out
     except (UserError, KeyError, ValueError):
