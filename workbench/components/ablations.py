@@ -102,7 +102,7 @@ class AblationsPane(Pane):
             id="ablations-table",
         )
         yield Static("", classes="caption", id="sweep-caption")
-        yield EngineTable(
+        sweep = EngineTable(
             "sweep",
             SWEEP_COLS,
             page_size=self.page_size,
@@ -110,6 +110,9 @@ class AblationsPane(Pane):
             quiet=True,
             id="sweep-table",
         )
+        # the largest drops first: the head a sweep is run to find is on the first row
+        sweep.sort_by, sweep.desc = "delta", False
+        yield sweep
 
     @property
     def runs(self) -> EngineTable:
