@@ -136,6 +136,11 @@ def model_config(p: Path) -> dict:
     from engine.limits import check_model_config
 
     where = p / "transformer" / "config.json"
+    if not where.exists() and not where.is_symlink():
+        raise UserError(
+            f"{p} is not a complete checkpoint (no transformer/config.json); point at a folder "
+            "written by `dit-workbench train`"
+        )
     return check_model_config(read_json(where, "transformer config"), where)
 
 
