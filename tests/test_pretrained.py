@@ -166,8 +166,7 @@ def ckpt(pipe, tmp_path_factory) -> Path:
 
 
 def test_import_records_parts_hashes_and_configs(pipe, tmp_path, capsys, monkeypatch):
-    from engine.model.checkpoint import describe
-    from engine.model.pipeline import sha256_file
+    from engine.model.checkpoint import describe, sha256_file
 
     out = tmp_path / "ck"
     code, stdout, err = run_cli(["import-pipeline", pipe, "--out", out], capsys, monkeypatch)

@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from engine.errors import UserError
+from engine.model.checkpoint import sha256_file
 
 PIPELINE_CLASSES = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
 PARTS = ("transformer", "text_encoder", "tokenizer", "vae", "scheduler")
@@ -113,14 +114,6 @@ def _weights(root: Path, part: str, files: list[Path]) -> list[Path]:
     others = [f.name for f in files if f.name.endswith(".safetensors")]
     hint = f" (found {others[0]!r}: variant weights are not supported)" if others else ""
     raise UserError(f"{d} has no {name} (or its sharded index){hint}; it is incomplete")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def part_hash(records: dict[str, dict], weights: list[str]) -> str:
