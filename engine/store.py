@@ -119,17 +119,6 @@ class Store:
         return [p for p in (self.base, self.path) if p is not None and p.exists()]
 
     @contextlib.contextmanager
-    def open(self) -> Iterator[h5py.File]:
-        """The user's file opened read-only (an empty in-memory file if nothing was written
-        yet). Runs of the shipped layer are reached through open_run, runs and read."""
-        if not self.path.exists():
-            with h5py.File("empty.h5", "w", driver="core", backing_store=False) as f:
-                yield f
-            return
-        with _open_readonly(self.path) as f:
-            yield f
-
-    @contextlib.contextmanager
     def open_run(self, kind: str, run: str) -> Iterator[h5py.Group]:
         """One run's group, from whichever layer holds it (the user's file first)."""
         check_kind(kind)
