@@ -35,16 +35,16 @@ def main() -> None:
     import torch
 
     from engine.data.prompts import eval_prompts
-    from engine.evaluate import METRICS
+    from engine.eval.evaluate import METRICS
     from engine.intervene.ablate import run_ablation, run_sweep
     from engine.intervene.spec import expand_sweep
     from engine.model.checkpoint import load_checkpoint
-    from engine.store import Store
+    from engine.store.cache import Store
 
     tmp = tempfile.TemporaryDirectory()
     path = args.ckpt
     if path is None:
-        from engine.train import TrainConfig, train
+        from engine.train.loop import TrainConfig, train
 
         path = os.path.join(tmp.name, "nano")
         cfg = TrainConfig(out=path, preset="nano", res=32, steps=3, batch=4, eval_every=3,

@@ -1,5 +1,5 @@
 """Cache write time per batch across a long synopsis-shaped run: appending to the run's staging
-file (engine.store.append_run, what the synopsis does) against rewriting the whole run each
+file (engine.store.cache.append_run, what the synopsis does) against rewriting the whole run each
 batch (write_run, what it did before).
 
 Each batch holds `--batch` samples of a micro model's synopsis rows (cross [14 steps, 6 layers,
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.store import Store
+from engine.store.cache import Store
 
 SHAPE = (14, 6, 2, 3, 3, 7)  # steps, layers, branches, heads, image cats, text cats (micro)
 

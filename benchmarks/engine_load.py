@@ -29,8 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.client import EngineClient, EngineError, EngineUnavailable  # noqa: E402
-from engine.daemon import socket_for  # noqa: E402
+from engine.service.client import EngineClient, EngineError, EngineUnavailable  # noqa: E402
+from engine.service.daemon import socket_for  # noqa: E402
 
 
 def requests(ck: str, job_id: int) -> list[tuple[str, callable]]:
@@ -62,7 +62,7 @@ def run(seconds: float, clients: int, checkpoint: Path, cache: Path | None) -> i
     for h5 in src_cache.glob("*.h5"):
         shutil.copy2(h5, work / "cache" / h5.name)
     engine = subprocess.Popen(
-        [sys.executable, "-m", "engine.server", "--cache", str(work / "cache"),
+        [sys.executable, "-m", "engine.service.server", "--cache", str(work / "cache"),
          "--checkpoints", str(checkpoint.parent), "--log-level", "warning"],
         cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -22,8 +22,8 @@ import numpy as np
 from engine.data.prompts import parse_prompt
 from engine.data.render import render_batch
 from engine.data.scenes import CANVAS, sample_scenes
-from engine.detect import Detection
-from engine.evaluate import evaluate_arrays, score
+from engine.eval.detect import Detection
+from engine.eval.evaluate import evaluate_arrays, score
 
 _RANGES = {"red": ((150, 0, 0), (255, 90, 90)), "blue": ((0, 0, 150), (90, 90, 255))}
 

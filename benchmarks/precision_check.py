@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import device as D
+from engine.core import device as D
 from engine.data.prompts import eval_prompts
-from engine.evaluate import METRICS, evaluate_arrays
+from engine.eval.evaluate import METRICS, evaluate_arrays
 from engine.model.checkpoint import load_checkpoint
 from engine.model.sampler import sample_images
 

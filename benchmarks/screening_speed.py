@@ -79,7 +79,7 @@ def time_synopsis(ck, n_prompts: int, steps: int, cfg: float) -> float:
 
     from engine.probe.ranking import rank_heads
     from engine.probe.synopsis import run_synopsis
-    from engine.store import Store
+    from engine.store.cache import Store
 
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()

@@ -39,13 +39,13 @@ from engine.probe.synopsis import (  # noqa: E402
     run_synopsis,
     soft_masks,
 )
-from engine.store import Store  # noqa: E402
+from engine.store.cache import Store  # noqa: E402
 from engine.text import build_text_encoder  # noqa: E402
 
 
 def make_checkpoint(preset: str, path: str | None, device: str = "cpu") -> Checkpoint:
     """A trained checkpoint (--checkpoint) or a random model of the preset, on `device`."""
-    from engine.device import resolve_device
+    from engine.core.device import resolve_device
 
     if path:
         from engine.model.checkpoint import load_checkpoint

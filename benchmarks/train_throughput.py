@@ -1,6 +1,6 @@
 """Training throughput of our loop against a minimal plain loop on the same diffusers model.
 
-For each preset: img/s of `engine.train.train` (accelerate, EMA, caption dropout, data
+For each preset: img/s of `engine.train.loop.train` (accelerate, EMA, caption dropout, data
 pipeline) measured between its step logs after warm-up, and img/s of a bare loop (random
 tensors on the device, forward, MSE, backward, AdamW; bf16 autocast on CUDA as ours) on an
 identical PixArtTransformer2DModel and batch. Also sampling img/s (DPM-Solver++ 14 steps, CFG)
@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from engine.device import inference_autocast, resolve_device
+from engine.core.device import inference_autocast, resolve_device
 from engine.model.checkpoint import load_checkpoint
 from engine.model.presets import build_transformer, get_preset
 from engine.model.sampler import model_kwargs, sample_images
-from engine.train import TrainConfig, train
+from engine.train.loop import TrainConfig, train
 
 
 def ours(

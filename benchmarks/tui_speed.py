@@ -3,7 +3,7 @@
 1. Cold start: from creating the app to the first rendered heads table of the shipped
    checkpoint, with the engine already running (it is started first, and its own start time is
    reported separately: a researcher pays it once per server, not per `dit-workbench`).
-2. Sort and filter on a 10,000-row table: the engine-side query (`engine.tables.query`, what
+2. Sort and filter on a 10,000-row table: the engine-side query (`engine.service.tables.query`, what
    every sort key press and filter asks the engine for) and the client's round trip for one
    page over the real socket.
 Targets (issue 9): first table < 1 s, sort/filter < 100 ms. The last line states the figures.
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine import tables  # noqa: E402
-from engine.client import connect  # noqa: E402
+from engine.service.client import connect  # noqa: E402
 from workbench.app import WorkbenchApp  # noqa: E402
 
 

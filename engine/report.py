@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 PAPER = {
     "relation_accuracy": {
@@ -130,7 +130,7 @@ def _run_dir(ckpt_path: Path) -> Path | None:
 def checkpoint_facts(ckpt: str | os.PathLike, cache_dir, curves: str | None = None) -> dict:
     """Everything the report says about one checkpoint, from its cache (None where missing)."""
     from engine.model.checkpoint import describe, read_meta
-    from engine.store import store_for_path
+    from engine.store.cache import store_for_path
 
     path, meta = read_meta(ckpt)
     info = describe(path)
@@ -166,7 +166,7 @@ def _synopsis_facts(store, missing: list) -> dict | None:
         return None
     a = store.attrs(KIND, run)
     from engine.data.prompts import parse_prompt
-    from engine.evaluate import relation_signal
+    from engine.eval.evaluate import relation_signal
 
     metrics, signal = {}, None
     with store.open_run(KIND, run) as g:
@@ -279,7 +279,7 @@ def _variance_facts(store, missing: list) -> dict | None:
 
 
 def _curve_facts(run: Path, missing: list) -> dict | None:
-    from engine.curves import learning_order, order_matches_paper, read_curves
+    from engine.train.curves import learning_order, order_matches_paper, read_curves
 
     try:
         records = read_curves(run)
@@ -425,7 +425,7 @@ def _section(f: dict) -> list[str]:
                 f"({PAPER['order']}).", ""]  # fmt: skip
     else:
         out += ["No training curves found.", ""]
-    from engine.emergence import report_section  # when the relation head formed (issue 22)
+    from engine.ops.emergence import report_section  # when the relation head formed (issue 22)
 
     out += report_section(c["run"] if c else None, Path(f["cache"]).parent)
     out += ["### Scale", "",

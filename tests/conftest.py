@@ -2,7 +2,7 @@
 
 import pytest
 
-from engine.train import TrainConfig, train
+from engine.train.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="session")

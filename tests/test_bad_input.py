@@ -560,20 +560,20 @@ def _enospc(*a, **k):
 
 def test_full_disk_while_storing_a_run(world, cli, monkeypatch):
     """The cache is written as a copy that replaces it: a full disk leaves the old file."""
-    import engine.store
+    import engine.store.cache
 
     before = tree_digest(*world.protected)
-    monkeypatch.setattr(engine.store.shutil, "copyfile", _enospc)
+    monkeypatch.setattr(engine.store.cache.shutil, "copyfile", _enospc)
     code, _, err = cli("screen", "{ckpt}", "--cache", "{cache}", "--recompute")
     assert code == 2 and "No space left on device" in one_line_error(err)
     assert tree_digest(*world.protected) == before
 
 
 def test_full_disk_while_writing_a_new_cache(world, cli, monkeypatch):
-    import engine.store
+    import engine.store.cache
 
     fresh = world.d / "fresh-cache"
-    monkeypatch.setattr(engine.store, "_write_dataset", _enospc)
+    monkeypatch.setattr(engine.store.cache, "_write_dataset", _enospc)
     code, _, err = cli("screen", "{ckpt}", "--cache", fresh)
     assert code == 2 and "No space left on device" in one_line_error(err)
     left = sorted(p.name for p in fresh.iterdir()) if fresh.exists() else []
@@ -689,15 +689,15 @@ def test_csv_export_into_read_only_folder(world, cli, read_only_dir, args):
 
 
 class Engine:
-    """A `python -m engine.server` subprocess on `cache` (a minimal copy of the one in
+    """A `python -m engine.service.server` subprocess on `cache` (a minimal copy of the one in
     tests/test_engine_server.py)."""
 
     def __init__(self, cache: Path, *args: str):
-        from engine import daemon
+        from engine.service import daemon
 
         self.cache = cache
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.server", "--cache", str(cache), "--log-level",
+            [sys.executable, "-m", "engine.service.server", "--cache", str(cache), "--log-level",
              "warning", *args],
             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip

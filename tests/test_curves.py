@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.curves import learned_at, learning_order, order_matches_paper, read_curves
-from engine.errors import UserError
+from engine.core.errors import UserError
+from engine.train.curves import learned_at, learning_order, order_matches_paper, read_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 

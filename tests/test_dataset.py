@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engine.core.errors import UserError
 from engine.data import PHRASINGS, RELATIONS, relation_of, render, sample_scenes
 from engine.data.files import HDF5Dataset, read_metadata, write_dataset
 from engine.data.prompts import eval_prompts, parse_prompt
 from engine.data.render import shape_mask
 from engine.data.scenes import BACKGROUND, Scene
-from engine.errors import UserError
 
 
 @pytest.mark.parametrize(

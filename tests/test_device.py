@@ -1,4 +1,4 @@
-"""The one device rule (engine.device): spelling, resolution, every model command and job kind
+"""The one device rule (engine.core.device): spelling, resolution, every model command and job kind
 takes it, and CUDA-only checks (marked `gpu`, skipped without CUDA)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from engine.device import check_device, describe, inference_autocast, label, resolve_device
-from engine.errors import UserError
+from engine.core.device import check_device, describe, inference_autocast, label, resolve_device
+from engine.core.errors import UserError
 
 CUDA = torch.cuda.is_available()
 gpu = pytest.mark.gpu
@@ -143,7 +143,7 @@ def test_info_says_where_auto_runs(nano_ckpt, capsys, monkeypatch):
 
 @pytest.mark.parametrize("kind", ["sample", "ablate", "variance", "synopsis", "screen", "train"])
 def test_every_model_job_kind_checks_its_device_before_queueing(kind, nano_ckpt, tmp_path):
-    from engine.jobs import get_kind
+    from engine.service.kinds import get_kind
 
     base = {
         "sample": {
@@ -186,7 +186,7 @@ def test_device_module_prints_what_auto_resolves_to():
     import subprocess
 
     r = subprocess.run(
-        [sys.executable, "-m", "engine.device"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "engine.core.device"], capture_output=True, text=True, check=True
     )
     assert json.loads(r.stdout) == describe("auto")
 

@@ -19,12 +19,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from engine import emergence as E
-from engine.errors import UserError
-from engine.history import history_checkpoint, history_steps
+from engine.core.errors import UserError
 from engine.model.checkpoint import WEIGHTS, export_checkpoint, load_checkpoint, sha256_file
+from engine.ops import emergence as E
 from engine.probe.screening import METRICS, screen, screen_model
-from engine.train import TrainConfig, train
+from engine.train.history import history_checkpoint, history_steps
+from engine.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -146,8 +146,8 @@ def test_first_pass_and_pass_rows(emerged, run):
 
 
 def test_engine_job_and_table(run, tmp_path):
-    from engine import roots
-    from engine.jobs import get_kind
+    from engine.core import roots
+    from engine.service.kinds import get_kind
 
     class Rep:
         def __init__(self):
@@ -279,7 +279,7 @@ async def test_training_pane_shows_head_emergence_on_the_curves_axis():
 @pytest.mark.slow
 def test_synopsis_per_checkpoint(run, tmp_path):
     from engine.probe.ranking import rank_heads
-    from engine.store import Store
+    from engine.store.cache import Store
 
     e = E.compute_emergence(run, tmp_path, synopsis=2, synopsis_steps=2)
     assert e.synopsis.shape == (3, 3, 3) and np.isfinite(e.synopsis).all()

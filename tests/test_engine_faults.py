@@ -170,7 +170,7 @@ def test_cli_writer_sigkilled_loses_nothing_20_trials(world):
 
 TUI = """
 import asyncio, json, sys, time
-from engine.client import EngineClient
+from engine.service.client import EngineClient
 from workbench.app import WorkbenchApp
 
 async def main(sock, submit):
@@ -197,7 +197,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2] == "1"))
 
 
 def test_two_workbenches_share_one_engine(world):
-    from engine.daemon import socket_for
+    from engine.service.daemon import socket_for
 
     d, ck = world
     cache = d / "cache-two"

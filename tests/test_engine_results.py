@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import roots
-from engine.errors import UserError
-from engine.jobs import get_kind
-from engine.tables import TABLES, query
+from engine.core import roots
+from engine.core.errors import UserError
+from engine.service.kinds import get_kind
+from engine.service.tables import TABLES, query
 
 
 class Recorder:
@@ -169,8 +169,8 @@ def test_heads_table_joins_the_sweep_of_the_query_category(tmp_path):
     """The shipped mini-rte holds a relation-token sweep and a newer shape-token sweep: a
     relation query shows the relation sweep's spatial delta, a shape query the shape sweep's."""
     from engine.intervene.results import sweep_rows, sweep_runs
-    from engine.probe.jobs import heads_rows
-    from engine.store import store_for_path
+    from engine.ops.probe import heads_rows
+    from engine.store.cache import store_for_path
 
     store = store_for_path(SHIPPED, tmp_path / "cache")
     by = {s["sweep"]: s["run"] for s in sweep_runs(store)}

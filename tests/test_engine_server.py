@@ -1,4 +1,4 @@
-"""The engine daemon, run for real: a `python -m engine.server` subprocess on a temp cache dir.
+"""The engine daemon, run for real: a `python -m engine.service.server` subprocess on a temp cache dir.
 
 Jobs here are `selftest` (sleeps in steps, no torch) and `evaluate` on a few rendered images,
 so every test takes a second or two; a real training job that is interrupted and resumed is
@@ -23,10 +23,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine import daemon
-from engine.client import EngineClient, EngineError, EngineUnavailable, connect
-from engine.errors import UserError
-from engine.tables import query
+from engine.core.errors import UserError
+from engine.service import daemon
+from engine.service.client import EngineClient, EngineError, EngineUnavailable, connect
+from engine.service.tables import query
 
 ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {"done", "failed", "cancelled", "interrupted"}
@@ -49,7 +49,7 @@ class Engine:
             [
                 sys.executable,
                 "-m",
-                "engine.server",
+                "engine.service.server",
                 "--cache",
                 str(cache),
                 "--log-level",
@@ -186,7 +186,7 @@ def test_health_and_private_socket(engine):
 
 def test_second_engine_on_same_cache_is_refused(engine):
     r = subprocess.run(
-        [sys.executable, "-m", "engine.server", "--cache", str(engine.cache)],
+        [sys.executable, "-m", "engine.service.server", "--cache", str(engine.cache)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -486,7 +486,7 @@ def test_cli_engine_status_and_stop_leave_jobs_resumable(workdir):
     e.client.close()
     r = _cli("engine", "status", "--cache", str(cache))
     assert r.returncode == 1 and "no engine is running" in r.stdout
-    from engine.job_records import JobRecords
+    from engine.service.records import JobRecords
 
     records = JobRecords(cache / "jobs.sqlite")
     try:  # recorded as interrupted: `jobs resume` takes it (test_engine_killed_mid_job_...)
@@ -510,7 +510,7 @@ def test_engine_exits_when_idle_but_not_while_a_job_runs(workdir):
 
 
 def test_bad_idle_exit_is_one_line_and_starts_nothing(workdir, monkeypatch, capsys):
-    from engine import server
+    from engine.service import server
 
     cache = workdir / "cache-bad-idle"
     r = _cli("serve", "--idle-exit", "-1", "--cache", str(cache))
@@ -658,7 +658,8 @@ def test_train_job_interrupted_then_resumed(workdir):
 
 
 def test_tables_are_kept_until_a_cache_file_changes(tmp_path):
-    from engine import roots, tables
+    from engine.core import roots
+    from engine.service import tables
 
     roots.configure(tmp_path, [])
     calls = []

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+from engine.core.errors import UserError
 from engine.data.prompts import eval_prompts, parse_prompt
 from engine.data.relations import ALL_PHRASES, RELATIONS
 from engine.data.render import (
@@ -25,9 +26,8 @@ from engine.data.render import (
     shape_mask,
 )
 from engine.data.scenes import BACKGROUND, COLORS, SHAPES, Scene, make_caption, sample_scenes
-from engine.detect import Detection, detect, detect_batch
-from engine.errors import UserError
-from engine.evaluate import METRICS, evaluate_arrays, evaluate_folder, score
+from engine.eval.detect import Detection, detect, detect_batch
+from engine.eval.evaluate import METRICS, evaluate_arrays, evaluate_folder, score
 
 N = 2000
 ROOT = Path(__file__).resolve().parents[1]
@@ -506,7 +506,7 @@ def test_evaluate_folder_api(tmp_path):
 
 
 def test_relation_signal_against_shuffled_prompt_chance():
-    from engine.evaluate import relation_signal
+    from engine.eval.evaluate import relation_signal
 
     rng = np.random.default_rng(0)
     scenes = sample_scenes(2000, seed=5)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import limits
-from engine.errors import UserError, one_line
+from engine.core import limits
+from engine.core.errors import UserError, one_line
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_bad_input import Engine, _short_tmp  # noqa: E402
@@ -62,7 +62,7 @@ def test_a_huge_integer_is_named_not_printed():
 
 
 def test_engine_params_share_the_checks():
-    from engine.jobs import get_kind
+    from engine.service.kinds import get_kind
 
     kind = get_kind("selftest")
     for bad, expect in (("nan", "finite"), ("inf", "finite"), ("-inf", "finite"), (1e6, "at most")):
@@ -87,7 +87,7 @@ def test_error_messages_are_cut_to_one_short_line():
 def test_records_holding_nan_are_served(tmp_path):
     """An older engine stored NaN in a job's params and result: the records read back with
     null in their place, and a live engine answers GET /jobs and /jobs/N (was HTTP 500)."""
-    from engine.job_records import JobRecords
+    from engine.service.records import JobRecords
 
     d = _short_tmp()
     try:
@@ -205,7 +205,7 @@ def test_export_keeps_links_inside_as_links_and_leaves_nothing_on_error(ckpt_cop
 def test_engine_refuses_a_run_folder_that_is_a_symlink(tmp_path):
     import os
 
-    from engine import daemon
+    from engine.service import daemon
 
     target = tmp_path / "elsewhere"
     target.mkdir(mode=0o755)
@@ -221,7 +221,8 @@ def test_engine_refuses_a_run_folder_that_is_a_symlink(tmp_path):
 def test_checkpoint_listing_never_follows_links_out_of_the_roots(ckpt_copy, tmp_path):
     import shutil
 
-    from engine import roots, tables
+    from engine.core import roots
+    from engine.service import tables
 
     root = tmp_path / "root"
     root.mkdir()
@@ -337,8 +338,8 @@ def test_format_help_says_how_csv_cells_are_written(capsys, monkeypatch):
     ],
 )
 def test_model_config_sizes_are_bounded_before_loading(ckpt_copy, edit, expect):
-    from engine.jobs import model_size
     from engine.model.checkpoint import describe, load_checkpoint
+    from engine.ops.params import model_size
 
     path = ckpt_copy / "transformer" / "config.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
@@ -407,8 +408,8 @@ def test_evaluate_bounds_images_and_survives_degenerate_ones(tmp_path, monkeypat
     import numpy as np
     from PIL import Image
 
-    from engine import evaluate
     from engine.data.files import write_dataset
+    from engine.eval import evaluate
 
     d = write_dataset(tmp_path / "data", 6, seed=0, size=64)
     _png_header_only(d / "00000.png", 10_000, 10_000)
@@ -439,8 +440,8 @@ def test_sample_streams_to_disk_with_the_same_images(nano_ckpt, tmp_path):
 
     from engine.data.prompts import parse_prompt
     from engine.model.checkpoint import load_checkpoint
+    from engine.model.sample_files import write_samples
     from engine.model.sampler import sample_images
-    from engine.sample_files import write_samples
 
     prompts = [parse_prompt("red square above blue circle"), parse_prompt("circle left of square")]
     out = write_samples(nano_ckpt, tmp_path / "s", prompts, 3, 7, 2, 4.5, 4)
@@ -497,7 +498,7 @@ def test_damaged_hdf5_chunk_names_file_and_dataset(tmp_path):
     import h5py
     import numpy as np
 
-    from engine.store import _read_dataset
+    from engine.store.cache import _read_dataset
 
     path = tmp_path / "c.h5"
     with h5py.File(path, "w") as f:
@@ -534,8 +535,8 @@ def test_prompts_file_that_is_not_a_regular_file(tmp_path, kind, monkeypatch):
 
 
 def test_metadata_fifo_and_metrics_step(tmp_path):
-    from engine.curves import read_curves
     from engine.data.files import read_metadata
+    from engine.train.curves import read_curves
 
     os.mkfifo(tmp_path / "metadata.jsonl")
     with pytest.raises(UserError, match="is a FIFO"):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from engine.core.errors import UserError
 from engine.data.prompts import eval_prompts, parse_prompt
-from engine.errors import UserError
-from engine.evaluate import METRICS
+from engine.eval.evaluate import METRICS
 from engine.intervene.ablate import (
     ablation_rows,
     draw_samples,
@@ -292,7 +292,7 @@ def test_noop_interventions_are_bit_identical(ckpt):
 
 
 def test_noop_ablation_has_exactly_zero_delta(ckpt, tmp_path):
-    from engine.store import Store
+    from engine.store.cache import Store
 
     store = Store.for_checkpoint(ckpt, tmp_path)
     prompts = [parse_prompt(t) for t in TEXTS]
@@ -367,7 +367,7 @@ def test_patch_from_the_same_prompt_is_a_noop(ckpt):
 
 
 def test_sweep_fills_the_ablation_table(ckpt, tmp_path):
-    from engine.store import Store
+    from engine.store.cache import Store
 
     store = Store.for_checkpoint(ckpt, tmp_path)
     prompts = [parse_prompt(t) for t in TEXTS]

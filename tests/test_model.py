@@ -14,12 +14,12 @@ from diffusers import PixArtTransformer2DModel
 from PIL import Image
 from safetensors.torch import load_file
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 from engine.model.checkpoint import load_checkpoint
 from engine.model.codec import PixelCodec, build_codec
 from engine.model.presets import PRESETS, build_transformer, get_preset
 from engine.model.sampler import sample_images
-from engine.train import TrainConfig, train
+from engine.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -255,7 +255,7 @@ def test_two_gloo_processes_end_identical(tmp_path):
     # Under heavy CPU contention a gloo rendezvous has been seen to hang (2 of ~10 runs while a
     # training job held both cores); a hung attempt is killed and tried once more.
     # On loaded machines a rank has hung in gloo teardown after training and the digest
-    # exchange; the teardown is now bounded (engine.train.TEARDOWN_S, then a hard exit with
+    # exchange; the teardown is now bounded (engine.train.loop.TEARDOWN_S, then a hard exit with
     # everything saved). What this test checks (both ranks end with identical weights) is on
     # disk in ranks.json by then, so it is checked even if an attempt was killed.
     for attempt in range(2):
@@ -271,7 +271,7 @@ def test_two_gloo_processes_end_identical(tmp_path):
 
 
 def test_batches_are_the_requested_size_and_cover_each_epoch():
-    from engine.train import Batches
+    from engine.train.loop import Batches
 
     b = Batches(n=10, batch=4, seed=0)
     got = [b.next() for _ in range(5)]

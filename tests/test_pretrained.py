@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 FREE = "a cat on a green car"
 OURS = "red triangle is to the upper left of blue circle"
@@ -417,9 +417,9 @@ def test_screen_ablate_and_csv_export_through_the_cli(ckpt, tmp_path, capsys, mo
 
 def test_engine_lists_the_import_and_serves_its_heads_table(ckpt, tmp_path):
     """What the TUI shows comes from the engine: its checkpoint list and the heads table."""
-    from engine import roots
-    from engine.jobs import get_kind
-    from engine.tables import TABLES, list_checkpoints, query
+    from engine.core import roots
+    from engine.service.kinds import get_kind
+    from engine.service.tables import TABLES, list_checkpoints, query
 
     prompts = tmp_path / "p.txt"
     prompts.write_text(f"{OURS}\n{FREE}\n")

@@ -13,8 +13,8 @@ import pytest
 import torch
 from diffusers import PixArtTransformer2DModel
 
+from engine.core.errors import UserError
 from engine.data.prompts import parse_prompt
-from engine.errors import UserError
 from engine.model.checkpoint import load_checkpoint
 from engine.model.sampler import denoise, sample_images
 from engine.probe.hooks import CROSS, Site, hooked, schedule_timesteps
@@ -27,7 +27,7 @@ from engine.probe.synopsis import (
     run_synopsis,
     soft_masks,
 )
-from engine.store import Store
+from engine.store.cache import Store
 from engine.text import CATEGORIES
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -24,7 +24,7 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from engine.errors import UserError  # noqa: E402
+from engine.core.errors import UserError  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_bad_input import Engine, _short_tmp, one_line_error, run_cli, tree_digest  # noqa: E402
@@ -137,7 +137,7 @@ def job_params(draw):
 
 
 def _check_params(world, case):
-    from engine.jobs import get_kind
+    from engine.service.kinds import get_kind
 
     kind, values = case
     before = tree_digest(world / "ckpt", world / "images", world / "prompts.txt")
@@ -215,8 +215,8 @@ def _edited(path: Path, new: str):
 
 
 def _check_config(world, edit):
-    from engine.jobs import model_size
     from engine.model.checkpoint import describe
+    from engine.ops.params import model_size
 
     which, change = edit
     ckpt = world / "ckpt"
@@ -248,8 +248,8 @@ LINE = st.one_of(
 
 
 def _check_lines(world, lines):
-    from engine.curves import read_curves
-    from engine.evaluate import read_records
+    from engine.eval.evaluate import read_records
+    from engine.train.curves import read_curves
 
     d = world / "lines"
     d.mkdir(exist_ok=True)

@@ -11,7 +11,7 @@ from engine.model.checkpoint import load_checkpoint
 from engine.probe.ranking import rank_heads
 from engine.probe.screening import save_screening, screen
 from engine.probe.synopsis import run_synopsis
-from engine.store import Store
+from engine.store.cache import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from engine.core.errors import UserError
 from engine.data.relations import RELATIONS
-from engine.errors import UserError
 from engine.probe import screening as S
 
 # --- reference ramps and metrics (no model) -------------------------------------------------
@@ -365,7 +365,7 @@ def test_cli_csv_lists_every_head_x_relation_and_stores_the_run(nano_ckpt, tmp_p
     assert cos == sorted(cos, reverse=True)
 
     from engine.model.checkpoint import read_meta
-    from engine.store import Store
+    from engine.store.cache import Store
 
     files = list(cache.glob("*.h5"))
     assert len(files) == 1
@@ -395,7 +395,7 @@ def test_cli_modes_reuse_and_errors(nano_ckpt, tmp_path, capsys):
     assert code == 0, err
     rows = list(csv.DictReader(io.StringIO(out)))
     assert len(rows) == 4 and {x["relation"] for x in rows} == {"left"}
-    from engine.store import Store
+    from engine.store.cache import Store
 
     (f,) = cache.glob("*.h5")
     assert len(Store(f).runs("screening")) == 1
@@ -429,7 +429,7 @@ def test_cli_modes_reuse_and_errors(nano_ckpt, tmp_path, capsys):
 
 
 def test_engine_job_and_tables(nano_ckpt, tmp_path):
-    from engine import roots
+    from engine.core import roots
 
     class Report:
         def __init__(self):
@@ -473,7 +473,7 @@ def test_cli_compare_with_a_stored_synopsis_ranking(nano_ckpt, tmp_path, capsys)
     from engine.model.checkpoint import load_checkpoint
     from engine.probe.ranking import rank_heads
     from engine.probe.synopsis import run_synopsis
-    from engine.store import Store
+    from engine.store.cache import Store
 
     cache = tmp_path / "cache"
     ck = load_checkpoint(nano_ckpt)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = sorted(
@@ -95,7 +95,7 @@ def test_a_planted_pickle_in_a_checkpoint_is_refused_not_run(nano_ckpt, tmp_path
 
 def test_a_planted_pickled_optimizer_is_refused_not_run(nano_ckpt, tmp_path):
     from engine.model.checkpoint import resolve_checkpoint_dir
-    from engine.train import load_optimizer_state
+    from engine.train.loop import load_optimizer_state
 
     state = tmp_path / "train_state"
     shutil.copytree(resolve_checkpoint_dir(nano_ckpt) / "train_state", state)

@@ -1,4 +1,4 @@
-"""The HDF5 cache (engine/store.py): provenance, refusals, and no loss when a writer is killed."""
+"""The HDF5 cache (engine/store/cache.py): provenance, refusals, and no loss when a writer is killed."""
 
 import os
 import random
@@ -13,14 +13,14 @@ import h5py
 import numpy as np
 import pytest
 
-from engine.errors import UserError
-from engine.store import Store, cache_path
+from engine.core.errors import UserError
+from engine.store.cache import Store, cache_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 WRITER = r"""
 import sys, numpy as np
-from engine.store import Store
+from engine.store.cache import Store
 store = Store(sys.argv[1], "h" * 64)
 start = len(store.runs("synopsis"))
 for i in range(start, start + 10_000):

@@ -1,11 +1,11 @@
-"""Runs written batch by batch (engine.store: append_run, commit_run): what lands in the cache
+"""Runs written batch by batch (engine.store.cache: append_run, commit_run): what lands in the cache
 equals one write of the whole run, the staging file is private and goes away, a damaged one is
 dropped, and a synopsis killed after a batch continues from its staging file."""
 
 import numpy as np
 import pytest
 
-from engine.store import Store
+from engine.store.cache import Store
 
 
 def _batches(k: int):

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
+from engine.core.errors import UserError
 from engine.data.prompts import eval_prompts
 from engine.data.scenes import sample_scenes
-from engine.errors import UserError
 from engine.text import (
     CATEGORIES,
     MAX_LENGTH,

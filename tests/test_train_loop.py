@@ -1,4 +1,4 @@
-"""The GPU-minded training loop (engine/train.py): its EMA against diffusers' EMAModel, and on
+"""The GPU-minded training loop (engine/train/loop.py): its EMA against diffusers' EMAModel, and on
 CUDA (marked `gpu`, skipped without it) a short run that checkpoints and resumes on the device."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ CUDA = torch.cuda.is_available()
 def test_foreach_ema_matches_diffusers_emamodel_with_warmup():
     from diffusers.training_utils import EMAModel
 
-    from engine.train import EMA
+    from engine.train.loop import EMA
 
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))]
@@ -39,7 +39,7 @@ def test_foreach_ema_matches_diffusers_emamodel_with_warmup():
 def test_gpu_training_checkpoints_and_resumes_on_the_device(tmp_path):
     from safetensors.torch import load_file
 
-    from engine.train import TrainConfig, train
+    from engine.train.loop import TrainConfig, train
 
     kw = dict(preset="nano", res=32, batch=8, eval_every=2, eval_prompts=2, eval_steps=2,
               n_train=64, log_every=1, device="cuda", mixed_precision="bf16")  # fmt: skip

@@ -1,6 +1,6 @@
 """The Textual workbench: browse heads, ablate by keyboard, export CSV, over SSH.
 
-It talks to the engine only through an ``EngineClient`` (``engine/client.py``; tests use
+It talks to the engine only through an ``EngineClient`` (``engine/service/client.py``; tests use
 ``workbench.fake_client.FakeEngineClient``). Every client call runs in a thread worker, so a slow
 or dead engine never freezes the UI; failures become notifications, and an unreachable engine
 shows a banner while the app keeps polling (and reconnecting, when given a ``reconnect`` factory).

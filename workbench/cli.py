@@ -7,7 +7,7 @@ import sys
 import typer
 
 from engine import __version__
-from engine.errors import UserError, one_line
+from engine.core.errors import UserError, one_line
 
 
 def _tidy_help() -> None:

@@ -1,4 +1,4 @@
-"""A fake engine with the same interface as ``engine.client.EngineClient``, for the TUI's tests.
+"""A fake engine with the same interface as ``engine.service.client.EngineClient``, for the TUI's tests.
 
 It serves the engine's tables (heads, head_map, head_detail, sample_images, screen_map, screening,
 ablations, sweep, curves, jobs) from deterministic synthetic data, sorts / filters / pages them the
@@ -21,8 +21,8 @@ from typing import Any
 
 from workbench.components.rowfilter import FilterError, filter_rows, sort_rows
 
-try:  # the real error type once engine/client.py exists; the app catches any Exception anyway
-    from engine.client import EngineError  # type: ignore[attr-defined]
+try:  # the real error type once engine/service/client.py exists; the app catches any Exception anyway
+    from engine.service.client import EngineError  # type: ignore[attr-defined]
 except Exception:  # pragma: no cover - depends on whether the engine client is written yet
 
     class EngineError(Exception):  # type: ignore[no-redef]

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 
 class Format(StrEnum):

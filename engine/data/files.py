@@ -18,10 +18,10 @@ import h5py
 import numpy as np
 from PIL import Image
 
-from engine import limits
+from engine.core import limits
+from engine.core.errors import UserError
 from engine.data.render import render_batch
 from engine.data.scenes import Scene, sample_scenes
-from engine.errors import UserError
 
 CHUNK = 256
 
@@ -150,7 +150,7 @@ def read_metadata(folder: str | os.PathLike) -> list[dict]:
             f"{str(folder)!r} has no metadata.jsonl; an image folder needs one JSON line per image "
             "with file_name and text"
         )
-    from engine.fs import regular_file
+    from engine.core.fs import regular_file
 
     regular_file(meta, "metadata file", limits.MAX_METADATA_BYTES)
     rows = []

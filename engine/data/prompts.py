@@ -12,9 +12,9 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.core.errors import UserError
 from engine.data.relations import ALL_PHRASES, PHRASINGS, RELATIONS
 from engine.data.scenes import COLORS, SHAPES, make_caption
-from engine.errors import UserError
 
 ARTICLES = {"a", "an", "the"}
 # Singular forms only; plural or synonym shapes are not part of the spec.
@@ -117,7 +117,7 @@ def read_prompts_file(path, free: bool = False) -> list[Prompt]:
     a line the parser cannot read is a free prompt (``free_prompt``) instead of an error."""
     from pathlib import Path
 
-    from engine import fs, limits
+    from engine.core import fs, limits
 
     p = Path(path)
     if p.is_dir():

@@ -7,7 +7,7 @@ sample is `seed + k // P` (P prompts). So n <= P gives N distinct prompts with s
 n = P * S gives every prompt with seeds seed .. seed+S-1. Each sample's initial noise comes
 from its (prompt, seed) pair, so the baseline and every intervention start from the same noise.
 
-Scores. Every image is scored by `engine.evaluate` against its original prompt; each metric is a
+Scores. Every image is scored by `engine.eval.evaluate` against its original prompt; each metric is a
 0/1 value per sample. For metric m: baseline = mean over samples of the baseline's values,
 intervened = the same for the intervention, delta = intervened - baseline, and the 95% interval
 is the percentile interval of the paired bootstrap: the N per-sample differences are resampled
@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.core.errors import UserError
 from engine.data.prompts import Prompt
-from engine.errors import UserError
-from engine.evaluate import METRICS, evaluate_arrays
+from engine.eval.evaluate import METRICS, evaluate_arrays
 from engine.intervene.base import Composite
 from engine.intervene.results import (  # noqa: F401  (re-exported)
     ABLATION_COLUMNS,
@@ -156,7 +156,7 @@ class _Context:
 
         if isinstance(ckpt, (str, Path)):
             ckpt = load_checkpoint(ckpt)
-        from engine import limits
+        from engine.core import limits
 
         limits.check_sampling(seed, steps, cfg, batch_size, {"n": n})
         self.ckpt = ckpt
@@ -171,7 +171,7 @@ class _Context:
         param = next(ckpt.transformer.parameters())
         dtype = str(param.dtype).removeprefix("torch.")
         if param.device.type == "cuda":  # sampled under autocast: its precision is the key
-            from engine.device import INFERENCE_PRECISION
+            from engine.core.device import INFERENCE_PRECISION
 
             dtype = {"bf16": "bfloat16-autocast"}.get(INFERENCE_PRECISION["cuda"], dtype)
         self.device = f"{param.device.type}:{dtype}"
@@ -325,7 +325,7 @@ def run_ablation(
 ) -> dict:
     """Baseline (cached) + one sample set per spec, scored and compared; see the module doc.
 
-    `ckpt` is a loaded checkpoint or its path; `store` an `engine.store.Store` (None: nothing
+    `ckpt` is a loaded checkpoint or its path; `store` an `engine.store.cache.Store` (None: nothing
     cached or written). Returns a JSON-ready dict; `result["interventions"][i]["metrics"][m]`
     has baseline, intervened, delta, ci_low, ci_high, lost and gained.
     """

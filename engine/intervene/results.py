@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 KIND = "ablation"
 

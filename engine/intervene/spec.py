@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 # engine.text.CATEGORIES (tests/test_probe.py checks they agree), taken from the torch-free
 # synopsis module so that `precheck` can run in the engine, where validation loads no torch.

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 from engine.intervene.base import Batch, Intervention
 from engine.intervene.spec import (
     format_categories,

@@ -34,8 +34,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from engine.core.errors import UserError
 from engine.data.prompts import Prompt
-from engine.errors import UserError
 
 FACTORS: tuple[str, ...] = ("shape1", "shape2", "color", "relation", "phrasing")
 SHARES: tuple[str, ...] = (*FACTORS, "overlap", "residual")

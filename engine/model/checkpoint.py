@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 if TYPE_CHECKING:  # torch and diffusers load only when a model is: describe() stays cheap
     from diffusers import PixArtTransformer2DModel
@@ -111,7 +111,7 @@ _META_TYPES = {"text": str, "codec": str, "res": int, "step": int, "preset": str
 
 
 def _check_meta_types(meta: dict, where: Path) -> None:
-    from engine.limits import shown
+    from engine.core.limits import shown
 
     for key, t in _META_TYPES.items():
         v = meta.get(key)
@@ -130,10 +130,10 @@ def _check_meta_types(meta: dict, where: Path) -> None:
 
 
 def model_config(p: Path) -> dict:
-    """transformer/config.json, checked (a mapping, sizes within engine.limits' bounds) before
+    """transformer/config.json, checked (a mapping, sizes within engine.core.limits' bounds) before
     a model is built from it; damage gives one line naming the file."""
-    from engine.fs import read_json
-    from engine.limits import check_model_config
+    from engine.core.fs import read_json
+    from engine.core.limits import check_model_config
 
     where = p / "transformer" / "config.json"
     if not where.exists() and not where.is_symlink():
@@ -147,11 +147,11 @@ def model_config(p: Path) -> dict:
 def load_checkpoint(
     path: str | os.PathLike, verify_hash: bool = True, device: str | None = None
 ) -> Checkpoint:
-    """The checkpoint, on `device` (engine.device's rule: auto, cpu, cuda, cuda:N) when given,
+    """The checkpoint, on `device` (engine.core.device's rule: auto, cpu, cuda, cuda:N) when given,
     else on the CPU."""
     import torch
 
-    from engine.device import resolve_device
+    from engine.core.device import resolve_device
 
     dev = resolve_device(device) if device is not None else None  # a bad device fails first
     from diffusers import PixArtTransformer2DModel
@@ -175,7 +175,7 @@ def load_checkpoint(
             f"{weights} does not match the hash in workbench.json (truncated or replaced); "
             "restore the file or retrain"
         )
-    model_config(p)  # sizes within engine.limits before anything is allocated
+    model_config(p)  # sizes within engine.core.limits before anything is allocated
     from diffusers.utils import logging as diffusers_logging
 
     # A weights file that does not fit config.json makes diffusers print many-line warnings and
@@ -247,7 +247,7 @@ def export_checkpoint(
     `RUN/history/step-N/`, counts as that run's)."""
     import shutil
 
-    from engine.fs import check_tree
+    from engine.core.fs import check_tree
 
     p, meta = read_meta(src)
     if meta.get("source") == "pipeline":

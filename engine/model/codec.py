@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 GRID = 8  # tokens per side, as in the paper
 

@@ -31,7 +31,7 @@ import shutil
 import time
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 from engine.model.checkpoint import sha256_file
 
 PIPELINE_CLASSES = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 if TYPE_CHECKING:  # diffusers (and torch) load only when a model is built: presets stay cheap
     from diffusers import PixArtTransformer2DModel

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
-from engine.device import inference_autocast
+from engine.core.device import inference_autocast
 
 NOISE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
 

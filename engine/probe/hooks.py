@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 CROSS, SELF = "cross", "self"
 

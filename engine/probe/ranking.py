@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 from engine.probe.synopsis import BRANCHES, IMAGE_CATS, KIND, TEXT_CATS
 
 HEAD_COLUMNS = ["layer", "head", "score", "rank", "peak_step", "z", "n_samples"]

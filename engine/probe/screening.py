@@ -74,8 +74,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine.core.errors import UserError
 from engine.data.relations import DIRECTIONS, PHRASINGS, RELATIONS
-from engine.errors import UserError
 
 if TYPE_CHECKING:
     import torch
@@ -810,7 +810,7 @@ def compare_with_synopsis(
 
 
 # --- the engine: a job kind and two tables -------------------------------------------------
-# Wire-up (owners of engine/jobs.py and engine/tables.py):
+# Wire-up (owners of engine/service/kinds.py and engine/service/tables.py):
 #   "screen": JobKind("engine.probe.screening:run_screen",
 #                     "engine.probe.screening:validate_screen", heavy=False, help=...),
 #   TABLES["screening"] = screening_table; TABLES["screen_map"] = screen_map_table
@@ -821,7 +821,7 @@ def _checkpoint_dir(value: str, cwd: str | None = None):
     the engine's checkpoint roots."""
     import os
 
-    from engine import roots
+    from engine.core import roots
     from engine.model.checkpoint import resolve_checkpoint_dir
 
     if not isinstance(value, str) or not value.strip():
@@ -833,8 +833,8 @@ def _checkpoint_dir(value: str, cwd: str | None = None):
 
 
 def validate_screen(params: dict, cwd: str | None) -> dict:
-    from engine import roots
-    from engine.jobs import Param, check_params
+    from engine.core import roots
+    from engine.ops.params import Param, check_params
 
     params = dict(params)
     if "ckpt" in params and "checkpoint" not in params:
@@ -847,7 +847,7 @@ def validate_screen(params: dict, cwd: str | None) -> dict:
         "device": Param(str, "auto"),
     }
     p = check_params("screen", params, spec, cwd)
-    from engine.device import check_device
+    from engine.core.device import check_device
 
     p["device"] = check_device(p["device"])
     p["checkpoint"] = str(_checkpoint_dir(p["checkpoint"], cwd))
@@ -859,7 +859,7 @@ def run_screen(params: dict, report) -> dict:
     import time
 
     from engine.model.checkpoint import load_checkpoint
-    from engine.store import Store
+    from engine.store.cache import Store
 
     report.progress(0.0, "load")
     ckpt = load_checkpoint(params["checkpoint"], device=params.get("device", "auto"))
@@ -881,9 +881,9 @@ def _stored(params: dict) -> Screening:
     """The screening a table asks for: run=NAME, or the newest default one (else the newest)."""
     from types import SimpleNamespace
 
-    from engine import roots
+    from engine.core import roots
     from engine.model.checkpoint import read_meta
-    from engine.store import Store
+    from engine.store.cache import Store
 
     # A table request names a checkpoint under the engine's folders only (never any path).
     name = params.get("checkpoint") or ""

@@ -10,7 +10,7 @@ the seven masses of a query sum to 1. The CFG batch is [uncond; cond]: each bran
 with the categories of its own caption (the empty caption for uncond) and kept apart.
 
 Image categories. Once a batch's images are decoded, each is split into object 1 (red),
-object 2 (blue) and background with the evaluator's colour masks (engine.detect.color_masks),
+object 2 (blue) and background with the evaluator's colour masks (engine.eval.detect.color_masks),
 area-averaged to the 8x8 token grid: soft masks w[q, a] in [0, 1]. The synopsis value is the
 mask-weighted mean over image tokens:
     S[a, c] = sum_q w[q, a] mass[q, c] / sum_q w[q, a]
@@ -22,7 +22,7 @@ Self-attention (attn1), optional second pass with the same noise and the masks k
 Full per-token cross maps [step, layer, head, 64, 7] (cond branch) are kept for the first
 `detail` samples, with their images, for the TUI's head-detail pane.
 
-Resume. Completed batches are appended to the run's staging file (engine.store: append_run,
+Resume. Completed batches are appended to the run's staging file (engine.store.cache: append_run,
 constant cost per batch) as they finish; the run goes into the cache file at the end, or with
 complete=False when the run is interrupted by an error, ctrl+c or a cancel. Calling again with the
 same parameters continues after the last stored sample, from the staging file if a killed run
@@ -39,9 +39,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from engine import limits
+from engine.core import limits
+from engine.core.errors import UserError
 from engine.data.prompts import Prompt
-from engine.errors import UserError
 
 KIND = "synopsis"
 IMAGE_CATS = ("object1", "object2", "background")
@@ -65,7 +65,7 @@ def soft_masks(images: np.ndarray, grid: int = GRID) -> np.ndarray:
     (row-major tokens, row 0 at the top, as PixArt's patch order)."""
     import cv2
 
-    from engine.detect import color_masks
+    from engine.eval.detect import color_masks
 
     out = np.zeros((len(images), grid * grid, 3), dtype=np.float32)
     for i, img in enumerate(images):
@@ -230,7 +230,7 @@ def run_synopsis(
         "branches": json.dumps(BRANCHES),
         "self_attn": self_attn,
         "detail": min(detail, len(items)),
-        "mask_source": "engine.detect.color_masks, area-averaged to 8x8",
+        "mask_source": "engine.eval.detect.color_masks, area-averaged to 8x8",
         "grid": grid,
         "text_only": n_free,
         "image_categories_note": (
@@ -286,7 +286,7 @@ def _resume_point(store, run: str, detail: int) -> tuple[int | None, float]:
 
 
 def _consistent(old: dict, done: int, detail: int) -> bool:
-    from engine.evaluate import METRICS
+    from engine.eval.evaluate import METRICS
 
     need = ("cross", "masks", "color_centres", *(f"eval/{m}" for m in METRICS))
     if not all(k in old and len(old[k]) == done for k in need):
@@ -299,8 +299,8 @@ def _consistent(old: dict, done: int, detail: int) -> bool:
 def _sample_batches(ckpt, store, run, attrs, items, done, seconds0, steps, cfg, batch_size,
                     detail, self_attn, grid, progress) -> None:  # fmt: skip
     """Sample, capture, evaluate and append batch after batch from sample `done` on."""
-    from engine.detect import Detection
-    from engine.evaluate import METRICS, color_centres, evaluate_arrays
+    from engine.eval.detect import Detection
+    from engine.eval.evaluate import METRICS, color_centres, evaluate_arrays
     from engine.model.sampler import denoise, initial_noise
     from engine.probe.hooks import hooked, schedule_timesteps
 

@@ -13,10 +13,24 @@ encoder or raises a UserError. Per-position categories (``CATEGORIES``) come wit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from engine.errors import UserError
-from engine.text.base import MAX_LENGTH, TextEncoder, Tokens, read_config
-from engine.text.categories import CATEGORIES, subword_categories, word_categories
+from engine.core.errors import UserError
+from engine.text.categories import CATEGORIES, MAX_LENGTH, subword_categories, word_categories
+
+if TYPE_CHECKING:
+    from engine.text.base import TextEncoder, Tokens
+
+
+def __getattr__(name: str):
+    # PEP 562: the encoder classes load torch; torch-free code (the engine's validation, the TUI)
+    # imports this package for its constants without paying for it.
+    if name in ("TextEncoder", "Tokens", "read_config"):
+        from engine.text import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CATEGORIES",
@@ -59,6 +73,8 @@ def build_text_encoder(spec: str, seed: int = 0) -> TextEncoder:
 
 def load_text_encoder(directory: Path) -> TextEncoder:
     """The encoder a checkpoint directory was saved with (see ``TextEncoder.save``)."""
+    from engine.text.base import read_config
+
     directory = Path(directory)
     config = read_config(directory)
     spec = config["spec"]

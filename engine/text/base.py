@@ -16,9 +16,9 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import UserError
+from engine.core.errors import UserError
+from engine.text.categories import MAX_LENGTH
 
-MAX_LENGTH = 20
 SUBDIR = "text_encoder"
 CONFIG_NAME = "config.json"
 FORMAT_VERSION = 1

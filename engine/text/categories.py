@@ -24,6 +24,9 @@ from collections.abc import Sequence
 from engine.data.relations import ALL_PHRASES
 from engine.data.scenes import COLORS, SHAPES
 
+# Token positions every encoder produces (captions are padded or cut to this).
+MAX_LENGTH = 20
+
 CATEGORIES: tuple[str, ...] = ("color1", "shape1", "relation", "color2", "shape2", "filler", "pad")
 
 _SHAPES = frozenset(SHAPES)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 from engine.text.base import MAX_LENGTH, TextEncoder, Tokens, check_captions, too_long, write_config
 from engine.text.categories import subword_categories
 

@@ -32,9 +32,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from engine.core.errors import UserError
 from engine.data.relations import ALL_PHRASES
 from engine.data.scenes import COLORS, SHAPES
-from engine.errors import UserError
 from engine.text.base import (
     MAX_LENGTH,
     TextEncoder,

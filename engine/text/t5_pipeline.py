@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 from engine.text.hf import T5TextEncoder, _quiet_loading
 
 

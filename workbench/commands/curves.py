@@ -19,9 +19,9 @@ def curves(
 ):
     """Colour, shape, binding and relation accuracy at every checkpoint of a training run, and
     the order in which they were learned (the paper: colour, shape, binding, relation)."""
-    from engine.curves import COLUMNS, learning_order, order_matches_paper, read_curves
-    from engine.history import history_steps
-    from engine.limits import check_number
+    from engine.core.limits import check_number
+    from engine.train.curves import COLUMNS, learning_order, order_matches_paper, read_curves
+    from engine.train.history import history_steps
 
     check_number("--threshold", threshold, 0.0, 1.0)  # metrics are fractions; NaN never counts
     records = read_curves(run)

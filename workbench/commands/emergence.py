@@ -1,5 +1,5 @@
 """`dit-workbench emergence RUN`: when each head's relation-head score forms, beside the
-evaluator's learning curves (the logic is engine/emergence.py)."""
+evaluator's learning curves (the logic is engine/ops/emergence.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from engine.device import DEVICE_HELP
+from engine.core.device import DEVICE_HELP
 from workbench.output import Format, dump_json, emit, print_rows, progress_bar, rows_to_csv
 
 
@@ -50,9 +50,9 @@ def emergence(
     top heads the first step each passes --threshold, beside the step each evaluator metric in
     metrics.jsonl first passes 50%. Stored in the run's cache (kind "emergence"); steps already
     screened are reused."""
-    from engine import emergence as E
-    from engine.device import check_device
-    from engine.errors import UserError
+    from engine.core.device import check_device
+    from engine.core.errors import UserError
+    from engine.ops import emergence as E
 
     check_device(device)
     if top < 1:
@@ -116,7 +116,7 @@ def _argmax_head(a) -> str:
     """The name of the highest-scoring head of an [L, H] array (NaN never wins)."""
     import numpy
 
-    from engine.emergence import head_name
+    from engine.ops.emergence import head_name
 
     a = numpy.nan_to_num(numpy.asarray(a, dtype=float), nan=-numpy.inf)
     la, h = numpy.unravel_index(int(numpy.argmax(a)), a.shape)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 from workbench.output import Format, dump_json, print_rows
 
 jobs_app = typer.Typer(
@@ -40,7 +40,7 @@ _FORMAT = typer.Option(Format.table, "--format", help="table or json.")
 @contextlib.contextmanager
 def _engine_errors():
     """Engine refusals become the CLI's one-line `error: ...` (exit 2)."""
-    from engine.client import EngineError
+    from engine.service.client import EngineError
 
     try:
         yield
@@ -49,7 +49,7 @@ def _engine_errors():
 
 
 def _client(cache: Path, socket: Path | None):
-    from engine.client import connect
+    from engine.service.client import connect
 
     return connect(cache, start=True, socket_path=socket)
 
@@ -92,11 +92,11 @@ def serve(
     Detached by default (its own session: closing the terminal or losing SSH does not stop
     it); `--foreground` keeps it in this terminal. One engine per cache dir.
     """
-    from engine import daemon
-    from engine.client import EngineClient, EngineUnavailable, connect
+    from engine.service import daemon
+    from engine.service.client import EngineClient, EngineUnavailable, connect
 
     if foreground:
-        from engine.server import serve as run
+        from engine.service.server import serve as run
 
         run(
             cache,
@@ -385,7 +385,7 @@ def _uptime(s: float) -> str:
 
 def _running_engine(cache: Path, socket: Path | None):
     """(client, health) of the engine serving `cache`, or (None, None) when none answers."""
-    from engine.client import EngineClient, EngineError, EngineUnavailable
+    from engine.service.client import EngineClient, EngineError, EngineUnavailable
 
     client = EngineClient(socket_path=socket, cache_dir=cache)
     try:
@@ -442,7 +442,7 @@ def engine_stop(
 ):
     """Stop the engine gracefully: running jobs are recorded as interrupted (resume them with
     `jobs resume ID`), queued jobs wait for the next engine."""
-    from engine.client import EngineError, EngineUnavailable
+    from engine.service.client import EngineError, EngineUnavailable
 
     client, h = _running_engine(cache, socket)
     if client is None:
@@ -467,7 +467,7 @@ def engine_stop(
                 )
             time.sleep(0.1)
     typer.echo(f"engine stopped (pid {h['pid']})")
-    from engine.jobs import JOB_KINDS
+    from engine.service.kinds import JOB_KINDS
 
     for jid in res.get("interrupting") or []:
         kind = jobs.get(jid, {}).get("kind", "?")
@@ -483,6 +483,6 @@ def engine_stop(
 
 
 def daemon_log(cache: Path) -> str:
-    from engine import daemon
+    from engine.service import daemon
 
     return str(daemon.run_dir(cache) / "engine.log")

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from workbench.ops import run_op
 from workbench.output import Format, dump_json, emit, rows_to_csv
 
 _DEFINITIONS = {
@@ -53,9 +54,11 @@ def evaluate(
 
     A missing or undecodable image fails every metric and is reported in the output, not fatal.
     """
-    from engine.evaluate import METRICS, evaluate_folder
+    from engine.eval.evaluate import METRICS, EvalResult
+    from engine.ops.evaluate import Evaluate
 
-    result = evaluate_folder(folder, workers=workers or None)
+    res = run_op(Evaluate, {"folder": str(folder), "workers": workers})
+    result = EvalResult(res["n"], res["metrics"], res["per_image"])
     if format is Format.json:
         emit(dump_json(result.to_dict()), out)
         return

@@ -13,8 +13,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from engine.core.device import DEVICE_HELP
 from engine.data.prompts import prompt_set
-from engine.device import DEVICE_HELP
 from workbench.output import Format, emit, progress_bar, rows_to_csv
 
 _SPEC_HELP = (
@@ -45,7 +45,7 @@ def _json(obj) -> str:
 
 
 def _store(ckpt, cache: Path | None, no_cache: bool):
-    from engine.store import Store
+    from engine.store.cache import Store
 
     return None if no_cache else Store.for_checkpoint(ckpt, cache)
 
@@ -143,8 +143,8 @@ def _share(x: float) -> str:
 
 
 def _check_metrics(metric: list[str] | None) -> list[str] | None:
-    from engine.errors import UserError
-    from engine.evaluate import METRICS
+    from engine.core.errors import UserError
+    from engine.eval.evaluate import METRICS
 
     for m in metric or []:
         if m not in METRICS:
@@ -210,7 +210,7 @@ def ablate(
     95% interval, plus per-sample flips (lost: correct -> wrong; gained: wrong -> correct).
     The baseline sample set is cached and reused; results go to the HDF5 cache.
     """
-    from engine.errors import UserError
+    from engine.core.errors import UserError
 
     metrics = _check_metrics(metric)
     if list_runs:
@@ -224,7 +224,7 @@ def ablate(
         raise UserError("give --intervention or --sweep, not both")
     if resamples < 1:
         raise UserError(f"--resamples must be positive (got {resamples})")
-    from engine import limits
+    from engine.core import limits
 
     limits.check_sampling(seed, steps, cfg, batch_size, {"n": n})  # before the model loads
     limits.RESAMPLES.check("--resamples", resamples)
@@ -276,7 +276,7 @@ def ablate(
 
 def _list(ckpt: Path, sweep: bool, cache, metrics, format: Format, out) -> None:
     from engine.intervene.ablate import ABLATION_COLUMNS, ablation_rows, sweep_rows
-    from engine.store import Store
+    from engine.store.cache import Store
 
     store = Store.for_checkpoint(_light_ckpt(ckpt), cache)
     if sweep:
@@ -331,7 +331,7 @@ def variance(
     relation); overlap (correlated factors) and residual (non-additive) complete 100%. Before
     (encoder) and after (projected) the DiT's caption projection; per token and pooled.
     """
-    from engine.errors import UserError
+    from engine.core.errors import UserError
     from engine.intervene.variance import SHARES, run_variance
     from engine.model.checkpoint import load_checkpoint
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from engine.device import DEVICE_HELP
+from engine.core.device import DEVICE_HELP
 from workbench.output import Format, dump_json, print_rows
 
 
@@ -78,9 +78,9 @@ def train(
     ),
 ):
     """Train a DiT on the two-object dataset (accelerate: `accelerate launch -m workbench.cli train ...` for many GPUs)."""
-    from engine.device import resolve_device
-    from engine.train import TrainConfig
-    from engine.train import train as run
+    from engine.core.device import resolve_device
+    from engine.train.loop import TrainConfig
+    from engine.train.loop import train as run
 
     if mixed_precision == "auto":
         mixed_precision = "bf16" if resolve_device(device).type == "cuda" else "no"
@@ -182,7 +182,7 @@ def sample(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ):
     """Sample images from a checkpoint into an image folder that `evaluate` reads."""
-    from engine.sample_files import collect_prompts, write_samples
+    from engine.model.sample_files import collect_prompts, write_samples
 
     prompts = collect_prompts(prompt, prompts_file, eval_set)
     from rich.progress import (
@@ -218,7 +218,7 @@ def info(
     format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
 ):
     """Say what a checkpoint is: preset, shape, text encoder, codec, resolution, step, hash."""
-    from engine import device as D
+    from engine.core import device as D
     from engine.model.checkpoint import describe
 
     d = describe(ckpt)
@@ -252,7 +252,7 @@ def export(
     from engine.model.checkpoint import describe, export_checkpoint
 
     if step is not None:
-        from engine.history import history_checkpoint
+        from engine.train.history import history_checkpoint
 
         ckpt = history_checkpoint(ckpt, step)
     p = export_checkpoint(ckpt, out, fp16=fp16)

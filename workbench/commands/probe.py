@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from engine.device import DEVICE_HELP
+from engine.core.device import DEVICE_HELP
 from engine.probe.ranking import HEAD_COLUMNS, query_help
 from workbench.output import Format, dump_json, emit, print_rows, progress_bar, rows_to_csv
 
@@ -35,12 +35,12 @@ def synopsis(
 ):
     """Sample the prompts with attention capture, evaluate the images and store the synopsis
     in the checkpoint's HDF5 cache. Interrupted? Run the same command again: it continues."""
-    from engine import limits
+    from engine.core import limits
     from engine.data.prompts import prompt_set
     from engine.model.checkpoint import load_checkpoint
     from engine.probe.ranking import run_summary
     from engine.probe.synopsis import run_synopsis
-    from engine.store import Store
+    from engine.store.cache import Store
 
     plist, label = prompt_set(prompts)
     limits.check_sampling(seed, steps, cfg, batch_size, {"n_per_prompt": n_per_prompt}, len(plist))
@@ -80,10 +80,10 @@ def heads(
 ):
     """Rank every layer x head by how much attention flows along QUERY in a synopsis run:
     score (max over steps, mean over samples), rank, peak step, z-score, samples."""
-    from engine.errors import UserError
-    from engine.probe.jobs import HEADS_TABLE_COLUMNS, heads_rows
+    from engine.core.errors import UserError
+    from engine.ops.probe import HEADS_TABLE_COLUMNS, heads_rows
     from engine.probe.ranking import parse_query
-    from engine.store import store_for_path
+    from engine.store.cache import store_for_path
 
     parse_query(query)  # a bad query fails before anything is read
     if top is not None and top <= 0:

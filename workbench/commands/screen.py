@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from engine.device import DEVICE_HELP
+from engine.core.device import DEVICE_HELP
 from workbench.output import Format, dump_json, emit, rows_to_csv
 
 _RELATION_HELP = (
@@ -100,8 +100,8 @@ def screen(
 
     Results are stored in the checkpoint's HDF5 cache (kind "screening") with provenance, and reused when the same screening is asked again.
     """
-    from engine.device import check_device
-    from engine.errors import UserError
+    from engine.core.device import check_device
+    from engine.core.errors import UserError
     from engine.probe import screening as S
 
     check_device(device)
@@ -166,7 +166,7 @@ def _describe(ckpt: Path):
     import json
     from types import SimpleNamespace
 
-    from engine.errors import UserError
+    from engine.core.errors import UserError
     from engine.model.checkpoint import read_meta
 
     p, meta = read_meta(ckpt)
@@ -186,7 +186,7 @@ def _screening(ckpt, light, meta, phrasings, contrast, cache, recompute, no_cach
     from engine.data.relations import RELATIONS
     from engine.model.checkpoint import load_checkpoint
     from engine.probe import screening as S
-    from engine.store import Store
+    from engine.store.cache import Store
 
     store = None if no_cache else Store.for_checkpoint(light, cache)
     params = S.screen_params(RELATIONS, phrasings, contrast)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 
 def default_cache() -> Path:
@@ -28,7 +28,7 @@ def open_workbench(
             "the workbench needs a terminal; run `dit-workbench --help` for the commands "
             "that work in scripts"
         )
-    from engine.client import EngineError, connect
+    from engine.service.client import EngineError, connect
     from workbench.app import run_tui
 
     cache = cache or default_cache()

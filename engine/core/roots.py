@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 _cache: Path = Path("cache").resolve()
 _roots: list[Path] = []

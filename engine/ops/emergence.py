@@ -1,9 +1,9 @@
 """When does the circuit form? Weight-space screening of every kept checkpoint of a run.
 
 Screening needs no sampling (well under a second per checkpoint), so a run whose history was
-kept (`train --keep-history`, engine.history) gives each head's relation-head score at every
+kept (`train --keep-history`, engine.train.history) gives each head's relation-head score at every
 checkpoint for the cost of loading them: the relation head's emergence curve, beside the
-evaluator's learning curves from the run's `metrics.jsonl` (engine.curves).
+evaluator's learning curves from the run's `metrics.jsonl` (engine.train.curves).
 
 Per checkpoint (its history copy, or a full checkpoint still kept when the step has none):
 `engine.probe.screening.screen` over all heads x the eight relations, kept as `cosine`,
@@ -23,7 +23,7 @@ with `synopsis_score` [S, L, H] and `synopsis_spatial` [S] when asked; attribute
 hash is unchanged (same params and code version) and screens only the new checkpoints.
 
 **First pass**: the first kept step at which a series reaches its threshold; **stays from**: the
-first step from which it stays at or above it to the end (engine.curves.learned_at).
+first step from which it stays at or above it to the end (engine.train.curves.learned_at).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 KIND = "emergence"
 METHOD_VERSION = 1
@@ -147,7 +147,7 @@ def run_folder(run: str | os.PathLike) -> Path:
 def kept_checkpoints(run: str | os.PathLike) -> list[tuple[int, Path]]:
     """(step, folder) of every checkpoint a run still has: its history copies (float16), and
     full checkpoints `step-N/` for steps the history lacks."""
-    from engine.history import history_steps
+    from engine.train.history import history_steps
 
     p = run_folder(run)
     found = dict(history_steps(p))
@@ -165,7 +165,7 @@ def kept_checkpoints(run: str | os.PathLike) -> list[tuple[int, Path]]:
 
 def run_store(run: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
     """The run's own cache file: <cache>/<run name>-history-<sha256(path)[:12]>.h5."""
-    from engine.store import Store, default_cache_dir
+    from engine.store.cache import Store, default_cache_dir
 
     path = Path(run).resolve()
     ident = hashlib.sha256(str(path).encode()).hexdigest()
@@ -227,7 +227,7 @@ def _synopsis_of(ckpt, n: int, steps: int, cache_dir) -> tuple[np.ndarray, float
     from engine.data.prompts import eval_prompts
     from engine.probe.ranking import rank_heads
     from engine.probe.synopsis import run_synopsis
-    from engine.store import Store
+    from engine.store.cache import Store
 
     ps = eval_prompts()
     prompts = ps[:: max(1, len(ps) // n)][:n]
@@ -253,8 +253,8 @@ def compute_emergence(
     store the result as a new emergence run unless it equals the newest stored one. Screening
     runs on the CPU (float32, exact); the optional synopsis samples on `device`."""
     from engine import __version__
+    from engine.core.device import check_device, resolve_device
     from engine.data.relations import RELATIONS
-    from engine.device import check_device, resolve_device
     from engine.model.checkpoint import load_checkpoint, read_meta
     from engine.probe.screening import METRICS, screen
 
@@ -344,7 +344,7 @@ def first_pass(steps: list[int], values, threshold: float) -> int | None:
 
 
 def _stays_from(steps: list[int], values, threshold: float) -> int | None:
-    from engine.curves import learned_at
+    from engine.train.curves import learned_at
 
     recs = [
         {"step": s, "v": None if v is None else float(v)}
@@ -416,7 +416,7 @@ def pass_rows(
 
 def run_curves(run: str | os.PathLike) -> list[dict]:
     """The run's metrics.jsonl records ([] when it has none)."""
-    from engine.curves import read_curves
+    from engine.train.curves import read_curves
 
     try:
         return read_curves(run)
@@ -428,8 +428,8 @@ def run_curves(run: str | os.PathLike) -> list[dict]:
 
 
 def validate_emergence(params: dict, cwd: str | None) -> dict:
-    from engine import roots
-    from engine.jobs import Param, check_params
+    from engine.core import roots
+    from engine.ops.params import Param, check_params
 
     spec = {
         "run": Param(str, path=True),
@@ -440,7 +440,7 @@ def validate_emergence(params: dict, cwd: str | None) -> dict:
         "device": Param(str, "auto"),
     }
     p = check_params("emergence", params, spec, cwd)
-    from engine.device import check_device
+    from engine.core.device import check_device
 
     p["device"] = check_device(p["device"])
     if p["synopsis"] < 0 or p["synopsis_steps"] <= 0:
@@ -481,7 +481,7 @@ def emergence_table(params: dict) -> tuple[list[str], list[list]]:
     """The stored emergence of run=RUN, one row per kept step x head: the head's mean `metric`
     over relations (cosine by default), its rank at the last step, the first step it reached
     `threshold` (0.5 by default), and its synopsis score when one was stored."""
-    from engine import roots
+    from engine.core import roots
 
     if not params.get("run"):
         raise UserError("table 'emergence' needs run=RUN (a training run folder)")
@@ -519,7 +519,7 @@ GPU_RECIPE = (
 def report_section(run: str | os.PathLike | None, cache_dir=None, top: int = 3) -> list[str]:
     """Markdown lines: the emergence of the run's relation heads beside its learning curves
     when the run kept a history and `emergence` was stored, else how to produce it."""
-    from engine.history import history_steps
+    from engine.train.history import history_steps
 
     out = ["### Emergence of the relation head", ""]
     e = None

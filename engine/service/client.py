@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from engine import daemon
+from engine.service import daemon
 
 
 class EngineError(Exception):
@@ -202,7 +202,7 @@ def connect(
 ) -> EngineClient:
     """A client of the engine serving `cache_dir`. With start=True and none running, start one
     detached (its own session: it outlives this process and the terminal) and wait until it
-    answers /health. `args` are extra `engine.server` options for a started engine."""
+    answers /health. `args` are extra `engine.service.server` options for a started engine."""
     client = EngineClient(socket_path=socket_path, cache_dir=cache_dir)
     try:
         client.health()

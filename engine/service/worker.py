@@ -1,4 +1,4 @@
-"""One job, in a process of its own: `python -m engine.worker`, started by the engine.
+"""One job, in a process of its own: `python -m engine.service.worker`, started by the engine.
 
 Protocol: the engine writes the job as one JSON line on stdin and keeps stdin open; the worker
 answers with JSON lines on stdout ({"type": "progress" | "result" | "error", ...}). stderr is
@@ -19,8 +19,8 @@ import threading
 import time
 import traceback
 
-from engine.errors import UserError
-from engine.jobs import LineReporter, encode_message, get_kind
+from engine.core.errors import UserError
+from engine.service.kinds import LineReporter, encode_message, get_kind
 
 CANCEL_EXIT = 143  # 128 + SIGTERM
 

@@ -13,7 +13,7 @@ import os
 import stat
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 
 def _inside(p: Path, root: Path) -> bool:

@@ -5,7 +5,7 @@ CPU. `check_device` checks the spelling without torch (the engine calls it befor
 `resolve_device` also checks that the device exists. Inference on CUDA runs under bf16 autocast
 (`inference_autocast`); on the CPU it stays float32 and bit-exact.
 
-`python -m engine.device` prints what `auto` resolves to, as JSON (the engine's /health
+`python -m engine.core.device` prints what `auto` resolves to, as JSON (the engine's /health
 reads it this way, so the server itself never imports torch).
 """
 
@@ -15,7 +15,7 @@ import contextlib
 import json
 import re
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 DEVICE_HELP = "auto (CUDA when available), cpu, cuda or cuda:N."
 _SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import math
 
-from engine import limits, roots
+from engine.core import limits, roots
+from engine.core.device import check_device
+from engine.core.errors import UserError
 from engine.data.prompts import prompt_set, resolve_prompt_spec
-from engine.device import check_device
-from engine.errors import UserError
-from engine.jobs import (
+from engine.ops.params import (
     Param,
     Reporter,
     check_cache_dir,
@@ -66,7 +66,7 @@ def run_synopsis_job(params: dict, report: Reporter) -> dict:
 
     from engine.model.checkpoint import load_checkpoint
     from engine.probe.synopsis import run_synopsis
-    from engine.store import Store
+    from engine.store.cache import Store
 
     p = params
     prompts, label = prompt_set(p["prompts"])
@@ -90,7 +90,7 @@ def run_synopsis_job(params: dict, report: Reporter) -> dict:
 
 
 def _store(params: dict):
-    from engine.store import store_for_path
+    from engine.store.cache import store_for_path
 
     if not params.get("checkpoint"):
         raise UserError("this table needs checkpoint=CKPT")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 
 @dataclass
@@ -35,10 +35,10 @@ class TrainConfig:
     # Warm start: weights and text encoder of an existing checkpoint (fresh optimiser and data
     # order). For carrying a run across machines when its full training state is too big to move.
     init_from: str | None = None
-    # engine.device's rule (auto: CUDA when available); torch.compile the model.
+    # engine.core.device's rule (auto: CUDA when available); torch.compile the model.
     device: str = "auto"
     compile: bool = False
-    # Also keep every checkpoint's EMA weights as float16 under RUN/history/ (engine.history).
+    # Also keep every checkpoint's EMA weights as float16 under RUN/history/ (engine.train.history).
     keep_history: bool = False
     # Which fields may differ when resuming: extending a run is allowed, changing it is not.
     RESUMABLE = (
@@ -56,7 +56,7 @@ class TrainConfig:
     )
 
     def validate(self) -> None:
-        from engine import limits
+        from engine.core import limits
 
         for name in ("steps", "batch", "n_train", "eval_every", "res", "eval_prompts", "keep"):
             limits.check_number(f"--{name.replace('_', '-')}", getattr(self, name), integer=True)
@@ -84,7 +84,7 @@ class TrainConfig:
             raise UserError(
                 f"--mixed-precision {self.mixed_precision!r} is not one of no, fp16, bf16, auto"
             )
-        from engine.device import check_device
+        from engine.core.device import check_device
 
         self.device = check_device(self.device)
         if not 0 <= self.ema_decay < 1:

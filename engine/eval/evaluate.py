@@ -1,6 +1,6 @@
 """Score images against the prompts they were generated from.
 
-Each image is read by `engine.detect` (red and blue objects, their shapes, and their centres in
+Each image is read by `engine.eval.detect` (red and blue objects, their shapes, and their centres in
 128 px canvas units, whatever the image size; partly hidden objects are located by
 occlusion-aware template fits) and its prompt by `engine.data.prompts.parse_prompt`: object 1
 is (color1, shape1), object 2 (color2, shape2), and object 1 should be RELATION object 2.
@@ -54,11 +54,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine import limits
+from engine.core import limits
+from engine.core.errors import UserError
 from engine.data.prompts import Prompt, parse_prompt
 from engine.data.relations import DEAD_ZONE, DIRECTIONS, relation_of
-from engine.detect import Detection, as_rgb_uint8, detect_batch
-from engine.errors import UserError
+from engine.eval.detect import Detection, as_rgb_uint8, detect_batch
 
 STRICT: tuple[str, ...] = ("shape", "color", "exist_binding", "unique_binding", "spatial")
 LOOSE: tuple[str, ...] = ("shape_loose", "color_loose", "spatial_loose")

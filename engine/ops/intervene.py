@@ -6,11 +6,11 @@ cheap (no torch); the run functions load the model in the job's worker process.
 
 from __future__ import annotations
 
-from engine import limits, roots
+from engine.core import limits, roots
+from engine.core.device import check_device
+from engine.core.errors import UserError
 from engine.data.prompts import prompt_set, resolve_prompt_spec
-from engine.device import check_device
-from engine.errors import UserError
-from engine.jobs import (
+from engine.ops.params import (
     Param,
     Reporter,
     check_cache_dir,
@@ -104,7 +104,7 @@ def validate_ablate(params: dict, cwd: str | None) -> dict:
 def run_ablate(params: dict, report: Reporter) -> dict:
     from engine.intervene.ablate import run_ablation, run_sweep
     from engine.model.checkpoint import load_checkpoint
-    from engine.store import Store
+    from engine.store.cache import Store
 
     p = params
     prompts, label = prompt_set(p["prompts"])
@@ -138,7 +138,7 @@ def validate_variance(params: dict, cwd: str | None) -> dict:
 def run_variance_job(params: dict, report: Reporter) -> dict:
     from engine.intervene.variance import run_variance
     from engine.model.checkpoint import load_checkpoint
-    from engine.store import Store
+    from engine.store.cache import Store
 
     prompts, label = prompt_set(params["prompts"])
     report.progress(0.0, "load")
@@ -152,7 +152,7 @@ def run_variance_job(params: dict, report: Reporter) -> dict:
 
 
 def _store(params: dict):
-    from engine.store import store_for_path
+    from engine.store.cache import store_for_path
 
     if "checkpoint" not in params:
         raise UserError("this table needs checkpoint=CKPT")
@@ -161,7 +161,7 @@ def _store(params: dict):
 
 def _metric(params: dict) -> str | None:
     """The table's metric=NAME, checked (an unknown name would silently give no rows)."""
-    from engine.evaluate import METRICS
+    from engine.eval.evaluate import METRICS
 
     metric = params.get("metric") or None
     if metric is not None and metric not in METRICS:

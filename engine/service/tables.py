@@ -4,7 +4,7 @@ table receives only the page it shows.
 A table is a function `(params) -> (columns, rows)`; params are the request's extra query
 parameters (strings). Register one with a line in TABLES (or `TABLES["name"] = fn` from the
 module that owns the data). Functions raise UserError for bad params, and must take any
-path they read through `engine.roots.resolve`.
+path they read through `engine.core.roots.resolve`.
 
 Filter syntax: whitespace-separated terms, all of which must hold. `col=value` and
 `col!=value` compare numbers as numbers and text case-insensitively; `col>x`, `col>=x`,
@@ -23,8 +23,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from engine import roots
-from engine.errors import UserError
+from engine.core import roots
+from engine.core.errors import UserError
 
 Table = Callable[[dict], tuple[list[str], list[list]]]
 
@@ -35,7 +35,7 @@ MAX_LIMIT = 100_000
 
 def curves_table(params: dict) -> tuple[list[str], list[list]]:
     """Training curves: one row per checkpoint of a run, from its metrics.jsonl."""
-    from engine.curves import COLUMNS, curve_rows, read_curves
+    from engine.train.curves import COLUMNS, curve_rows, read_curves
 
     if "run" not in params:
         raise UserError("table 'curves' needs run=RUN (a training run folder)")
@@ -56,16 +56,16 @@ def _lazy(target: str) -> Table:
 
 TABLES: dict[str, Table] = {
     "curves": curves_table,
-    "ablations": _lazy("engine.intervene.jobs:ablations_table"),
-    "sweep": _lazy("engine.intervene.jobs:sweep_table"),
-    "sweeps": _lazy("engine.intervene.jobs:sweeps_table"),
-    "heads": _lazy("engine.probe.jobs:heads_table"),
-    "head_map": _lazy("engine.probe.jobs:head_map_table"),
-    "head_detail": _lazy("engine.probe.jobs:head_detail_table"),
-    "sample_images": _lazy("engine.probe.jobs:sample_images_table"),
+    "ablations": _lazy("engine.ops.intervene:ablations_table"),
+    "sweep": _lazy("engine.ops.intervene:sweep_table"),
+    "sweeps": _lazy("engine.ops.intervene:sweeps_table"),
+    "heads": _lazy("engine.ops.probe:heads_table"),
+    "head_map": _lazy("engine.ops.probe:head_map_table"),
+    "head_detail": _lazy("engine.ops.probe:head_detail_table"),
+    "sample_images": _lazy("engine.ops.probe:sample_images_table"),
     "screening": _lazy("engine.probe.screening:screening_table"),
     "screen_map": _lazy("engine.probe.screening:screen_map_table"),
-    "emergence": _lazy("engine.emergence:emergence_table"),
+    "emergence": _lazy("engine.ops.emergence:emergence_table"),
     # "jobs" is registered by the engine server, which owns the job records.
 }
 
@@ -198,7 +198,7 @@ _memo_lock = threading.Lock()
 
 def _generation(params: dict) -> tuple | None:
     """What the table's inputs look like on disk now; None when it cannot be told."""
-    from engine.store import SHIPPED
+    from engine.store.cache import SHIPPED
 
     try:
         files = [*Path(roots.cache_dir()).glob("*.h5")]
@@ -237,7 +237,7 @@ def compute(name: str, fn: Table, params: dict) -> tuple[list[str], list[list]]:
 
 
 def _in_roots(real: Path) -> bool:
-    """A resolved path inside the cache or a checkpoint root (engine.roots)."""
+    """A resolved path inside the cache or a checkpoint root (engine.core.roots)."""
     return any(real == r or r in real.parents for r in roots.allowed())
 
 

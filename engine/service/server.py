@@ -1,7 +1,7 @@
 """The engine daemon: HTTP + JSON over a Unix socket (starlette app, uvicorn server).
 
 It owns the job queue and answers table reads; the TUI and the CLI reach it only through
-`engine.client`. Run it with `dit-workbench serve` or `python -m engine.server`. Every endpoint
+`engine.service.client`. Run it with `dit-workbench serve` or `python -m engine.service.server`. Every endpoint
 is described, with a curl example, in docs/engine-api.md.
 """
 
@@ -26,13 +26,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route
 
-from engine import __version__, daemon, limits, roots, tables
-from engine.errors import UserError, one_line
-from engine.job_records import TERMINAL, JobRecords
-from engine.jobs import JOB_KINDS, get_kind
-from engine.scheduler import Conflict, Scheduler
+from engine import __version__
+from engine.core import limits, roots
+from engine.core.errors import UserError, one_line
+from engine.service import daemon, tables
+from engine.service.kinds import JOB_KINDS, get_kind
+from engine.service.records import TERMINAL, JobRecords
+from engine.service.scheduler import Conflict, Scheduler
 
-log = logging.getLogger("engine.server")
+log = logging.getLogger("engine.service.server")
 
 KEEPALIVE_S = 15.0
 # An engine with no running or queued job, no open request (an event stream counts) and no
@@ -433,7 +435,10 @@ def _probe_device(state) -> None:
     def probe():
         try:
             r = subprocess.run(
-                [sys.executable, "-m", "engine.device"], capture_output=True, text=True, timeout=300
+                [sys.executable, "-m", "engine.core.device"],
+                capture_output=True,
+                text=True,
+                timeout=300,
             )
             state.device = (
                 json.loads(r.stdout.strip().splitlines()[-1]) if r.returncode == 0 else None
@@ -608,7 +613,7 @@ def serve(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m engine.server", description=__doc__.splitlines()[0]
+        prog="python -m engine.service.server", description=__doc__.splitlines()[0]
     )
     ap.add_argument("--cache", default="cache", help="cache dir (job records, socket): ./cache")
     ap.add_argument("--socket", default=None, help="Unix socket path: <cache>/run/engine.sock")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 INT64_MAX = 2**63 - 1
 

@@ -2,7 +2,7 @@
 
 Accelerator-heavy kinds run `max_heavy` at a time (one by default) in submission order; light
 kinds (CPU work such as evaluation) run up to `max_light` at once beside them. Each job is a
-`python -m engine.worker` process in a session of its own: cancel terminates its process group
+`python -m engine.service.worker` process in a session of its own: cancel terminates its process group
 (SIGTERM, then SIGKILL after `grace_s`), which frees whatever GPU memory it held.
 """
 
@@ -18,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.job_records import TERMINAL, JobRecords
-from engine.jobs import JOB_KINDS
+from engine.service.kinds import JOB_KINDS
+from engine.service.records import TERMINAL, JobRecords
 
-log = logging.getLogger("engine.scheduler")
+log = logging.getLogger("engine.service.scheduler")
 
 _LINE_LIMIT = 16 << 20  # a result line may carry a sizeable dict
 
@@ -58,7 +58,7 @@ def _kill_leftover_worker(pid: int | None) -> None:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return
-    if b"engine.worker" in cmd:
+    if b"engine.service.worker" in cmd:
         _signal_group(pid, signal.SIGKILL)
 
 
@@ -205,7 +205,7 @@ class Scheduler:
                 live.proc = await asyncio.create_subprocess_exec(
                     sys.executable,
                     "-m",
-                    "engine.worker",
+                    "engine.service.worker",
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
                     stderr=logf,

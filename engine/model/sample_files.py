@@ -8,10 +8,10 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine import limits
+from engine.core import limits
+from engine.core.errors import UserError
 from engine.data.files import check_output_folder, staged_folder
 from engine.data.prompts import Prompt, eval_prompts, parse_prompt, read_prompts_file
-from engine.errors import UserError
 
 
 def collect_prompts(texts: list[str] | None, file: Path | None, eval_set: bool) -> list[Prompt]:

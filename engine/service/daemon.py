@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 SOCKET_NAME = "engine.sock"
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
@@ -214,12 +214,12 @@ def ensure_token(cache: str | os.PathLike) -> str:
 def start_detached(
     cache: str | os.PathLike, socket_path: str | os.PathLike | None = None, args: list[str] = ()
 ) -> subprocess.Popen:
-    """Start `python -m engine.server` in a new session (setsid): no controlling terminal, so
+    """Start `python -m engine.service.server` in a new session (setsid): no controlling terminal, so
     closing the terminal or losing SSH does not stop it. Output goes to <cache>/run/engine.log."""
     cache = Path(cache).resolve()
     cache.mkdir(parents=True, exist_ok=True)
     d = run_dir(cache, create=True)
-    cmd = [sys.executable, "-m", "engine.server", "--cache", str(cache), *args]
+    cmd = [sys.executable, "-m", "engine.service.server", "--cache", str(cache), *args]
     if socket_path:
         cmd += ["--socket", str(Path(socket_path).absolute())]
     with open(d / "engine.log", "ab") as log:

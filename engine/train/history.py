@@ -15,7 +15,7 @@ import re
 import shutil
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 HISTORY = "history"
 _STEP = re.compile(r"^step-(\d+)$")

@@ -34,15 +34,15 @@ from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
 from engine import __version__
+from engine.core.errors import UserError
 from engine.data.prompts import eval_prompts
 from engine.data.render import render_batch
 from engine.data.scenes import sample_scenes
-from engine.errors import UserError
 from engine.model.checkpoint import Checkpoint, save_checkpoint
 from engine.model.codec import build_codec
 from engine.model.presets import build_transformer, get_preset
 from engine.model.sampler import model_kwargs, sample_images, train_scheduler
-from engine.train_config import TrainConfig  # noqa: F401  (re-exported: engine.train.TrainConfig)
+from engine.train.config import TrainConfig  # noqa: F401  (re-exported: engine.train.loop.TrainConfig)
 
 
 def _perm(seed: int, epoch: int, n: int) -> torch.Tensor:
@@ -92,8 +92,8 @@ class EMA:
 
 
 def _resolve_train_device(spec: str):
-    """engine.device's rule; under a multi-process launch each rank takes its local GPU."""
-    from engine.device import resolve_device
+    """engine.core.device's rule; under a multi-process launch each rank takes its local GPU."""
+    from engine.core.device import resolve_device
 
     dev = resolve_device(spec)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -317,7 +317,7 @@ def train(
                     accel.scaler,
                 )
                 if cfg.keep_history:  # fp16 EMA weights of every checkpoint, never pruned
-                    from engine.history import save_history
+                    from engine.train.history import save_history
 
                     save_history(ckdir, out)
                 m = _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg)
@@ -473,7 +473,7 @@ def _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg) -> dict:
 
 
 def _evaluate_unguarded(ckdir, ema_model, text_encoder, codec, eval_set, cfg) -> dict:
-    from engine.evaluate import evaluate_arrays
+    from engine.eval.evaluate import evaluate_arrays
 
     ck = Checkpoint(ckdir, {}, ema_model, text_encoder, codec)
     t0 = time.perf_counter()

@@ -12,7 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from engine.errors import UserError
+from engine.core.errors import UserError
 
 COLUMNS = [
     "step",
@@ -45,8 +45,8 @@ def metrics_path(run: str | os.PathLike) -> Path:
 
 def read_curves(run: str | os.PathLike) -> list[dict]:
     """One dict per evaluated checkpoint, sorted by step; lines cut short by a crash skipped."""
-    from engine.fs import regular_file
-    from engine.limits import MAX_METADATA_BYTES, shown
+    from engine.core.fs import regular_file
+    from engine.core.limits import MAX_METADATA_BYTES, shown
 
     path = regular_file(metrics_path(run), "metrics file", MAX_METADATA_BYTES)
     rows = []

@@ -10,11 +10,11 @@ import time
 from dataclasses import MISSING, fields
 from pathlib import Path
 
-from engine import limits
-from engine.device import check_device
-from engine.errors import UserError
-from engine.jobs import REQUIRED, Param, Reporter, check_caption_lengths, check_params
-from engine.limits import Bound
+from engine.core import limits
+from engine.core.device import check_device
+from engine.core.errors import UserError
+from engine.core.limits import Bound
+from engine.ops.params import REQUIRED, Param, Reporter, check_caption_lengths, check_params
 
 # --- selftest: exercises the engine without a GPU or a model --------------------------------
 
@@ -51,7 +51,7 @@ _TRAIN_PATHS = ("out", "init_from")
 
 
 def _train_spec() -> dict[str, Param]:
-    from engine.train_config import TrainConfig
+    from engine.train.config import TrainConfig
 
     spec = {}
     for f in fields(TrainConfig):
@@ -69,7 +69,7 @@ def _only_config(out: Path) -> bool:
 
 
 def validate_train(params: dict, cwd: str | None) -> dict:
-    from engine.train_config import TrainConfig
+    from engine.train.config import TrainConfig
 
     p = check_params("train", params, _train_spec(), cwd)
     cfg = TrainConfig(**{k: v for k, v in p.items() if k != "resume"})
@@ -95,8 +95,8 @@ def validate_train(params: dict, cwd: str | None) -> dict:
 
 
 def run_train(params: dict, report: Reporter) -> dict:
-    from engine.device import resolve_device
-    from engine.train import TrainConfig, train
+    from engine.core.device import resolve_device
+    from engine.train.loop import TrainConfig, train
 
     p = dict(params)
     resume = p.pop("resume")
@@ -151,7 +151,7 @@ SAMPLE = {
 def validate_sample(params: dict, cwd: str | None) -> dict:
     from engine.data.files import check_output_folder
     from engine.model.checkpoint import resolve_checkpoint_dir
-    from engine.sample_files import collect_prompts
+    from engine.model.sample_files import collect_prompts
 
     params = dict(params)
     for cli_name, name in (("prompt", "prompts"), ("ckpt", "checkpoint")):  # the CLI's names
@@ -173,7 +173,7 @@ def validate_sample(params: dict, cwd: str | None) -> dict:
 
 
 def run_sample(params: dict, report: Reporter) -> dict:
-    from engine.sample_files import collect_prompts, write_samples
+    from engine.model.sample_files import collect_prompts, write_samples
 
     p = params
     pf = Path(p["prompts_file"]) if p["prompts_file"] else None
@@ -201,35 +201,3 @@ def run_sample(params: dict, report: Reporter) -> dict:
     )
     report.progress(1.0, "done")
     return {"out": str(out), "images": total}
-
-
-# --- evaluate -------------------------------------------------------------------------------
-
-EVALUATE = {
-    "folder": Param(str, path=True),
-    "workers": Param(int, 0, bound=Bound(0, 256, integer=True)),
-}
-
-
-def validate_evaluate(params: dict, cwd: str | None) -> dict:
-    from engine.evaluate import read_records
-
-    p = check_params("evaluate", params, EVALUATE, cwd)
-    if p["workers"] < 0:
-        raise UserError(f"param 'workers' must be >= 0 (got {p['workers']})")
-    read_records(p["folder"])  # missing folder or bad metadata fail before queueing
-    return p
-
-
-def run_evaluate(params: dict, report: Reporter) -> dict:
-    from engine.evaluate import evaluate_folder
-
-    report.progress(0.0, "evaluate")
-    res = evaluate_folder(params["folder"], workers=params["workers"] or None)
-    report.progress(1.0, "done")
-    return {
-        "folder": params["folder"],
-        "n": res.n,
-        "n_errors": res.n_errors,
-        "metrics": {k: float(v) for k, v in res.metrics.items()},
-    }

@@ -1,0 +1,169 @@
+"""Job kinds: what the engine can run, how their parameters are checked, how they report.
+
+A kind runs in a worker process of its own (`engine.service.worker`), so cancelling a job is
+terminating that process and frees its GPU memory. Most kinds are operations
+(engine.ops.base.Operation): the engine checks a job's params with `Op.from_params` before
+queueing (cheap, no torch) and the worker runs `Op(**params).run(report)`, the same object and
+the same function the command line runs in-process. Adding one is one line in JOB_KINDS:
+
+    "ablate": JobKind.of("engine.ops.ablate:Ablate"),
+
+A kind may also be a bare function `(params, report) -> result dict` with a `validate(params,
+cwd) -> params` (the engine's selftest). Targets may be callables or "module:attribute"
+strings; strings are imported on first use so the engine does not load a kind's module just to
+list it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.core.errors import UserError
+from engine.core.limits import shown
+from engine.ops.params import Reporter
+
+
+def _resolve(target):
+    if callable(target) or target is None:
+        return target
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    run: Callable[[dict, Reporter], dict] | str
+    # (params, cwd) -> normalised params; raises UserError with a one-line message.
+    validate: Callable[[dict, str | None], dict] | str | None = None
+    heavy: bool = True  # needs the accelerator: runs one at a time (by default)
+    resumable: bool = False  # re-submitting with params["resume"] = True continues the work
+    help: str = ""
+
+    @classmethod
+    def of(cls, op: str, help: str | None = None) -> JobKind:
+        """The kind that runs operation class `op` ("module:Class"); flags come from the class."""
+        op_cls = _resolve(op)
+
+        def run(params: dict, report: Reporter) -> dict:
+            o = op_cls(**params)
+            return o.summary(o.run(report))
+
+        def validate(params: dict, cwd: str | None) -> dict:
+            return op_cls.from_params(params, cwd).params()
+
+        return cls(run, validate, op_cls.heavy, op_cls.resumable, help or op_cls.help)
+
+    def __call__(self, params: dict, report: Reporter) -> dict:
+        return _resolve(self.run)(params, report)
+
+    def check(self, params: dict, cwd: str | None = None) -> dict:
+        if not isinstance(params, dict):  # before any kind's validation looks inside
+            raise UserError(f"params must be a JSON object (got {shown(params)})")
+        fn = _resolve(self.validate)
+        return dict(params) if fn is None else fn(params, cwd)
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    "selftest": JobKind(
+        "engine.ops.basic:run_selftest",
+        "engine.ops.basic:validate_selftest",
+        heavy=True,
+        resumable=True,
+        help="sleep in steps reporting progress: checks the engine without a GPU",
+    ),
+    "train": JobKind(
+        "engine.ops.basic:run_train",
+        "engine.ops.basic:validate_train",
+        heavy=True,
+        resumable=True,
+        help="train a DiT (parameters: dit-workbench train's options)",
+    ),
+    "sample": JobKind(
+        "engine.ops.basic:run_sample",
+        "engine.ops.basic:validate_sample",
+        heavy=True,
+        help="sample a checkpoint into an image folder",
+    ),
+    "evaluate": JobKind.of("engine.ops.evaluate:Evaluate"),
+    "ablate": JobKind(
+        "engine.ops.intervene:run_ablate",
+        "engine.ops.intervene:validate_ablate",
+        help="interventions or a head sweep against the cached baseline (dit-workbench ablate)",
+    ),
+    "synopsis": JobKind(
+        "engine.ops.probe:run_synopsis_job",
+        "engine.ops.probe:validate_synopsis",
+        resumable=True,
+        help="sample with attention capture, evaluate, store the synopsis (dit-workbench synopsis)",
+    ),
+    "screen": JobKind(
+        "engine.probe.screening:run_screen",
+        "engine.probe.screening:validate_screen",
+        heavy=False,
+        help="weight-space screening of every head x relation (dit-workbench screen)",
+    ),
+    "emergence": JobKind(
+        "engine.ops.emergence:run_emergence",
+        "engine.ops.emergence:validate_emergence",
+        heavy=False,
+        help="screen every kept checkpoint of a training run (dit-workbench emergence)",
+    ),
+    "variance": JobKind(
+        "engine.ops.intervene:run_variance_job",
+        "engine.ops.intervene:validate_variance",
+        heavy=False,
+        help="text-encoder variance decomposition (dit-workbench variance)",
+    ),
+}
+
+
+def get_kind(name: str) -> JobKind:
+    if not isinstance(name, str) or name not in JOB_KINDS:
+        raise UserError(f"unknown job kind {name!r}; choose one of {', '.join(sorted(JOB_KINDS))}")
+    return JOB_KINDS[name]
+
+
+# --- the worker side of reporting -----------------------------------------------------------
+
+
+class LineReporter:
+    """Reporter that writes JSON lines to the engine (progress) and text lines to the job log.
+
+    Progress is throttled (at most every `every` s, but phase changes and completion always go
+    through) so a chatty job does not flood the engine. With no `eta_s`, the ETA is
+    extrapolated from the rate since the first report."""
+
+    def __init__(self, send: Callable[[dict], None], log_file, every: float = 0.25):
+        self._send, self._log, self._every = send, log_file, every
+        self._last_t, self._phase, self._anchor = 0.0, None, None
+
+    def progress(self, fraction: float, phase: str | None = None, eta_s: float | None = None):
+        now = time.monotonic()
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        phase = phase if phase is not None else self._phase
+        if self._anchor is None:
+            self._anchor = (now, fraction)
+        if eta_s is None:
+            t0, f0 = self._anchor
+            if fraction - f0 > 0.005 and now > t0:
+                eta_s = (1.0 - fraction) * (now - t0) / (fraction - f0)
+        if phase != self._phase:
+            self.log(f"phase: {phase}")
+        elif now - self._last_t < self._every and fraction < 1.0:
+            return
+        self._phase, self._last_t = phase, now
+        self._send({"type": "progress", "fraction": fraction, "phase": phase, "eta_s": eta_s})
+
+    def log(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        for part in str(line).splitlines() or [""]:
+            self._log.write(f"{stamp} {part}\n")
+        self._log.flush()
+
+
+def encode_message(obj: dict) -> str:
+    return json.dumps(obj, default=str) + "\n"
