@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -98,3 +99,11 @@ def read_json(path: str | os.PathLike, what: str, limit: int = 16 * 2**20):
         raise UserError(f"{p} is not valid JSON ({msg}); the file is damaged") from None
     except OSError as e:
         raise UserError(f"cannot read {p} ({e.strerror or e}); check its permissions") from None
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

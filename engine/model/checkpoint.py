@@ -8,7 +8,6 @@ folder follows `latest`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -20,16 +19,9 @@ from engine.core.errors import UserError
 if TYPE_CHECKING:  # torch and diffusers load only when a model is: describe() stays cheap
     from diffusers import PixArtTransformer2DModel
 
-FORMAT = "dit-workbench-checkpoint/1"
-WEIGHTS = "diffusion_pytorch_model.safetensors"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+# Re-exported: they are the checkpoint format's names.
+from engine.core.fs import sha256_file  # noqa: E402,F401
+from engine.model.format import FORMAT, WEIGHTS  # noqa: E402,F401
 
 
 def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
@@ -161,9 +153,9 @@ def load_checkpoint(
 
     p, meta = read_meta(path)
     if meta.get("source") == "pipeline":  # an imported diffusers pipeline (engine.model.pipeline)
-        from engine.model.pipeline import load_pipeline_checkpoint
+        from engine.model.pipeline import load_pipeline_parts
 
-        ck = load_pipeline_checkpoint(p, meta, verify_hash)
+        ck = Checkpoint(p, meta, *load_pipeline_parts(p, meta, verify_hash))
         return ck.to(dev) if dev is not None and dev.type != "cpu" else ck
     weights = p / "transformer" / WEIGHTS
     if not (p / "transformer" / "config.json").is_file() or not weights.is_file():

@@ -10,7 +10,7 @@ The small config files the rest of the workbench reads without loading a model a
 Sizes, token grid and latent shape are read from the pipeline's configs, and its scheduler
 config is what sampling uses (``engine.model.sampler.sample_scheduler``).
 
-`load_pipeline_checkpoint` (called by ``load_checkpoint`` for such a checkpoint) checks each
+`load_pipeline_parts` (called by ``load_checkpoint`` for such a checkpoint) checks each
 part's files against the recorded sizes (and the transformer's sha256, as for our checkpoints;
 another part is hashed again when its size or mtime changed), then builds the transformer
 (float32), a frozen T5 encoder with the pipeline's tokenizer (captions padded to our 20
@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from engine.core.errors import UserError
-from engine.model.checkpoint import sha256_file
+from engine.core.fs import sha256_file
 
 PIPELINE_CLASSES = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
 PARTS = ("transformer", "text_encoder", "tokenizer", "vae", "scheduler")
@@ -204,7 +204,7 @@ def inspect_pipeline(directory: str | os.PathLike) -> dict:
 
 def import_pipeline(directory: str | os.PathLike, out: str | os.PathLike, progress=None) -> Path:
     """Write checkpoint folder `out` that opens the pipeline in `directory` in place."""
-    from engine.model.checkpoint import FORMAT
+    from engine.model.format import FORMAT
     from engine.text.base import write_config
 
     info = inspect_pipeline(directory)
@@ -308,13 +308,12 @@ def _check_part(meta: dict, part: str, rehash: bool) -> Path:
     return d
 
 
-def load_pipeline_checkpoint(p: Path, meta: dict, verify_hash: bool = True):
-    """A Checkpoint (engine.model.checkpoint) for an imported pipeline; see the module doc."""
+def load_pipeline_parts(p: Path, meta: dict, verify_hash: bool = True):
+    """(transformer, text encoder, codec) of an imported pipeline, for the Checkpoint that
+    engine.model.checkpoint builds; see the module doc."""
     import torch
     from diffusers import PixArtTransformer2DModel
     from diffusers.utils import logging as diffusers_logging
-
-    from engine.model.checkpoint import Checkpoint
 
     try:
         dirs = {part: _check_part(meta, part, verify_hash and part == "transformer")
@@ -345,7 +344,7 @@ def load_pipeline_checkpoint(p: Path, meta: dict, verify_hash: bool = True):
         )
     codec = pipeline_codec(dirs["vae"], meta)
     transformer.workbench_pixel_res = codec.res
-    return Checkpoint(p, meta, transformer, text_encoder, codec)
+    return transformer, text_encoder, codec
 
 
 def pipeline_codec(vae_dir: Path, meta: dict):
