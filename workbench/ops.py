@@ -8,9 +8,12 @@ engine daemon, which checks them with the same `from_params` and runs the same `
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 from rich.console import Console
+
+from engine.core.errors import UserError
 
 
 class TerminalReporter:
@@ -54,8 +57,41 @@ class TerminalReporter:
             Console(stderr=True).print(line, markup=False, highlight=False)
 
 
-def run_op(op_cls, params: dict, label: str | None = None, verbose: bool = False) -> dict:
-    """Check `params` as the engine would (UserError on bad input), run, return the result."""
-    op = op_cls.from_params(params, os.getcwd())
-    with TerminalReporter(label or op_cls.kind, verbose) as report:
+_PARAM = re.compile(r"\bparam '([A-Za-z_][A-Za-z0-9_]*)'")
+
+
+def build_op(op_cls, params: dict, options: dict[str, str] | None = None):
+    """`op_cls.from_params(params)` against this directory, as the engine checks a job.
+
+    The checks and messages are the engine's, with one difference: where the engine names a
+    parameter `param 'batch_size'`, a command line user typed `--batch-size` (or
+    `options[name]` where the option is spelled otherwise), so that is what the error says."""
+    try:
+        return op_cls.from_params(params, os.getcwd())
+    except UserError as e:
+        spec = op_cls.spec()
+
+        def spelled(m: re.Match) -> str:
+            if m[1] not in spec:
+                return m[0]
+            return (options or {}).get(m[1]) or "--" + m[1].replace("_", "-")
+
+        raise UserError(_PARAM.sub(spelled, str(e))) from None
+
+
+def run_op(
+    op_cls,
+    params: dict,
+    label: str | None = None,
+    verbose: bool = False,
+    options: dict[str, str] | None = None,
+    report=None,
+) -> dict:
+    """Check `params` as the engine would (UserError on bad input), run, return the result.
+
+    `report`: a Reporter of the command's own (default: a progress bar on a terminal)."""
+    op = build_op(op_cls, params, options)
+    if report is not None:
         return op.run(report)
+    with TerminalReporter(label or op_cls.kind, verbose) as reporter:
+        return op.run(reporter)
