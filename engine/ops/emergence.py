@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.core import columns
 from engine.core.errors import UserError
 
 KIND = "emergence"
@@ -474,7 +475,7 @@ def run_emergence(params: dict, report) -> dict:
     return {"run": e.name, "cache": e.cache, "steps": e.steps}
 
 
-TABLE_COLUMNS = ["step", "layer", "head", "name", "score", "rank", "first_pass", "synopsis"]
+TABLE_COLUMNS = list(columns.EMERGENCE)
 
 
 def emergence_table(params: dict) -> tuple[list[str], list[list]]:

@@ -6,7 +6,7 @@ cheap (no torch); the run functions load the model in the job's worker process.
 
 from __future__ import annotations
 
-from engine.core import limits, roots
+from engine.core import columns, limits, roots
 from engine.core.device import check_device
 from engine.core.errors import UserError
 from engine.data.prompts import prompt_set, resolve_prompt_spec
@@ -180,7 +180,7 @@ def sweeps_table(params: dict) -> tuple[list[str], list[list]]:
     """The stored per-head sweeps of a checkpoint, oldest first (the TUI picks one to show)."""
     from engine.intervene.results import sweep_runs
 
-    cols = ["run", "sweep", "n", "steps", "created"]
+    cols = list(columns.SWEEPS)
     return cols, [[r.get(c) for c in cols] for r in sweep_runs(_store(params))]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from engine.core import limits, roots
+from engine.core import columns, limits, roots
 from engine.core.device import check_device
 from engine.core.errors import UserError
 from engine.data.prompts import prompt_set, resolve_prompt_spec
@@ -32,10 +32,7 @@ SYNOPSIS = {
     "resume": Param(bool, False),  # a synopsis always continues its stored partial run
     "device": Param(str, "auto"),
 }
-HEADS_TABLE_COLUMNS = [
-    "layer", "head", "score", "rank", "peak_step", "z", "n_samples", "screen_score",
-    "screen_relation", "ablation_delta", "ablation_ci_low", "ablation_ci_high",
-]  # fmt: skip
+HEADS_TABLE_COLUMNS = list(columns.HEADS)
 # Which evaluator metric an ablation of a head is judged on, by the query's text category.
 ABLATION_METRIC = {"relation": "spatial", "shape1": "shape", "shape2": "shape",
                    "color1": "color", "color2": "color"}  # fmt: skip
@@ -189,7 +186,7 @@ def head_map_table(params: dict) -> tuple[list[str], list[list]]:
                  params.get("agg") or "max")  # fmt: skip
     rows = [[layer, head, None if math.isnan(v) else float(v)]
             for layer, row in enumerate(m.tolist()) for head, v in enumerate(row)]  # fmt: skip
-    return ["layer", "head", "value"], rows
+    return list(columns.HEAD_MAP), rows
 
 
 def head_detail_table(params: dict) -> tuple[list[str], list[list]]:
@@ -197,7 +194,7 @@ def head_detail_table(params: dict) -> tuple[list[str], list[list]]:
 
     rows = head_detail(_store(params), params.get("run") or None, _int(params, "layer"),
                        _int(params, "head"), params.get("category") or "relation")  # fmt: skip
-    cols = ["sample", "prompt", "step", "map"]
+    cols = list(columns.HEAD_DETAIL)
     return cols, [[r[c] for c in cols] for r in rows]
 
 
@@ -205,4 +202,5 @@ def sample_images_table(params: dict) -> tuple[list[str], list[list]]:
     from engine.probe.ranking import sample_images
 
     rows = sample_images(_store(params), params.get("run") or None)
-    return ["sample", "prompt", "image"], [[r["sample"], r["prompt"], r["image"]] for r in rows]
+    cols = list(columns.SAMPLE_IMAGES)
+    return cols, [[r[c] for c in cols] for r in rows]

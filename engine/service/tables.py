@@ -6,25 +6,19 @@ parameters (strings). Register one with a line in TABLES (or `TABLES["name"] = f
 module that owns the data). Functions raise UserError for bad params, and must take any
 path they read through `engine.core.roots.resolve`.
 
-Filter syntax: whitespace-separated terms, all of which must hold. `col=value` and
-`col!=value` compare numbers as numbers and text case-insensitively; `col>x`, `col>=x`,
-`col<x`, `col<=x` compare numbers; `col~text` tests that the cell contains text; any other
-term must be a case-insensitive substring of some cell. Quote a term with spaces:
-`"red circle" layer>=3`. An unknown column or a non-numeric bound is a UserError.
+Filter and sort syntax: engine.core.rowfilter (an unknown column or a non-numeric bound is
+a UserError).
 """
 
 from __future__ import annotations
 
-import math
-import operator
-import re
-import shlex
 import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from engine.core import roots
 from engine.core.errors import UserError
+from engine.core.rowfilter import filter_rows, sort_rows
 
 Table = Callable[[dict], tuple[list[str], list[list]]]
 
@@ -56,9 +50,9 @@ def _lazy(target: str) -> Table:
 
 TABLES: dict[str, Table] = {
     "curves": curves_table,
-    "ablations": _lazy("engine.ops.intervene:ablations_table"),
-    "sweep": _lazy("engine.ops.intervene:sweep_table"),
-    "sweeps": _lazy("engine.ops.intervene:sweeps_table"),
+    "ablations": _lazy("engine.service.intervene_tables:ablations_table"),
+    "sweep": _lazy("engine.service.intervene_tables:sweep_table"),
+    "sweeps": _lazy("engine.service.intervene_tables:sweeps_table"),
     "heads": _lazy("engine.ops.probe:heads_table"),
     "head_map": _lazy("engine.ops.probe:head_map_table"),
     "head_detail": _lazy("engine.ops.probe:head_detail_table"),
@@ -71,70 +65,7 @@ TABLES: dict[str, Table] = {
 
 
 # --- query: filter, sort, page --------------------------------------------------------------
-# The TUI keeps a client-side copy of these semantics (workbench/components/rowfilter.py) for
-# rows it already holds; the two must agree.
-
-_TERM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(>=|<=|!=|=|>|<|~)(.*)$")
-_ORDER = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
-
-
-def _num(v) -> float | None:
-    if isinstance(v, bool | int | float):
-        return float(v)
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            return None
-    return None
-
-
-def cell_text(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def _compare(cell, op: str, want: str) -> bool:
-    if op == "~":
-        return want.lower() in cell_text(cell).lower()
-    a, b = _num(cell), _num(want)
-    if op in ("=", "!="):
-        if a is not None and b is not None:
-            eq = math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-        else:
-            eq = cell_text(cell).lower() == want.lower()
-        return eq if op == "=" else not eq
-    return a is not None and b is not None and _ORDER[op](a, b)
-
-
-def parse_filter(text: str | None, columns: list[str]) -> list[tuple[int | None, str, str]]:
-    """Terms as (column index, or None for any cell, op, value); UserError if unreadable."""
-    if not text or not text.strip():
-        return []
-    try:
-        parts = shlex.split(text)
-    except ValueError as e:
-        raise UserError(f"cannot read filter {text!r}: {e}; close the quote") from None
-    terms = []
-    for part in parts:
-        m = _TERM.match(part)
-        if not m:
-            terms.append((None, "~", part))
-            continue
-        col, op, val = m.groups()
-        if col not in columns:
-            raise UserError(f"unknown column {col!r} in filter; columns are: {', '.join(columns)}")
-        if op in _ORDER and _num(val) is None:
-            raise UserError(f"{part!r}: {op} needs a number, e.g. {col}{op}0.5")
-        terms.append((columns.index(col), op, val))
-    return terms
-
-
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
+# The filter and sort language is engine.core.rowfilter, shared with the TUI (rows it holds).
 
 
 def query(
@@ -151,31 +82,7 @@ def query(
     if offset < 0 or not 0 < limit <= MAX_LIMIT:
         raise UserError(f"offset must be >= 0 and limit in 1..{MAX_LIMIT}")
     columns = list(columns)
-    terms = parse_filter(filter, columns)
-    if terms:
-
-        def keep(row) -> bool:
-            for i, op, val in terms:
-                if i is None:
-                    if not any(val.lower() in cell_text(c).lower() for c in row):
-                        return False
-                elif not _compare(row[i], op, val):
-                    return False
-            return True
-
-        rows = [r for r in rows if keep(r)]
-    if sort:
-        if sort not in columns:
-            raise UserError(f"cannot sort by {sort!r}; columns are: {', '.join(columns)}")
-        i = columns.index(sort)
-
-        def key(r):
-            v = r[i]
-            n = _num(v) if not isinstance(v, str) else None
-            return (0, n, "") if n is not None else (1, 0.0, cell_text(v).lower())
-
-        present = sorted((r for r in rows if not _missing(r[i])), key=key, reverse=desc)
-        rows = present + [r for r in rows if _missing(r[i])]
+    rows = sort_rows(filter_rows(rows, columns, filter), columns, sort, desc)
     return {"columns": columns, "rows": rows[offset : offset + limit], "total": len(rows)}
 
 

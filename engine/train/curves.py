@@ -12,18 +12,10 @@ import json
 import os
 from pathlib import Path
 
+from engine.core import columns
 from engine.core.errors import UserError
 
-COLUMNS = [
-    "step",
-    "images_seen",
-    "color",
-    "shape",
-    "exist_binding",
-    "unique_binding",
-    "spatial",
-    "overall",
-]
+COLUMNS = list(columns.CURVES)
 # The paper's four skills and the metric that measures each.
 SKILLS = {"colour": "color", "shape": "shape", "binding": "unique_binding", "relation": "spatial"}
 PAPER_ORDER = ["colour", "shape", "binding", "relation"]
