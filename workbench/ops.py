@@ -85,13 +85,8 @@ def run_op(
     label: str | None = None,
     verbose: bool = False,
     options: dict[str, str] | None = None,
-    report=None,
 ) -> dict:
-    """Check `params` as the engine would (UserError on bad input), run, return the result.
-
-    `report`: a Reporter of the command's own (default: a progress bar on a terminal)."""
+    """Check `params` as the engine would (UserError on bad input), run, return the result."""
     op = build_op(op_cls, params, options)
-    if report is not None:
+    with TerminalReporter(label or op_cls.kind, verbose) as report:
         return op.run(report)
-    with TerminalReporter(label or op_cls.kind, verbose) as reporter:
-        return op.run(reporter)
