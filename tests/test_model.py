@@ -271,7 +271,7 @@ def test_two_gloo_processes_end_identical(tmp_path):
 
 
 def test_batches_are_the_requested_size_and_cover_each_epoch():
-    from engine.train.loop import Batches
+    from engine.train.state import Batches
 
     b = Batches(n=10, batch=4, seed=0)
     got = [b.next() for _ in range(5)]

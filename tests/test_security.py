@@ -95,7 +95,7 @@ def test_a_planted_pickle_in_a_checkpoint_is_refused_not_run(nano_ckpt, tmp_path
 
 def test_a_planted_pickled_optimizer_is_refused_not_run(nano_ckpt, tmp_path):
     from engine.model.checkpoint import resolve_checkpoint_dir
-    from engine.train.loop import load_optimizer_state
+    from engine.train.state import load_optimizer_state
 
     state = tmp_path / "train_state"
     shutil.copytree(resolve_checkpoint_dir(nano_ckpt) / "train_state", state)

@@ -14,7 +14,7 @@ CUDA = torch.cuda.is_available()
 def test_foreach_ema_matches_diffusers_emamodel_with_warmup():
     from diffusers.training_utils import EMAModel
 
-    from engine.train.loop import EMA
+    from engine.train.state import EMA
 
     torch.manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(5, 3)), torch.nn.Parameter(torch.randn(4))]

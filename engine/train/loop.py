@@ -6,7 +6,8 @@ evaluator's metrics on a fixed prompt set to `metrics.jsonl`.
 
 Resuming is bit-for-bit on CPU: every random draw comes from generators whose state is saved
 (the data order is a permutation seeded by (data_seed, epoch); noise, timesteps and caption dropout
-come from one generator), and optimiser and EMA state are restored.
+come from one generator), and optimiser and EMA state are restored (engine.train.state: the
+data order, the EMA and what a checkpoint folder holds).
 Multi-process: every rank draws the whole global batch's noise from the same generator and
 keeps its own slice, so generator state stays identical across ranks.
 
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -31,64 +31,27 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from engine import __version__
 from engine.core.errors import UserError
 from engine.data.prompts import eval_prompts
 from engine.data.render import render_batch
 from engine.data.scenes import sample_scenes
-from engine.model.checkpoint import Checkpoint, save_checkpoint
+from engine.model.checkpoint import Checkpoint
 from engine.model.codec import build_codec
 from engine.model.presets import build_transformer, get_preset
 from engine.model.sampler import model_kwargs, sample_images, train_scheduler
 from engine.train.config import TrainConfig  # noqa: F401  (re-exported: engine.train.loop.TrainConfig)
-
-
-def _perm(seed: int, epoch: int, n: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
-
-
-class Batches:
-    """Global batches of dataset indices, epoch by epoch, resumable from (epoch, pos). The
-    permutation is drawn on the CPU once per epoch and kept on `device`."""
-
-    def __init__(self, n: int, batch: int, seed: int, epoch: int = 0, pos: int = 0, device="cpu"):
-        self.n, self.batch, self.seed, self.epoch, self.pos = n, batch, seed, epoch, pos
-        self.device = device
-        self.perm = _perm(seed, epoch, n).to(device)
-
-    def next(self) -> torch.Tensor:
-        idx, have = [], 0
-        while have < self.batch:
-            take = min(self.batch - have, self.n - self.pos)
-            idx.append(self.perm[self.pos : self.pos + take])
-            self.pos += take
-            have += take
-            if self.pos == self.n:
-                self.epoch, self.pos = self.epoch + 1, 0
-                self.perm = _perm(self.seed, self.epoch, self.n).to(self.device)
-        return torch.cat(idx)
-
-
-class EMA:
-    """Exponential moving average of the parameters, one foreach lerp per step. The decay warms
-    up as diffusers' EMAModel(use_ema_warmup=True) does: 1 - (1 + n)^(-2/3) at update n + 1,
-    capped at `decay` (0 at the first update: the shadow starts as the weights)."""
-
-    def __init__(self, params, decay: float, optimization_step: int = 0):
-        self.decay, self.optimization_step = decay, optimization_step
-        self.shadow_params = [p.detach().clone() for p in params]
-
-    def step(self, params) -> None:
-        self.optimization_step += 1
-        n = self.optimization_step - 1
-        d = 0.0 if n <= 0 else min(1 - (1 + n) ** (-2 / 3), self.decay)
-        torch._foreach_lerp_(self.shadow_params, [p.detach() for p in params], 1 - d)
-
-    def copy_to(self, params) -> None:
-        for s, p in zip(self.shadow_params, params, strict=True):
-            p.data.copy_(s)
+from engine.train.state import (
+    EMA,
+    Batches,
+    append_line,
+    ema_copy,
+    latest_step_dir,
+    load_optimizer_state,
+    write_atomic,
+    write_checkpoint,
+)
 
 
 def _resolve_train_device(spec: str):
@@ -112,11 +75,6 @@ def _emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
-def _latest_step_dir(out: Path) -> Path | None:
-    link = out / "latest"
-    return link.resolve() if link.exists() else None
-
-
 def _fixed_eval_set(k: int):
     ps = eval_prompts()
     stride = max(1, len(ps) // k)
@@ -135,7 +93,7 @@ def train(
     accel = Accelerator(mixed_precision=cfg.mixed_precision, cpu=dev.type == "cpu")
     dev = accel.device
     main = accel.is_main_process
-    state_dir = _latest_step_dir(out) if resume else None
+    state_dir = latest_step_dir(out) if resume else None
     if resume and (state_dir is None or not (state_dir / "train_state" / "state.json").is_file()):
         raise UserError(
             f"no resumable checkpoint in {str(out)!r} (missing `latest` or its train_state/); "
@@ -234,7 +192,7 @@ def train(
     accel.wait_for_everyone()
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        _write_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+        write_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
 
     model, opt = accel.prepare(model, opt)
     scaler_file = state_dir / "train_state" / "scaler.json" if state_dir is not None else None
@@ -301,8 +259,8 @@ def train(
             accel.wait_for_everyone()
             if main:
                 raw = accel.unwrap_model(model)
-                ema_model = _ema_copy(raw, ema)  # one copy serves the checkpoint and its metrics
-                ckdir = _write_checkpoint(
+                ema_model = ema_copy(raw, ema)  # one copy serves the checkpoint and its metrics
+                ckdir = write_checkpoint(
                     out,
                     cfg,
                     raw,
@@ -322,7 +280,7 @@ def train(
                     save_history(ckdir, out)
                 m = _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg)
                 m.update({"step": step, "images_seen": step * cfg.batch})
-                _append_line(out / "metrics.jsonl", json.dumps(m))
+                append_line(out / "metrics.jsonl", json.dumps(m))
                 (progress or _emit)({"event": "checkpoint", **m})
             accel.wait_for_everyone()
     # Every rank must end with the same weights; record each rank's digest so this is checkable.
@@ -374,95 +332,6 @@ def _param_digest(model) -> str:
     return h.hexdigest()
 
 
-def _ema_copy(model, ema):
-    import copy
-
-    shadow = copy.deepcopy(model)
-    ema.copy_to(shadow.parameters())
-    return shadow.eval()
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _append_line(path: Path, line: str) -> None:
-    """Append one JSON line and flush it to disk: a crash loses at most the line being written."""
-    with open(path, "a") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _write_checkpoint(
-    out,
-    cfg,
-    model,
-    ema,
-    ema_model,
-    opt,
-    text_encoder,
-    codec,
-    step,
-    batches,
-    noise_gen,
-    scaler=None,
-) -> Path:
-    name = f"step-{step:07d}"
-    tmp = out / f".tmp-{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    meta = {
-        "preset": cfg.preset,
-        "text": text_encoder.spec,
-        "codec": codec.spec,
-        "res": cfg.res,
-        "step": step,
-        "images_seen": step * cfg.batch,
-        "train": asdict(cfg),
-        "code_version": __version__,
-        "weights": "ema",
-    }
-    save_checkpoint(tmp, ema_model, text_encoder, meta)
-    ts = tmp / "train_state"
-    ts.mkdir()
-    names = [n for n, _ in model.named_parameters()]
-    save_file(
-        {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()},
-        ts / "model.safetensors",
-    )
-    save_file(
-        {n: s.detach().cpu().contiguous() for n, s in zip(names, ema.shadow_params, strict=True)},
-        ts / "ema.safetensors",
-    )
-    save_optimizer_state(opt.state_dict(), ts)
-    save_file({"noise": noise_gen.get_state()}, ts / "rng.safetensors")
-    if scaler is not None:  # fp16: the loss scale must survive a resume, or it restarts at 2**16
-        (ts / "scaler.json").write_text(json.dumps(scaler.state_dict()))
-    (ts / "state.json").write_text(
-        json.dumps(
-            {
-                "step": step,
-                "epoch": batches.epoch,
-                "pos": batches.pos,
-                "ema": {"optimization_step": int(ema.optimization_step)},
-            }
-        )
-    )
-    final = out / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    link_tmp = out / ".latest.tmp"
-    link_tmp.unlink(missing_ok=True)
-    link_tmp.symlink_to(name)
-    os.replace(link_tmp, out / "latest")
-    kept = sorted(p for p in out.glob("step-*") if p.is_dir())
-    for old in kept[: -cfg.keep] if cfg.keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
 def _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg) -> dict:
     """Metrics of the EMA model on the fixed prompts. A failure here is recorded, not fatal:
     hours of training must not die because an evaluation could not run."""
@@ -486,33 +355,3 @@ def _evaluate_unguarded(ckdir, ema_model, text_encoder, codec, eval_set, cfg) ->
         "eval_n": len(eval_set),
         "eval_s": time.perf_counter() - t0,
     }
-
-
-# The optimizer state is written as safetensors plus JSON, never pickled (torch.save), so that
-# resuming a run folder someone else wrote cannot run code: see docs/reliability.md.
-def save_optimizer_state(state: dict, folder: Path) -> None:
-    tensors, scalars = {}, {}
-    for idx, per_param in state["state"].items():
-        for k, v in per_param.items():
-            if torch.is_tensor(v):
-                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(idx), {})[k] = v
-    save_file(tensors, folder / "optimizer.safetensors")
-    meta = {"param_groups": state["param_groups"], "params": [str(i) for i in state["state"]],
-            "scalars": scalars}  # fmt: skip
-    (folder / "optimizer.json").write_text(json.dumps(meta))
-
-
-def load_optimizer_state(folder: Path) -> dict:
-    if not (folder / "optimizer.safetensors").is_file():
-        raise UserError(
-            f"{folder} has no optimizer.safetensors (a run saved by an older version, whose "
-            "optimizer state was pickled, is not loaded); start from its weights with --init-from"
-        )
-    meta = json.loads((folder / "optimizer.json").read_text())
-    state: dict = {int(i): dict(meta["scalars"].get(i, {})) for i in meta["params"]}
-    for key, t in load_file(folder / "optimizer.safetensors").items():
-        idx, name = key.split(".", 1)
-        state[int(idx)][name] = t
-    return {"state": state, "param_groups": meta["param_groups"]}
