@@ -62,6 +62,14 @@ def test_spec_round_trip(text, cls):
     assert again == comp and again.text() == comp.text()
 
 
+def test_registry_names_each_class_by_its_kind():
+    from engine.intervene.registry import INTERVENTIONS
+
+    for name, kind in INTERVENTIONS.items():
+        cls = kind.load()
+        assert cls.kind == name and callable(cls.from_args)
+
+
 def test_spec_details_and_composition():
     c = parse_spec('mask-head 0.0 tokens=relation + embed-add "+above -below" + zero-head 1.2')
     assert [type(p) for p in c.parts] == [MaskHead, EmbedAdd, ZeroHead]

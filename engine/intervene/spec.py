@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from engine.core.errors import UserError
+from engine.intervene.registry import INTERVENTIONS
 
 # engine.text.CATEGORIES (tests/test_probe.py checks they agree), taken from the torch-free
 # synopsis module so that `precheck` can run in the engine, where validation loads no torch.
@@ -34,16 +35,9 @@ from engine.probe.synopsis import TEXT_CATS as CATEGORIES
 if TYPE_CHECKING:
     from engine.intervene.base import Composite, Intervention
 
-FORMS: tuple[str, ...] = (
-    "mask-head L.H [tokens=relation] [steps=0-13] [branch=cond|uncond|both]",
-    "zero-head L.H [attn=cross|self] [steps=..] [branch=both|cond|uncond]",
-    "drop-words CATEGORY[,CATEGORY..]",
-    "swap-words WORD=WORD [WORD=WORD..]",
-    "insert-filler WORD [where=before-relation|after-relation|start|end|before-CAT|after-CAT|N] [count=1]",
-    'embed-add "+WORD -WORD" [scale=1] [tokens=relation]',
-    'patch L.H from="PROMPT" [attn=cross|self] [what=out|probs] [steps=..] [branch=cond|uncond|both]',
-)
-KINDS: tuple[str, ...] = tuple(f.split()[0] for f in FORMS)
+# The kinds come from engine.intervene.registry, which names each class without importing it.
+FORMS: tuple[str, ...] = tuple(k.form for k in INTERVENTIONS.values())
+KINDS: tuple[str, ...] = tuple(INTERVENTIONS)
 
 CATEGORY_GROUPS: dict[str, tuple[str, ...]] = {
     "color": ("color1", "color2"),
@@ -247,21 +241,8 @@ def _split_args(tokens: list[tuple[str, bool]]) -> tuple[list[str], dict[str, st
 
 
 def parse_part(tokens: list[tuple[str, bool]], spec: str) -> Intervention:
-    from engine.intervene.heads import MaskHead, ZeroHead
-    from engine.intervene.patch import PatchHead
-    from engine.intervene.text import DropWords, EmbedAdd, InsertFiller, SwapWords
-
     kind, positional, options = _kind_and_args(tokens, spec)
-    builders = {
-        "mask-head": MaskHead.from_args,
-        "zero-head": ZeroHead.from_args,
-        "drop-words": DropWords.from_args,
-        "swap-words": SwapWords.from_args,
-        "insert-filler": InsertFiller.from_args,
-        "embed-add": EmbedAdd.from_args,
-        "patch": PatchHead.from_args,
-    }
-    return builders[kind](positional, options, spec)
+    return INTERVENTIONS[kind].load().from_args(positional, options, spec)
 
 
 def _kind_and_args(tokens: list[tuple[str, bool]], spec: str) -> tuple[str, list, dict]:
@@ -353,9 +334,6 @@ def expand_sweep(
     return out
 
 
-_HEAD_KINDS = ("mask-head", "zero-head", "patch")
-
-
 def precheck(text, num_layers: int, num_heads: int, steps: int, sweep: bool = False) -> None:
     """The checks of `parse_spec` that need neither torch nor the text encoder (syntax, kinds,
     heads in range, steps, token categories, branch/attn/what), for the engine to refuse a bad
@@ -369,7 +347,7 @@ def precheck(text, num_layers: int, num_heads: int, steps: int, sweep: bool = Fa
             parts[i][j] = (f"{0 if lw == '*' else lw}.{0 if hw == '*' else hw}", False)
         for part in parts:
             kind, positional, options = _kind_and_args(part, text)
-            if kind in _HEAD_KINDS:
+            if INTERVENTIONS[kind].head:
                 if len(positional) != 1:
                     raise spec_error(text, "give exactly one head as LAYER.HEAD, e.g. 2.8")
                 layer, head = parse_head(positional[0], text)
