@@ -570,10 +570,10 @@ def test_full_disk_while_storing_a_run(world, cli, monkeypatch):
 
 
 def test_full_disk_while_writing_a_new_cache(world, cli, monkeypatch):
-    import engine.store.cache
+    import engine.store.h5
 
     fresh = world.d / "fresh-cache"
-    monkeypatch.setattr(engine.store.cache, "_write_dataset", _enospc)
+    monkeypatch.setattr(engine.store.h5, "write_dataset", _enospc)
     code, _, err = cli("screen", "{ckpt}", "--cache", fresh)
     assert code == 2 and "No space left on device" in one_line_error(err)
     left = sorted(p.name for p in fresh.iterdir()) if fresh.exists() else []

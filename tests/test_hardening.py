@@ -498,7 +498,7 @@ def test_damaged_hdf5_chunk_names_file_and_dataset(tmp_path):
     import h5py
     import numpy as np
 
-    from engine.store.cache import _read_dataset
+    from engine.store.h5 import read_dataset
 
     path = tmp_path / "c.h5"
     with h5py.File(path, "w") as f:
@@ -509,7 +509,7 @@ def test_damaged_hdf5_chunk_names_file_and_dataset(tmp_path):
     data[info.byte_offset : info.byte_offset + info.size] = os.urandom(info.size)
     path.write_bytes(bytes(data))
     with h5py.File(path, "r") as f, pytest.raises(UserError) as e:
-        _read_dataset(f["synopsis/run/flows"])
+        read_dataset(f["synopsis/run/flows"])
     msg = str(e.value)
     assert "/synopsis/run/flows" in msg and str(path) in msg and "damaged" in msg
     assert "\n" not in msg

@@ -17,18 +17,17 @@ every delete) goes to the user's file only.
 Writes are copy-on-write: a run is written into a copy of the file, which is flushed and then
 renamed over the original, so a reader (or a crash, even SIGKILL) only ever sees the old file
 or the new one, never half a run. An advisory lock serialises writers. Caches are small
-(megabytes), so copying the file per run costs milliseconds.
+(megabytes), so copying the file per run costs milliseconds. The dataset-level reads and
+writes beneath these are in engine.store.h5.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import re
 import shutil
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -37,12 +36,12 @@ import numpy as np
 
 from engine import __version__
 from engine.core.errors import UserError
+from engine.store import h5
 
 FORMAT = "dit-workbench-cache/1"
 KINDS = ("synopsis", "screening", "ablation", "evaluation", "variance", "emergence")
 _RUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SHIPPED = "cache.h5"  # a checkpoint's own read-only results, read beneath the user's cache
-_COMPRESS_MIN = 1024  # arrays smaller than this (bytes) are stored contiguous, uncompressed
 
 
 def default_cache_dir() -> Path:
@@ -79,12 +78,6 @@ def check_run_name(run: str) -> str:
     return run
 
 
-def _attr_value(v):
-    if isinstance(v, (str, int, float, bool, np.integer, np.floating, np.bool_)):
-        return v
-    return json.dumps(v, default=str)
-
-
 class Store:
     """One checkpoint's cache file. Reading never needs a lock; writing takes one."""
 
@@ -98,7 +91,7 @@ class Store:
         self.checkpoint_hash = checkpoint_hash
         self.base = Path(base) if base is not None and Path(base).is_file() else None
         for layer in self._layers():
-            found = _file_attrs(layer).get("checkpoint_hash") if checkpoint_hash else None
+            found = h5.file_attrs(layer).get("checkpoint_hash") if checkpoint_hash else None
             if found and found != checkpoint_hash:
                 what = "shipped cache" if layer == self.base else "cache"
                 raise UserError(
@@ -124,7 +117,7 @@ class Store:
         check_kind(kind)
         check_run_name(run)
         for layer in reversed(self._layers()):
-            with _open_readonly(layer) as f:
+            with h5.open_readonly(layer) as f:
                 if kind in f and run in f[kind]:
                     yield f[kind][run]
                     return
@@ -134,14 +127,14 @@ class Store:
     def file_attrs(self) -> dict:
         out: dict = {}
         for layer in self._layers():
-            out.update(_file_attrs(layer))
+            out.update(h5.file_attrs(layer))
         return out
 
     def runs(self, kind: str) -> list[str]:
         check_kind(kind)
         names: set[str] = set()
         for layer in self._layers():
-            with _open_readonly(layer) as f:
+            with h5.open_readonly(layer) as f:
                 names.update(f[kind].keys() if kind in f else ())
         return sorted(names)
 
@@ -149,10 +142,10 @@ class Store:
         """Runs that come from the checkpoint's read-only shipped cache (and are not shadowed)."""
         if self.base is None:
             return []
-        with _open_readonly(self.base) as f:
+        with h5.open_readonly(self.base) as f:
             base = set(f[kind].keys()) if kind in f else set()
         if self.path.exists():
-            with _open_readonly(self.path) as f:
+            with h5.open_readonly(self.path) as f:
                 base -= set(f[kind].keys()) if kind in f else set()
         return sorted(base)
 
@@ -163,9 +156,9 @@ class Store:
         """The newest run of `kind` whose attributes equal `match` (None if there is none)."""
         best, best_time = None, ""
         for layer in self._layers():
-            with _open_readonly(layer) as f:
+            with h5.open_readonly(layer) as f:
                 for run, g in f[kind].items() if kind in f else []:
-                    attrs = {k: _decode(v) for k, v in g.attrs.items()}
+                    attrs = {k: h5.decode(v) for k, v in g.attrs.items()}
                     if all(attrs.get(k) == v for k, v in match.items()):
                         if attrs.get("created", "") >= best_time:
                             best, best_time = run, attrs.get("created", "")
@@ -173,7 +166,7 @@ class Store:
 
     def attrs(self, kind: str, run: str) -> dict:
         with self.open_run(kind, run) as g:
-            return {k: _decode(v) for k, v in g.attrs.items()}
+            return {k: h5.decode(v) for k, v in g.attrs.items()}
 
     def read(self, kind: str, run: str, name: str | None = None) -> dict | np.ndarray:
         """One dataset of a run, or (name None) all of its datasets as {relative path: array}."""
@@ -181,11 +174,11 @@ class Store:
             if name is not None:
                 if name not in g:
                     raise UserError(f"{kind} run {run!r} has no {name!r}")
-                return _read_dataset(g[name])
+                return h5.read_dataset(g[name])
             out = {}
             g.visititems(
                 lambda n, obj: (
-                    out.__setitem__(n, _read_dataset(obj))
+                    out.__setitem__(n, h5.read_dataset(obj))
                     if isinstance(obj, h5py.Dataset)
                     else None
                 )
@@ -231,15 +224,15 @@ class Store:
                         del parent[run]
                     g = parent.create_group(run)
                     for key, value in self._provenance(attrs).items():
-                        g.attrs[key] = _attr_value(value)
+                        g.attrs[key] = h5.attr_value(value)
                     for name, arr in arrays.items():
-                        _write_dataset(g, name, arr)
+                        h5.write_dataset(g, name, arr)
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
                 os.replace(tmp, self.path)
-                _fsync_dir(self.path.parent)
+                h5.fsync_dir(self.path.parent)
             except OSError as e:  # a full disk, mostly: the old file is still the cache
-                raise _write_error(self.path, e) from None
+                raise h5.write_error(self.path, e) from None
             finally:
                 tmp.unlink(missing_ok=True)
         return run
@@ -272,15 +265,15 @@ class Store:
             with h5py.File(path, "a", libver="latest") as f:
                 g = f.require_group("run")
                 for name, arr in rows.items():
-                    _append_dataset(g, name, np.asarray(arr))
+                    h5.append_dataset(g, name, np.asarray(arr))
                 for name, arr in (fixed or {}).items():
                     if name in g:
                         del g[name]
-                    _write_dataset(g, name, arr)
+                    h5.write_dataset(g, name, arr)
                 for key, value in self._provenance(attrs).items():
-                    g.attrs[key] = _attr_value(value)
+                    g.attrs[key] = h5.attr_value(value)
         except OSError as e:
-            raise _write_error(self.path, e) from None
+            raise h5.write_error(self.path, e) from None
 
     def read_staged(self, kind: str, run: str) -> tuple[dict, dict] | None:
         """(arrays, attrs) of a staged run; None if there is none. A staging file its writer
@@ -292,11 +285,11 @@ class Store:
         try:
             with h5py.File(path, "r") as f:
                 g = f["run"]
-                attrs = {k: _decode(v) for k, v in g.attrs.items()}
+                attrs = {k: h5.decode(v) for k, v in g.attrs.items()}
                 out: dict = {}
                 g.visititems(
                     lambda n, obj: (
-                        out.__setitem__(n, _read_dataset(obj))
+                        out.__setitem__(n, h5.read_dataset(obj))
                         if isinstance(obj, h5py.Dataset)
                         else None
                     )
@@ -325,13 +318,13 @@ class Store:
                         del parent[run]
                     src.copy(src["run"], parent, run)  # chunks copied as they are
                     for key, value in (attrs or {}).items():
-                        parent[run].attrs[key] = _attr_value(value)
+                        parent[run].attrs[key] = h5.attr_value(value)
                 with open(tmp, "rb+") as fh:
                     os.fsync(fh.fileno())
                 os.replace(tmp, self.path)
-                _fsync_dir(self.path.parent)
+                h5.fsync_dir(self.path.parent)
             except OSError as e:
-                raise _write_error(self.path, e) from None
+                raise h5.write_error(self.path, e) from None
             finally:
                 tmp.unlink(missing_ok=True)
         staging.unlink(missing_ok=True)
@@ -361,14 +354,14 @@ class Store:
                                     src.copy(src[kind][r], dst[kind], r)
                 os.replace(tmp, self.path)
             except OSError as e:
-                raise _write_error(self.path, e) from None
+                raise h5.write_error(self.path, e) from None
             finally:
                 tmp.unlink(missing_ok=True)
 
     def _init_file(self, f: h5py.File) -> None:
         if "format" not in f.attrs:
             f.attrs["format"] = FORMAT
-            f.attrs["created"] = _now()
+            f.attrs["created"] = h5.now()
         if self.checkpoint_hash:
             f.attrs["checkpoint_hash"] = self.checkpoint_hash
         if getattr(self, "checkpoint_path", None):
@@ -380,7 +373,7 @@ class Store:
         base = {
             "checkpoint_hash": self.checkpoint_hash or "",
             "code_version": __version__,
-            "created": _now(),
+            "created": h5.now(),
             "command": " ".join(
                 os.path.basename(a) if i == 0 else a for i, a in enumerate(sys.argv)
             ),
@@ -395,106 +388,13 @@ class Store:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fh = open(lock_path, "a")  # closed by the `with` below
         except OSError as e:  # a read-only or full cache folder, or a file in its place
-            raise _write_error(self.path, e) from None
+            raise h5.write_error(self.path, e) from None
         with fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _open_readonly(path: Path) -> Iterator[h5py.File]:
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise UserError(f"cannot read cache {path}: {e}; move it away to rebuild") from e
-    with f:
-        yield f
-
-
-def _file_attrs(path: Path) -> dict:
-    with _open_readonly(path) as f:
-        return {k: _decode(v) for k, v in f.attrs.items()}
-
-
-def _write_error(path: Path, e: OSError) -> UserError:
-    reason = (e.strerror or str(e) or type(e).__name__).splitlines()[0]
-    return UserError(
-        f"cannot write cache {path}: {reason}; nothing was changed, free space or give a "
-        "writable --cache folder"
-    )
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _decode(v):
-    if isinstance(v, bytes):
-        v = v.decode()
-    if isinstance(v, np.generic):
-        v = v.item()
-    return v
-
-
-def _write_dataset(g: h5py.Group, name: str, arr) -> None:
-    if isinstance(arr, (list, tuple)) and (not arr or isinstance(arr[0], str)):
-        g.create_dataset(name, data=list(arr), dtype=h5py.string_dtype())
-        return
-    arr = np.asarray(arr)
-    if arr.nbytes >= _COMPRESS_MIN and arr.ndim > 0:
-        g.create_dataset(
-            name, data=arr, chunks=True, compression="gzip", compression_opts=4, shuffle=True
-        )
-    else:
-        g.create_dataset(name, data=arr)
-
-
-def _append_dataset(g: h5py.Group, name: str, arr: np.ndarray) -> None:
-    """Rows appended to a dataset resizable along axis 0 (created, chunked and compressed,
-    on first use; chunks of whole rows so an append touches only its own chunks)."""
-    if name not in g:
-        row = max(1, int(np.prod(arr.shape[1:], dtype=np.int64)) * arr.dtype.itemsize)
-        chunk_rows = max(1, min(1024, (256 << 10) // row))
-        g.create_dataset(
-            name,
-            data=arr,
-            maxshape=(None, *arr.shape[1:]),
-            chunks=(chunk_rows, *arr.shape[1:]),
-            compression="gzip",
-            compression_opts=4,
-            shuffle=True,
-        )
-        return
-    ds = g[name]
-    n = ds.shape[0]
-    ds.resize(n + len(arr), axis=0)
-    ds[n:] = arr
-
-
-def _read_dataset(ds: h5py.Dataset):
-    """A dataset's values; damaged bytes (a chunk that does not inflate, text that is not
-    UTF-8) give one line naming the file and the dataset."""
-    try:
-        if h5py.check_string_dtype(ds.dtype) is not None:
-            return [s.decode() if isinstance(s, bytes) else s for s in ds[()]]
-        return ds[()]
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        reason = " ".join(str(e).split())[:120] or type(e).__name__
-        raise UserError(
-            f"cannot read {ds.name} in cache {ds.file.filename} ({reason}); the file is "
-            "damaged: move it away to rebuild it"
-        ) from None
 
 
 def store_for_path(
