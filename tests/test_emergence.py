@@ -21,12 +21,25 @@ from safetensors.torch import load_file
 
 from engine.core.errors import UserError
 from engine.model.checkpoint import WEIGHTS, export_checkpoint, load_checkpoint, sha256_file
-from engine.ops import emergence as E
+from engine.probe import emergence as E
 from engine.probe.screening import METRICS, screen, screen_model
+from engine.report import emergence_section
+from engine.store.cache import Store
+from engine.store.emergence import run_store
 from engine.train.history import history_checkpoint, history_steps
 from engine.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def compute(run, cache, **kw):
+    """Emergence of `run` stored in its own cache file under `cache` (as the operation does)."""
+    return E.compute_emergence(
+        run,
+        run_store(run, cache),
+        checkpoint_store=lambda ck: Store.for_checkpoint(ck, cache),
+        **kw,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +66,7 @@ def run(tmp_path_factory):
 @pytest.fixture(scope="module")
 def emerged(run, tmp_path_factory):
     cache = tmp_path_factory.mktemp("cache")
-    return cache, E.compute_emergence(run, cache)
+    return cache, compute(run, cache)
 
 
 def test_history_is_kept_in_fp16_and_never_pruned(run):
@@ -116,9 +129,9 @@ def test_emergence_table_shape_and_storage(run, emerged):
         assert g.attrs["run_path"] == str(run.resolve()) and g.attrs["checkpoint_hash"] == ""
         assert f.attrs["checkpoint_path"] == str(run.resolve())
     # asked again: every step is reused, nothing new is written
-    again = E.compute_emergence(run, cache)
+    again = compute(run, cache)
     assert again.name == e.name
-    assert E.run_store(run, cache).runs("emergence") == [e.name]
+    assert run_store(run, cache).runs("emergence") == [e.name]
     # the step x head table: one row per step, one column per head, the evaluator beside it
     rows = E.step_rows(e, curves=E.run_curves(run))
     assert [r["step"] for r in rows] == [2, 4, 6]
@@ -170,27 +183,30 @@ def test_engine_job_and_table(run, tmp_path):
     old = (roots.cache_dir(), roots.checkpoint_roots())
     roots.configure(cache, [run.parent])
     try:
-        cols, rows = E.emergence_table({"run": run.name})
-        assert cols == E.TABLE_COLUMNS and len(rows) == 3 * 9
+        from engine.core.columns import EMERGENCE
+        from engine.service.probe_tables import emergence_table
+
+        cols, rows = emergence_table({"run": run.name})
+        assert cols == list(EMERGENCE) and len(rows) == 3 * 9
         top = [r for r in rows if r[cols.index("rank")] == 1]
         assert [r[0] for r in top] == [2, 4, 6]
         with pytest.raises(UserError, match="needs run="):
-            E.emergence_table({})
+            emergence_table({})
     finally:
         roots.configure(*old)
 
 
 def test_report_section(run, emerged, tmp_path):
     cache, e = emerged
-    lines = "\n".join(E.report_section(run, cache))
+    lines = "\n".join(emergence_section(run, cache))
     assert f"Emergence run `{e.name}`" in lines and "| step |" in lines
     assert "First step at or above the threshold" in lines
     # no history: the section says how to produce it (the GPU recipe)
     bare = tmp_path / "bare"
     bare.mkdir()
-    lines = "\n".join(E.report_section(bare, cache))
+    lines = "\n".join(emergence_section(bare, cache))
     assert "--keep-history" in lines and "dit-workbench emergence" in lines
-    assert "Emergence run" not in "\n".join(E.report_section(None, cache))
+    assert "Emergence run" not in "\n".join(emergence_section(None, cache))
     # the reproduction report renders it for a checkpoint of a run with history
     from engine.report import build_report
 
@@ -242,9 +258,10 @@ async def _settle(pilot) -> None:
 
 @pytest.mark.anyio
 async def test_training_pane_shows_head_emergence_on_the_curves_axis():
+    from fake_client import FakeEngineClient
+
     from workbench.app import WorkbenchApp
     from workbench.components.training import HeadSparks, head_sparkline, step_column
-    from workbench.fake_client import FakeEngineClient
 
     # the sparkline: a step's column is where braille_plot puts it; first pass reversed
     t = head_sparkline([(0, 0.0), (50, 0.6), (100, 1.0)], 0, 100, 20, 50, "red")
@@ -279,9 +296,8 @@ async def test_training_pane_shows_head_emergence_on_the_curves_axis():
 @pytest.mark.slow
 def test_synopsis_per_checkpoint(run, tmp_path):
     from engine.probe.ranking import rank_heads
-    from engine.store.cache import Store
 
-    e = E.compute_emergence(run, tmp_path, synopsis=2, synopsis_steps=2)
+    e = compute(run, tmp_path, synopsis=2, synopsis_steps=2)
     assert e.synopsis.shape == (3, 3, 3) and np.isfinite(e.synopsis).all()
     assert ((0 <= e.synopsis_spatial) & (e.synopsis_spatial <= 1)).all()
     # each checkpoint's synopsis is in its own cache file, named after the run
@@ -291,7 +307,7 @@ def test_synopsis_per_checkpoint(run, tmp_path):
     rows = rank_heads(store, store.latest_run("synopsis"), query=E.RELATION_QUERY)
     for r in rows:
         assert e.synopsis[1, r["layer"], r["head"]] == pytest.approx(r["score"], abs=1e-6)
-    again = E.compute_emergence(run, tmp_path, synopsis=2, synopsis_steps=2)
+    again = compute(run, tmp_path, synopsis=2, synopsis_steps=2)
     assert again.name == e.name  # stored steps reused, no new run
 
 
@@ -326,7 +342,7 @@ def test_known_value_on_the_gpu_trained_mini_checkpoint(tmp_path):
     (run / "history").mkdir(parents=True)
     (run / "history" / "step-0004800").symlink_to(ck)
     (run / "metrics.jsonl").write_text((ck / "metrics.jsonl").read_text())
-    e = E.compute_emergence(run, tmp_path / "cache")
+    e = compute(run, tmp_path / "cache")
     assert e.steps == [4800] and e.images_seen == [2457600]
     assert e.top_heads(1) == [(2, 2)]
     assert e.head_scores()[0, 2, 2] == pytest.approx(0.61, abs=0.005)

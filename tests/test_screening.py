@@ -430,6 +430,8 @@ def test_cli_modes_reuse_and_errors(nano_ckpt, tmp_path, capsys):
 
 def test_engine_job_and_tables(nano_ckpt, tmp_path):
     from engine.core import roots
+    from engine.service.kinds import get_kind
+    from engine.service.probe_tables import screen_map_table, screening_table
 
     class Report:
         def __init__(self):
@@ -444,23 +446,24 @@ def test_engine_job_and_tables(nano_ckpt, tmp_path):
     saved = (roots.cache_dir(), roots.checkpoint_roots())
     roots.configure(tmp_path / "cache", [nano_ckpt.parent])
     try:
-        p = S.validate_screen({"checkpoint": str(nano_ckpt)}, None)
+        kind = get_kind("screen")
+        p = kind.check({"checkpoint": str(nano_ckpt)}, None)
         assert p["cache"] == str(tmp_path / "cache") and p["phrasings"] == "first"
         with pytest.raises(UserError, match="phrasings"):
-            S.validate_screen({"checkpoint": str(nano_ckpt), "phrasings": "some"}, None)
+            kind.check({"checkpoint": str(nano_ckpt), "phrasings": "some"}, None)
         rep = Report()
-        res = S.run_screen(p, rep)
-        assert res["run"] and "stored as" in rep.lines[0]
-        cols, rows = S.screening_table({"checkpoint": nano_ckpt.name, "relation": "below"})
+        res = kind(p, rep)
+        assert res["run"] and "stored as" in rep.lines[0] and "rows" not in res
+        cols, rows = screening_table({"checkpoint": nano_ckpt.name, "relation": "below"})
         assert cols == ["layer", "head", "relation", "cosine", "projection", "energy", "rank"]
         assert len(rows) == 9 and {r[2] for r in rows} == {"below"}
-        cols, rows = S.screen_map_table(
+        cols, rows = screen_map_table(
             {"checkpoint": str(nano_ckpt), "layer": "1", "head": "2", "relation": "left"}
         )
         maps = dict(rows)
         assert np.array(maps["qk"]).shape == (8, 8) and maps["reference"][0][0] == 1.0
         with pytest.raises(UserError, match="layers 0-2"):
-            S.screen_map_table({"checkpoint": str(nano_ckpt), "layer": "5", "head": "0"})
+            screen_map_table({"checkpoint": str(nano_ckpt), "layer": "5", "head": "0"})
     finally:
         roots.configure(*saved)
 

@@ -1,583 +1,106 @@
-"""When does the circuit form? Weight-space screening of every kept checkpoint of a run.
+"""emergence: screen every kept checkpoint of a training run, beside its learning curves.
 
-Screening needs no sampling (well under a second per checkpoint), so a run whose history was
-kept (`train --keep-history`, engine.train.history) gives each head's relation-head score at every
-checkpoint for the cost of loading them: the relation head's emergence curve, beside the
-evaluator's learning curves from the run's `metrics.jsonl` (engine.train.curves).
-
-Per checkpoint (its history copy, or a full checkpoint still kept when the step has none):
-`engine.probe.screening.screen` over all heads x the eight relations, kept as `cosine`,
-`projection`, `energy` [S, L, H, R]. A head's score at a step is the mean over relations of the
-chosen metric (cosine by default): what `dit-workbench screen --best` ranks by. Optionally
-(`synopsis` N > 0) a small attention synopsis per checkpoint (N evaluation prompts, one seed),
-stored in that checkpoint's own cache as usual, reduced here to each head's
-`relation->object1` score [S, L, H] and the samples' spatial accuracy [S].
-
-**Stored** in the run's cache file `<cache>/<run>-history-<id12>.h5` (id: sha256 of the run
-folder's resolved path; root attribute `checkpoint_path` is the run folder), kind `emergence`,
-runs `emergence-NNNN`: `steps` [S] int64, `images_seen` [S], `checkpoint_hashes` [S],
-`checkpoint_paths` [S], `relations` [R], `cosine`/`projection`/`energy` [S, L, H, R] float32,
-with `synopsis_score` [S, L, H] and `synopsis_spatial` [S] when asked; attributes `params`
-(JSON: method_version, the screening's params, synopsis settings), `run_path`, `num_layers`,
-`num_heads`, plus the store's provenance. A new request reuses every stored step whose checkpoint
-hash is unchanged (same params and code version) and screens only the new checkpoints.
-
-**First pass**: the first kept step at which a series reaches its threshold; **stays from**: the
-first step from which it stays at or above it to the end (engine.train.curves.learned_at).
+The computation and what is stored are engine.probe.emergence; the run's own cache file is
+engine.store.emergence.run_store. The result holds what `dit-workbench emergence` prints: the
+step x head rows (every head), the first-pass rows of the top heads and evaluator metrics, and,
+with a synopsis per checkpoint, its spatial accuracy and top head per step.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-import numpy as np
-
-from engine.core import columns
+from engine.core import limits, roots
+from engine.core.device import check_device
 from engine.core.errors import UserError
-
-KIND = "emergence"
-METHOD_VERSION = 1
-HEAD_THRESHOLD = 0.5  # mean cosine over relations (L2H2 of mini-rte-lr1e-3 at step 4800: 0.61)
-METRIC_THRESHOLD = 0.5  # evaluator metrics: the curves' "learned" threshold
-RELATION_QUERY = "relation->object1"
-EVAL_METRICS = ("color", "shape", "exist_binding", "unique_binding", "spatial", "color_relation")
-SYNOPSIS_STEPS = 14
-
-
-def head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
+from engine.ops.base import Operation, param
+from engine.ops.params import Reporter, check_cache_dir
+from engine.probe.emergence import HEAD_THRESHOLD, METRIC_THRESHOLD, SYNOPSIS_STEPS
 
 
 @dataclass
-class Emergence:
-    run_path: str
-    steps: list[int]
-    images_seen: list[int]
-    hashes: list[str]
-    paths: list[str]
-    relations: list[str]
-    scores: dict[str, np.ndarray]  # metric -> [S, L, H, R]
-    synopsis: np.ndarray | None = None  # [S, L, H] relation->object1
-    synopsis_spatial: np.ndarray | None = None  # [S]
-    params: dict = field(default_factory=dict)
-    name: str | None = None  # the stored run
-    cache: str | None = None
+class Emergence(Operation):
+    kind = "emergence"
+    heavy = False
+    help = "screen every kept checkpoint of a training run (dit-workbench emergence)"
 
-    @property
-    def num_layers(self) -> int:
-        return int(self.scores["cosine"].shape[1])
-
-    @property
-    def num_heads(self) -> int:
-        return int(self.scores["cosine"].shape[2])
-
-    def head_scores(self, metric: str = "cosine") -> np.ndarray:
-        """[S, L, H]: each head's mean score over relations at every step."""
-        from engine.probe.screening import check_metric
-
-        return self.scores[check_metric(metric)].astype(np.float64).mean(-1)
-
-    def top_heads(self, k: int = 5, metric: str = "cosine") -> list[tuple[int, int]]:
-        """The k heads with the highest score at the last kept step (ties: lower layer, head)."""
-        last = self.head_scores(metric)[-1]
-        order = sorted(np.ndindex(last.shape), key=lambda lh: (-last[lh], lh))
-        return [(int(a), int(b)) for a, b in order[: max(0, k)]]
-
-    def arrays(self) -> dict:
-        from engine.probe.screening import METRICS
-
-        out = {
-            "steps": np.asarray(self.steps, dtype=np.int64),
-            "images_seen": np.asarray(self.images_seen, dtype=np.int64),
-            "checkpoint_hashes": list(self.hashes),
-            "checkpoint_paths": list(self.paths),
-            "relations": list(self.relations),
-        }
-        for m in METRICS:
-            out[m] = self.scores[m].astype(np.float32)
-        if self.synopsis is not None:
-            out["synopsis_score"] = self.synopsis.astype(np.float32)
-            out["synopsis_spatial"] = np.asarray(self.synopsis_spatial, dtype=np.float32)
-        return out
+    # the job parameter is `run` (docs/engine-api.md); `run` is also the method's name
+    run_dir: str = param(path=True, help="training run folder (best trained with --keep-history)")
+    synopsis: int = param(0, bound=limits.NON_NEGATIVE, help="prompts per checkpoint (0: none)")
+    synopsis_steps: int = param(SYNOPSIS_STEPS, bound=limits.SAMPLER_STEPS, help="its steps")
+    recompute: bool = param(False, help="screen every checkpoint again even if stored")
+    cache: str | None = param(None, path=True, help="cache folder (default: the engine's)")
+    device: str = param("auto", help="where the synopsis samples")
+    threshold: float = param(HEAD_THRESHOLD, help="a head passes at this mean cosine")
+    metric_threshold: float = param(METRIC_THRESHOLD, help="an evaluator metric passes here")
+    top: int = param(5, bound=limits.POSITIVE, help="heads in the first-pass rows")
 
     @classmethod
-    def from_arrays(cls, a: dict, attrs: dict, name: str, cache: str) -> Emergence:
-        from engine.probe.screening import METRICS
+    def normalise(cls, params: dict, cwd: str | None) -> dict:
+        if isinstance(params, dict) and "run" in params:
+            if "run_dir" in params:
+                raise UserError("give the training run once: param 'run' (or 'run_dir')")
+            params = {"run_dir": params["run"], **{k: v for k, v in params.items() if k != "run"}}
+        return params
 
-        try:
-            params = json.loads(attrs.get("params", "{}"))
-        except (TypeError, ValueError):
-            params = {}
-        return cls(
-            run_path=str(attrs.get("run_path", "")),
-            steps=[int(s) for s in a["steps"]],
-            images_seen=[int(s) for s in a["images_seen"]],
-            hashes=list(a["checkpoint_hashes"]),
-            paths=list(a["checkpoint_paths"]),
-            relations=list(a["relations"]),
-            scores={m: np.asarray(a[m]) for m in METRICS},
-            synopsis=np.asarray(a["synopsis_score"]) if "synopsis_score" in a else None,
-            synopsis_spatial=(
-                np.asarray(a["synopsis_spatial"]) if "synopsis_spatial" in a else None
-            ),
-            params=params,
-            name=name,
-            cache=cache,
+    def check(self, cwd: str | None) -> None:
+        from engine.probe.emergence import kept_checkpoints
+
+        self.device = check_device(self.device)
+        kept_checkpoints(self.run_dir)  # a run without checkpoints fails before queueing
+        check_cache_dir(self.cache)
+        self.cache = self.cache or str(roots.cache_dir())
+
+    def run(self, report: Reporter) -> dict:
+        from engine.probe import emergence as E
+        from engine.store.cache import Store
+        from engine.store.emergence import run_store
+
+        report.progress(0.0, "screen")
+
+        def on(k: int, n: int, step: int) -> None:
+            report.progress(k / n, f"step {step}")
+
+        e = E.compute_emergence(
+            self.run_dir,
+            run_store(E.run_folder(self.run_dir), self.cache),
+            self.synopsis,
+            self.synopsis_steps,
+            self.recompute,
+            progress=on,
+            device=self.device,
+            checkpoint_store=lambda ckpt: Store.for_checkpoint(ckpt, self.cache),
         )
-
-
-# --- where things are -------------------------------------------------------------------------
-
-
-def run_folder(run: str | os.PathLike) -> Path:
-    p = Path(run)
-    if not p.is_dir():
-        raise UserError(
-            f"run folder {str(run)!r} does not exist; give a training run folder "
-            "(trained with --keep-history for a checkpoint per evaluation)"
+        la, h = e.top_heads(1)[0]
+        report.log(
+            f"screened {len(e.steps)} checkpoints (steps {e.steps[0]}-{e.steps[-1]}); top head "
+            f"at the last step {E.head_name(la, h)}; stored as {e.name} in {e.cache}"
         )
-    return p
+        curves = E.run_curves(self.run_dir)
+        out = {
+            "run": e.name,  # the stored emergence run (the training run is run_dir)
+            "cache": e.cache,
+            "steps": e.steps,
+            "top_heads": [E.head_name(*lh) for lh in e.top_heads(self.top)],
+            "step_rows": E.step_rows(e, curves=curves),
+            "passes": E.pass_rows(e, curves, self.threshold, self.metric_threshold, self.top),
+        }
+        if e.synopsis is not None:
+            out["synopsis_spatial"] = [float(v) for v in e.synopsis_spatial]
+            out["synopsis_top"] = [_argmax_head(e.synopsis[i]) for i in range(len(e.steps))]
+        report.progress(1.0, "done")
+        return out
+
+    def summary(self, result: dict) -> dict:
+        return {k: result[k] for k in ("run", "cache", "steps")}
 
 
-def kept_checkpoints(run: str | os.PathLike) -> list[tuple[int, Path]]:
-    """(step, folder) of every checkpoint a run still has: its history copies (float16), and
-    full checkpoints `step-N/` for steps the history lacks."""
-    from engine.train.history import history_steps
+def _argmax_head(a) -> str:
+    """The name of the highest-scoring head of an [L, H] array (NaN never wins)."""
+    import numpy
 
-    p = run_folder(run)
-    found = dict(history_steps(p))
-    for d in p.glob("step-*"):
-        m = re.match(r"^step-(\d+)$", d.name)
-        if m and d.is_dir() and (d / "workbench.json").is_file():
-            found.setdefault(int(m.group(1)), d)
-    if not found:
-        raise UserError(
-            f"{str(run)!r} has no checkpoints (no history/step-N/ or step-N/ folders); give a "
-            "training run folder, trained with --keep-history to keep every checkpoint"
-        )
-    return sorted(found.items())
+    from engine.probe.emergence import head_name
 
-
-def run_store(run: str | os.PathLike, cache_dir: str | os.PathLike | None = None):
-    """The run's own cache file: <cache>/<run name>-history-<sha256(path)[:12]>.h5."""
-    from engine.store.cache import Store, default_cache_dir
-
-    path = Path(run).resolve()
-    ident = hashlib.sha256(str(path).encode()).hexdigest()
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.name)[:48] or "run"
-    folder = Path(cache_dir or default_cache_dir())
-    if folder.exists() and not folder.is_dir():
-        raise UserError(
-            f"cache folder {str(folder)!r} is a file; give a folder with --cache (it is created)"
-        )
-    store = Store(folder / f"{name}-history-{ident[:12]}.h5")
-    store.checkpoint_path = str(path)
-    return store
-
-
-def emergence_params(synopsis: int = 0, synopsis_steps: int = SYNOPSIS_STEPS) -> dict:
-    from engine.data.relations import RELATIONS
-    from engine.probe.screening import screen_params
-
-    return {
-        "method_version": METHOD_VERSION,
-        "screening": screen_params(RELATIONS, "first", False),
-        "synopsis": int(synopsis),
-        "synopsis_steps": int(synopsis_steps) if synopsis else None,
-        "synopsis_query": RELATION_QUERY if synopsis else None,
-    }
-
-
-def _key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True)
-
-
-def load_emergence(store, name: str | None = None) -> Emergence | None:
-    """A stored emergence run (default: the newest), or None when there is none."""
-    name = name or store.latest_run(KIND)
-    if name is None:
-        return None
-    return Emergence.from_arrays(
-        store.read(KIND, name), store.attrs(KIND, name), name, str(store.path)
-    )
-
-
-def stored_emergence(run: str | os.PathLike, cache_dir=None) -> Emergence:
-    """The newest stored emergence of a run, or a UserError saying how to make it."""
-    store = run_store(run_folder(run), cache_dir)
-    e = load_emergence(store) if store.path.exists() else None
-    if e is None:
-        raise UserError(
-            f"no emergence stored for {str(run)!r}; run `dit-workbench emergence {run}`"
-        )
-    return e
-
-
-# --- computing -----------------------------------------------------------------------------
-
-
-def _synopsis_of(ckpt, n: int, steps: int, cache_dir) -> tuple[np.ndarray, float]:
-    """A small synopsis (n evaluation prompts, one seed) stored in the checkpoint's own cache;
-    each head's relation->object1 score [L, H] and the samples' spatial accuracy."""
-    from engine.data.prompts import eval_prompts
-    from engine.probe.ranking import rank_heads
-    from engine.probe.synopsis import run_synopsis
-    from engine.store.cache import Store
-
-    ps = eval_prompts()
-    prompts = ps[:: max(1, len(ps) // n)][:n]
-    store = Store.for_checkpoint(ckpt, cache_dir)
-    name = run_synopsis(ckpt, prompts, n_per_prompt=1, seed=0, steps=steps, store=store, detail=0)
-    score = np.full((ckpt.num_layers, ckpt.num_heads), np.nan)
-    for r in rank_heads(store, name, query=RELATION_QUERY):
-        score[r["layer"], r["head"]] = r["score"]
-    spatial = float(np.mean(np.asarray(store.read("synopsis", name, "eval/spatial"), dtype=bool)))
-    return score, spatial
-
-
-def compute_emergence(
-    run: str | os.PathLike,
-    cache_dir: str | os.PathLike | None = None,
-    synopsis: int = 0,
-    synopsis_steps: int = SYNOPSIS_STEPS,
-    recompute: bool = False,
-    progress: Callable[[int, int, int], None] | None = None,
-    device: str = "auto",
-) -> Emergence:
-    """Screen every kept checkpoint of `run` (reusing stored steps with unchanged hashes) and
-    store the result as a new emergence run unless it equals the newest stored one. Screening
-    runs on the CPU (float32, exact); the optional synopsis samples on `device`."""
-    from engine import __version__
-    from engine.core.device import check_device, resolve_device
-    from engine.data.relations import RELATIONS
-    from engine.model.checkpoint import load_checkpoint, read_meta
-    from engine.probe.screening import METRICS, screen
-
-    if synopsis < 0 or synopsis_steps <= 0:
-        raise UserError("--synopsis must be >= 0 and --synopsis-steps positive")
-    dev = resolve_device(check_device(device)) if synopsis else None
-    run = run_folder(run)
-    kept = kept_checkpoints(run)
-    store = run_store(run, cache_dir)
-    params = emergence_params(synopsis, synopsis_steps)
-    old = None
-    if not recompute and store.path.exists():
-        name = store.latest_run(KIND, params=_key(params), code_version=__version__)
-        old = load_emergence(store, name) if name else None
-    reuse = {}
-    if old is not None:
-        for i, (s, h) in enumerate(zip(old.steps, old.hashes, strict=True)):
-            reuse[(s, h)] = i
-    steps, seen, hashes, paths = [], [], [], []
-    per = {m: [] for m in METRICS}
-    syn, syn_sp = [], []
-    relations = list(RELATIONS)
-    for k, (step, path) in enumerate(kept):
-        p, meta = read_meta(path)
-        h = meta["hashes"]["transformer"]
-        i = reuse.get((step, h))
-        if i is not None:
-            for m in METRICS:
-                per[m].append(old.scores[m][i])
-            if synopsis:
-                syn.append(old.synopsis[i])
-                syn_sp.append(old.synopsis_spatial[i])
-        else:
-            ckpt = load_checkpoint(p)
-            s = screen(ckpt, RELATIONS)
-            relations = s.relations
-            for m in METRICS:
-                per[m].append(s.scores[m])
-            if synopsis:
-                if dev.type != "cpu":
-                    ckpt.to(dev)
-                sc, sp = _synopsis_of(ckpt, synopsis, synopsis_steps, cache_dir)
-                syn.append(sc)
-                syn_sp.append(sp)
-        steps.append(step)
-        seen.append(int(meta.get("images_seen") or 0))
-        hashes.append(h)
-        paths.append(str(p.resolve()))
-        if progress:
-            progress(k + 1, len(kept), step)
-    e = Emergence(
-        run_path=str(run.resolve()),
-        steps=steps,
-        images_seen=seen,
-        hashes=hashes,
-        paths=paths,
-        relations=relations,
-        scores={m: np.stack(v).astype(np.float32) for m, v in per.items()},
-        synopsis=np.stack(syn).astype(np.float32) if synopsis else None,
-        synopsis_spatial=np.asarray(syn_sp, dtype=np.float32) if synopsis else None,
-        params=params,
-        cache=str(store.path),
-    )
-    if old is not None and old.steps == e.steps and old.hashes == e.hashes:
-        e.name = old.name  # nothing new: the stored run already says all this
-        return e
-    attrs = {
-        "params": _key(params),
-        "run_path": e.run_path,
-        "num_layers": e.num_layers,
-        "num_heads": e.num_heads,
-        "n_checkpoints": len(steps),
-    }
-    e.name = store.write_run(KIND, e.arrays(), attrs, run=store.new_run_name(KIND, "emergence"))
-    return e
-
-
-# --- tables ----------------------------------------------------------------------------------
-
-
-def first_pass(steps: list[int], values, threshold: float) -> int | None:
-    """The first step at which a value reaches `threshold` (None: never)."""
-    for s, v in zip(steps, values, strict=True):
-        if v is not None and np.isfinite(v) and v >= threshold:
-            return int(s)
-    return None
-
-
-def _stays_from(steps: list[int], values, threshold: float) -> int | None:
-    from engine.train.curves import learned_at
-
-    recs = [
-        {"step": s, "v": None if v is None else float(v)}
-        for s, v in zip(steps, values, strict=True)
-    ]
-    return learned_at(recs, "v", threshold)
-
-
-def step_rows(e: Emergence, metric: str = "cosine", heads=None, curves=None) -> list[dict]:
-    """One row per kept step: step, images_seen, a column per head (its mean `metric` over
-    relations; all heads unless `heads` is given) and the evaluator metrics at that step."""
-    sc = e.head_scores(metric)
-    heads = heads if heads is not None else list(np.ndindex(sc.shape[1:]))
-    by_step = {r["step"]: r for r in curves or []}
-    rows = []
-    for i, step in enumerate(e.steps):
-        row = {"step": step, "images_seen": e.images_seen[i]}
-        for la, h in heads:
-            row[head_name(la, h)] = round(float(sc[i, la, h]), 4)
-        for m in EVAL_METRICS:
-            if any(m in r for r in by_step.values()):
-                v = by_step.get(step, {}).get(m)
-                row[m] = round(float(v), 4) if isinstance(v, int | float) else None
-        rows.append(row)
-    return rows
-
-
-def pass_rows(
-    e: Emergence,
-    curves: list[dict],
-    threshold: float = HEAD_THRESHOLD,
-    metric_threshold: float = METRIC_THRESHOLD,
-    top: int = 5,
-    metric: str = "cosine",
-) -> list[dict]:
-    """The top heads (by score at the last step) and each evaluator metric: the threshold, the
-    first step it is reached, the step from which it stays, and the last value."""
-    sc = e.head_scores(metric)
-    rows = []
-    for la, h in e.top_heads(top, metric):
-        vals = [float(v) for v in sc[:, la, h]]
-        rows.append(
-            {
-                "series": head_name(la, h),
-                "kind": "screening",
-                "threshold": threshold,
-                "first_pass": first_pass(e.steps, vals, threshold),
-                "stays_from": _stays_from(e.steps, vals, threshold),
-                "final": round(vals[-1], 4),
-            }
-        )
-    csteps = [r["step"] for r in curves]
-    for m in EVAL_METRICS:
-        if not any(isinstance(r.get(m), int | float) for r in curves):
-            continue
-        vals = [r.get(m) if isinstance(r.get(m), int | float) else None for r in curves]
-        rows.append(
-            {
-                "series": m,
-                "kind": "evaluator",
-                "threshold": metric_threshold,
-                "first_pass": first_pass(csteps, vals, metric_threshold),
-                "stays_from": _stays_from(csteps, vals, metric_threshold),
-                "final": None if vals[-1] is None else round(float(vals[-1]), 4),
-            }
-        )
-    return rows
-
-
-def run_curves(run: str | os.PathLike) -> list[dict]:
-    """The run's metrics.jsonl records ([] when it has none)."""
-    from engine.train.curves import read_curves
-
-    try:
-        return read_curves(run)
-    except UserError:
-        return []
-
-
-# --- the engine: a job kind and a table ------------------------------------------------------
-
-
-def validate_emergence(params: dict, cwd: str | None) -> dict:
-    from engine.core import roots
-    from engine.ops.params import Param, check_params
-
-    spec = {
-        "run": Param(str, path=True),
-        "synopsis": Param(int, 0),
-        "synopsis_steps": Param(int, SYNOPSIS_STEPS),
-        "recompute": Param(bool, False),
-        "cache": Param(str, None, path=True),
-        "device": Param(str, "auto"),
-    }
-    p = check_params("emergence", params, spec, cwd)
-    from engine.core.device import check_device
-
-    p["device"] = check_device(p["device"])
-    if p["synopsis"] < 0 or p["synopsis_steps"] <= 0:
-        raise UserError("param 'synopsis' must be >= 0 and 'synopsis_steps' positive")
-    kept_checkpoints(p["run"])  # a run without checkpoints fails before queueing
-    p["cache"] = p["cache"] or str(roots.cache_dir())
-    return p
-
-
-def run_emergence(params: dict, report) -> dict:
-    report.progress(0.0, "screen")
-
-    def on(k: int, n: int, step: int) -> None:
-        report.progress(k / n, f"step {step}")
-
-    e = compute_emergence(
-        params["run"],
-        params.get("cache"),
-        params.get("synopsis", 0),
-        params.get("synopsis_steps", SYNOPSIS_STEPS),
-        params.get("recompute", False),
-        progress=on,
-        device=params.get("device", "auto"),
-    )
-    la, h = e.top_heads(1)[0]
-    report.log(
-        f"screened {len(e.steps)} checkpoints (steps {e.steps[0]}-{e.steps[-1]}); top head at "
-        f"the last step {head_name(la, h)}; stored as {e.name} in {e.cache}"
-    )
-    report.progress(1.0, "done")
-    return {"run": e.name, "cache": e.cache, "steps": e.steps}
-
-
-TABLE_COLUMNS = list(columns.EMERGENCE)
-
-
-def emergence_table(params: dict) -> tuple[list[str], list[list]]:
-    """The stored emergence of run=RUN, one row per kept step x head: the head's mean `metric`
-    over relations (cosine by default), its rank at the last step, the first step it reached
-    `threshold` (0.5 by default), and its synopsis score when one was stored."""
-    from engine.core import roots
-
-    if not params.get("run"):
-        raise UserError("table 'emergence' needs run=RUN (a training run folder)")
-    run = roots.resolve(params["run"], "run")
-    try:
-        threshold = float(params.get("threshold", HEAD_THRESHOLD))
-    except (TypeError, ValueError):
-        raise UserError("table 'emergence': threshold must be a number") from None
-    e = stored_emergence(run, roots.cache_dir())
-    metric = params.get("metric", "cosine")
-    sc = e.head_scores(metric)
-    ranks = {lh: i + 1 for i, lh in enumerate(e.top_heads(e.num_layers * e.num_heads, metric))}
-    rows = []
-    for (la, h), rank in sorted(ranks.items(), key=lambda kv: kv[1]):
-        vals = [float(v) for v in sc[:, la, h]]
-        fp = first_pass(e.steps, vals, threshold)
-        for i, step in enumerate(e.steps):
-            syn = None if e.synopsis is None else float(e.synopsis[i, la, h])
-            rows.append([step, la, h, head_name(la, h), vals[i], rank, fp, syn])
-    return list(TABLE_COLUMNS), rows
-
-
-# --- the reproduction report -----------------------------------------------------------------
-
-GPU_RECIPE = (
-    "dit-workbench train --preset mini --res 32 --batch 512 --steps 4800 --eval-every 400 \\\n"
-    "  --eval-prompts 128 --keep 2 --mixed-precision bf16 --text rte --lr 1e-3 --keep-history \\\n"
-    "  --out runs/mini-rte-lr1e-3-history\n"
-    "dit-workbench emergence runs/mini-rte-lr1e-3-history --synopsis 32 --format csv \\\n"
-    "  --out docs/emergence-mini-rte.csv\n"
-    "dit-workbench emergence runs/mini-rte-lr1e-3-history"
-)
-
-
-def report_section(run: str | os.PathLike | None, cache_dir=None, top: int = 3) -> list[str]:
-    """Markdown lines: the emergence of the run's relation heads beside its learning curves
-    when the run kept a history and `emergence` was stored, else how to produce it."""
-    from engine.train.history import history_steps
-
-    out = ["### Emergence of the relation head", ""]
-    e = None
-    if run is not None and history_steps(run):
-        try:
-            e = stored_emergence(run, cache_dir)
-        except UserError:
-            e = None
-    if e is None:
-        why = (
-            f"`{run}` kept its history but no emergence is stored; run "
-            f"`dit-workbench emergence {run}`."
-            if run is not None and history_steps(run)
-            else "This run kept no history of its checkpoints, so when its relation head formed "
-            "cannot be measured from it."
-        )
-        return out + [
-            why + " To measure it on the GPU recipe (`mini-rte-lr1e-3`, "
-            "`../shared/gpu-runs/README.md`, with a checkpoint every 400 steps kept):",
-            "",
-            "```",
-            GPU_RECIPE,
-            "```",
-            "",
-        ]
-    curves = run_curves(run)
-    heads = e.top_heads(top)
-    rows = step_rows(e, heads=heads, curves=curves)
-    cols = [c for c in rows[0] if c != "images_seen"]
-    out.append(
-        f"Emergence run `{e.name}` (`{e.cache}`): weight-space screening of {len(e.steps)} "
-        f"kept checkpoints (steps {e.steps[0]}-{e.steps[-1]}); a head's score is its mean "
-        "cosine over the 8 relations; the top heads at the last step beside the evaluator:"
-    )
-    out += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append(
-            "| "
-            + " | ".join(
-                "n/a"
-                if r.get(c) is None
-                else f"{r[c]:.2f}"
-                if isinstance(r[c], float)
-                else str(r[c])
-                for c in cols
-            )
-            + " |"
-        )
-    passes = pass_rows(e, curves, top=top)
-    said = []
-    for p in passes:
-        at = f"step {p['first_pass']}" if p["first_pass"] is not None else "never"
-        said.append(f"{p['series']} {at}")
-    out += [
-        "",
-        f"First step at or above the threshold (heads: mean cosine {HEAD_THRESHOLD}; "
-        f"evaluator metrics: {METRIC_THRESHOLD:.0%}): " + ", ".join(said) + ".",
-        "",
-    ]
-    return out
+    a = numpy.nan_to_num(numpy.asarray(a, dtype=float), nan=-numpy.inf)
+    la, h = numpy.unravel_index(int(numpy.argmax(a)), a.shape)
+    return head_name(int(la), int(h))

@@ -94,24 +94,9 @@ JOB_KINDS: dict[str, JobKind] = {
         "engine.ops.intervene:validate_ablate",
         help="interventions or a head sweep against the cached baseline (dit-workbench ablate)",
     ),
-    "synopsis": JobKind(
-        "engine.ops.probe:run_synopsis_job",
-        "engine.ops.probe:validate_synopsis",
-        resumable=True,
-        help="sample with attention capture, evaluate, store the synopsis (dit-workbench synopsis)",
-    ),
-    "screen": JobKind(
-        "engine.probe.screening:run_screen",
-        "engine.probe.screening:validate_screen",
-        heavy=False,
-        help="weight-space screening of every head x relation (dit-workbench screen)",
-    ),
-    "emergence": JobKind(
-        "engine.ops.emergence:run_emergence",
-        "engine.ops.emergence:validate_emergence",
-        heavy=False,
-        help="screen every kept checkpoint of a training run (dit-workbench emergence)",
-    ),
+    "synopsis": JobKind.of("engine.ops.synopsis:Synopsis"),
+    "screen": JobKind.of("engine.ops.screen:Screen"),
+    "emergence": JobKind.of("engine.ops.emergence:Emergence"),
     "variance": JobKind(
         "engine.ops.intervene:run_variance_job",
         "engine.ops.intervene:validate_variance",

@@ -53,13 +53,13 @@ TABLES: dict[str, Table] = {
     "ablations": _lazy("engine.service.intervene_tables:ablations_table"),
     "sweep": _lazy("engine.service.intervene_tables:sweep_table"),
     "sweeps": _lazy("engine.service.intervene_tables:sweeps_table"),
-    "heads": _lazy("engine.ops.probe:heads_table"),
-    "head_map": _lazy("engine.ops.probe:head_map_table"),
-    "head_detail": _lazy("engine.ops.probe:head_detail_table"),
-    "sample_images": _lazy("engine.ops.probe:sample_images_table"),
-    "screening": _lazy("engine.probe.screening:screening_table"),
-    "screen_map": _lazy("engine.probe.screening:screen_map_table"),
-    "emergence": _lazy("engine.ops.emergence:emergence_table"),
+    "heads": _lazy("engine.service.probe_tables:heads_table"),
+    "head_map": _lazy("engine.service.probe_tables:head_map_table"),
+    "head_detail": _lazy("engine.service.probe_tables:head_detail_table"),
+    "sample_images": _lazy("engine.service.probe_tables:sample_images_table"),
+    "screening": _lazy("engine.service.probe_tables:screening_table"),
+    "screen_map": _lazy("engine.service.probe_tables:screen_map_table"),
+    "emergence": _lazy("engine.service.probe_tables:emergence_table"),
     # "jobs" is registered by the engine server, which owns the job records.
 }
 

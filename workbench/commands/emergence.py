@@ -1,5 +1,5 @@
 """`dit-workbench emergence RUN`: when each head's relation-head score forms, beside the
-evaluator's learning curves (the logic is engine/ops/emergence.py)."""
+evaluator's learning curves (the operation is engine/ops/emergence.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from engine.core.device import DEVICE_HELP
-from workbench.output import Format, dump_json, emit, print_rows, progress_bar, rows_to_csv
+from workbench.output import Format, dump_json, emit, print_rows, rows_to_csv
 
 
 def emergence(
@@ -50,74 +50,50 @@ def emergence(
     top heads the first step each passes --threshold, beside the step each evaluator metric in
     metrics.jsonl first passes 50%. Stored in the run's cache (kind "emergence"); steps already
     screened are reused."""
-    from engine.core.device import check_device
-    from engine.core.errors import UserError
-    from engine.ops import emergence as E
+    from engine.ops.emergence import Emergence
+    from engine.probe.emergence import RELATION_QUERY
+    from engine.store.cache import default_cache_dir
+    from workbench.ops import run_op
 
-    check_device(device)
-    if top < 1:
-        raise UserError(f"--top must be at least 1 (got {top})")
-    tick, stop = progress_bar("screening checkpoints")
-    try:
-        e = E.compute_emergence(
-            run,
-            cache,
-            synopsis,
-            synopsis_steps,
-            recompute,
-            progress=lambda k, n, s: tick(k, n),
-            device=device,
-        )
-    finally:
-        stop()
-    curves = E.run_curves(run)
-    passes = E.pass_rows(e, curves, threshold, metric_threshold, top)
-    where = f"emergence run {e.name} in {e.cache}"
+    params = {"run": str(run), "synopsis": synopsis, "synopsis_steps": synopsis_steps,
+              "recompute": recompute, "cache": str(cache or default_cache_dir()),
+              "device": device, "threshold": threshold, "metric_threshold": metric_threshold,
+              "top": top}  # fmt: skip
+    res = run_op(Emergence, params, label="screening checkpoints", options={"run_dir": "RUN"})
+    where = f"emergence run {res['run']} in {res['cache']}"
     if format is Format.csv:
-        emit(rows_to_csv(E.step_rows(e, curves=curves)), out)
+        emit(rows_to_csv(res["step_rows"]), out)
         return
     if format is Format.json:
         doc = {
             "run": str(run),
-            "stored": {"cache": e.cache, "run": e.name},
+            "stored": {"cache": res["cache"], "run": res["run"]},
             "metric": "cosine (mean over relations)",
             "threshold": threshold,
             "metric_threshold": metric_threshold,
-            "steps": E.step_rows(e, curves=curves),
-            "passes": passes,
+            "steps": res["step_rows"],
+            "passes": res["passes"],
         }
-        if e.synopsis is not None:
-            doc["synopsis_spatial"] = [float(v) for v in e.synopsis_spatial]
+        if "synopsis_top" in res:
+            doc["synopsis_spatial"] = res["synopsis_spatial"]
             doc["synopsis_top"] = [
-                {"step": s, "head": _argmax_head(e.synopsis[i])} for i, s in enumerate(e.steps)
+                {"step": s, "head": h}
+                for s, h in zip(res["steps"], res["synopsis_top"], strict=True)
             ]
         emit(dump_json(doc), out)
         return
-    heads = e.top_heads(top)
-    keep = {"step", "unique_binding", "spatial", *(E.head_name(*lh) for lh in heads)}
-    rows = [
-        {k: v for k, v in r.items() if k in keep}
-        for r in E.step_rows(e, heads=heads, curves=curves)
-    ]
-    passes = [{k: ("never" if v is None else v) for k, v in r.items()} for r in passes]
-    print_rows(rows, title=f"{run}: mean cosine over relations of the top {len(heads)} heads")
+    # the top heads best first, then the two evaluator metrics closest to a relation
+    cols = ["step", *res["top_heads"], "unique_binding", "spatial"]
+    rows = [{c: r[c] for c in cols if c in r} for r in res["step_rows"]]
+    passes = [{k: ("never" if v is None else v) for k, v in r.items()} for r in res["passes"]]
+    n = len(res["top_heads"])
+    print_rows(rows, title=f"{run}: mean cosine over relations of the top {n} heads")
     print_rows(passes, title="first step at or above the threshold")
-    if e.synopsis is not None:
+    if "synopsis_top" in res:
         syn = [
-            {"step": s, "top_synopsis_head": _argmax_head(e.synopsis[i]),
-             "spatial": round(float(e.synopsis_spatial[i]), 3)}
-            for i, s in enumerate(e.steps)
+            {"step": s, "top_synopsis_head": h, "spatial": round(sp, 3)}
+            for s, h, sp in zip(res["steps"], res["synopsis_top"], res["synopsis_spatial"],
+                                strict=True)
         ]  # fmt: skip
-        print_rows(syn, title=f"synopsis ({synopsis} prompts): top head by {E.RELATION_QUERY}")
+        print_rows(syn, title=f"synopsis ({synopsis} prompts): top head by {RELATION_QUERY}")
     typer.echo(where)
-
-
-def _argmax_head(a) -> str:
-    """The name of the highest-scoring head of an [L, H] array (NaN never wins)."""
-    import numpy
-
-    from engine.ops.emergence import head_name
-
-    a = numpy.nan_to_num(numpy.asarray(a, dtype=float), nan=-numpy.inf)
-    la, h = numpy.unravel_index(int(numpy.argmax(a)), a.shape)
-    return head_name(int(la), int(h))

@@ -249,12 +249,10 @@ def export(
     """Copy a checkpoint without its training state (EMA weights, encoder, metadata), e.g. to
     ship it; the copy has its own hash, so its cache is its own. `--step N` picks a step of a
     run's kept history (or give RUN/history/step-NNNNNNN directly)."""
-    from engine.model.checkpoint import describe, export_checkpoint
+    from engine.ops.export import Export
+    from workbench.ops import run_op
 
-    if step is not None:
-        from engine.train.history import history_checkpoint
-
-        ckpt = history_checkpoint(ckpt, step)
-    p = export_checkpoint(ckpt, out, fp16=fp16)
-    d = describe(p)
-    typer.echo(f"exported {p} (step {d['step']}, {d['text']}, sha256 {d['transformer_sha256']})")
+    d = run_op(Export, {"checkpoint": str(ckpt), "out": str(out), "fp16": fp16, "step": step})
+    typer.echo(
+        f"exported {d['path']} (step {d['step']}, {d['text']}, sha256 {d['transformer_sha256']})"
+    )

@@ -8,7 +8,7 @@ import typer
 
 from engine.core.device import DEVICE_HELP
 from engine.probe.ranking import HEAD_COLUMNS, query_help
-from workbench.output import Format, dump_json, emit, print_rows, progress_bar, rows_to_csv
+from workbench.output import Format, dump_json, emit, print_rows, rows_to_csv
 
 CACHE_HELP = "Cache folder (one HDF5 file per checkpoint); default ./cache or $DIT_WORKBENCH_CACHE."
 
@@ -35,31 +35,21 @@ def synopsis(
 ):
     """Sample the prompts with attention capture, evaluate the images and store the synopsis
     in the checkpoint's HDF5 cache. Interrupted? Run the same command again: it continues."""
-    from engine.core import limits
-    from engine.data.prompts import prompt_set
-    from engine.model.checkpoint import load_checkpoint
-    from engine.probe.ranking import run_summary
-    from engine.probe.synopsis import run_synopsis
-    from engine.store.cache import Store
+    from engine.ops.synopsis import Synopsis
+    from engine.store.cache import default_cache_dir
+    from workbench.ops import run_op
 
-    plist, label = prompt_set(prompts)
-    limits.check_sampling(seed, steps, cfg, batch_size, {"n_per_prompt": n_per_prompt}, len(plist))
-    limits.NON_NEGATIVE.check("--detail", detail)  # all before the model loads
-    ckpt_obj = load_checkpoint(ckpt, device=device)
-    store = Store.for_checkpoint(ckpt_obj, cache)
-    on, stop = progress_bar("synopsis")
-    try:
-        run = run_synopsis(ckpt_obj, plist, n_per_prompt, seed, steps, cfg, batch_size, store,
-                           on, detail, self_attn, label)  # fmt: skip
-    finally:
-        stop()
-    summary = {"run": run, "cache": str(store.path), **run_summary(store, run)}
+    params = {"checkpoint": str(ckpt), "prompts": prompts, "n_per_prompt": n_per_prompt,
+              "seed": seed, "steps": steps, "cfg": cfg, "batch_size": batch_size,
+              "detail": detail, "self_attn": self_attn,
+              "cache": str(cache or default_cache_dir()), "device": device}  # fmt: skip
+    summary = run_op(Synopsis, params)
+    note = summary.pop("note")
     if format is Format.json:
         emit(dump_json(summary), None)
     else:
-        typer.echo(f"synopsis run {run}: {summary['n_samples']} samples, {steps} steps -> "
-                   f"{store.path}")  # fmt: skip
-        note = store.attrs("synopsis", run).get("image_categories_note")
+        typer.echo(f"synopsis run {summary['run']}: {summary['n_samples']} samples, {steps} steps "
+                   f"-> {summary['cache']}")  # fmt: skip
         if note:  # free-text prompts: image categories fall back (engine.probe.synopsis)
             typer.echo(f"note: {note}")
 
@@ -80,23 +70,21 @@ def heads(
 ):
     """Rank every layer x head by how much attention flows along QUERY in a synopsis run:
     score (max over steps, mean over samples), rank, peak step, z-score, samples."""
-    from engine.core.errors import UserError
-    from engine.ops.probe import HEADS_TABLE_COLUMNS, heads_rows
-    from engine.probe.ranking import parse_query
-    from engine.store.cache import store_for_path
+    from engine.ops.heads import HEADS_TABLE_COLUMNS, Heads
+    from engine.store.cache import default_cache_dir
+    from workbench.ops import run_op
 
-    parse_query(query)  # a bad query fails before anything is read
-    if top is not None and top <= 0:
-        raise UserError(f"--top must be positive (got {top})")
-    store = store_for_path(ckpt, cache)
     # The same rows as the workbench's Heads table (and its CSV export): the ranking joined with
     # the newest screening and head sweep.
-    params = {"run": run, "query": query, "steps": steps, "agg": agg, "correct_only": correct_only}
-    rows = heads_rows(store, params)[:top]
+    params = {"checkpoint": str(ckpt), "query": query, "synopsis_run": run, "steps": steps,
+              "agg": agg, "correct_only": correct_only, "top": top,
+              "cache": str(cache or default_cache_dir())}  # fmt: skip
+    res = run_op(Heads, params, options={"synopsis_run": "--run"})
+    rows = res["rows"]
     if format is Format.csv:
         emit(rows_to_csv(rows, HEADS_TABLE_COLUMNS), out)
     elif format is Format.json:
-        emit(dump_json({"query": query, "agg": agg, "steps": steps, "rows": rows}), out)
+        emit(dump_json(res), out)
     else:
         print_rows(rows, title=f"heads by {query} ({agg} over steps, mean over samples)",
                    columns=HEAD_COLUMNS)  # fmt: skip

@@ -24,10 +24,13 @@ def report(
     """Write the reproduction report from what the caches hold: relation accuracy per encoder,
     relation and object heads by synopsis and by screening and their agreement, ablation deltas
     with intervals, the variance decomposition and the learning order, next to the paper's."""
-    from engine.report import build_report
+    from engine.ops.report import Report
+    from workbench.ops import run_op
 
-    text = build_report([str(c) for c in checkpoints], cache,
-                        [str(c) for c in curves] if curves else None)  # fmt: skip
+    params = {"checkpoints": [str(c) for c in checkpoints],
+              "cache": str(cache) if cache else None,
+              "curves": [str(c) for c in curves] if curves else None}  # fmt: skip
+    text = run_op(Report, params)["markdown"]
     args = ["dit-workbench", "report", *map(str, checkpoints)]
     if cache:
         args += ["--cache", str(cache)]

@@ -2,7 +2,7 @@
 
 Ranks head x relation by how closely the head's query/key weights turn position into a ramp in
 the relation word's direction (see engine/probe/screening.py for the method and its
-approximation); `--map L.H` draws one map beside its reference ramp; `--compare` measures the
+approximation, and engine/ops/screen.py for the operation); `--map L.H` draws one map beside its reference ramp; `--compare` measures the
 agreement with a sampling-based synopsis ranking stored for the same checkpoint.
 """
 
@@ -100,21 +100,11 @@ def screen(
 
     Results are stored in the checkpoint's HDF5 cache (kind "screening") with provenance, and reused when the same screening is asked again.
     """
-    from engine.core.device import check_device
     from engine.core.errors import UserError
-    from engine.probe import screening as S
+    from engine.ops.screen import Screen
+    from engine.store.cache import default_cache_dir
+    from workbench.ops import run_op
 
-    check_device(device)
-    S.check_relation(relation)
-    S.check_metric(metric)
-    if phrasings not in S.PHRASINGS_CHOICES:
-        raise UserError(
-            f"unknown --phrasings {phrasings!r}; use one of {', '.join(S.PHRASINGS_CHOICES)}"
-        )
-    if top is not None and top < 1:
-        raise UserError(f"--top must be at least 1 (got {top})")
-    if k < 1:
-        raise UserError(f"--k must be at least 1 (got {k})")
     modes = [
         name
         for name, on in (
@@ -129,77 +119,48 @@ def screen(
         raise UserError(
             f"give one of --best, --tokens, --map, --compare (got {' and '.join(modes)})"
         )
-
-    light, meta, layers, heads = _describe(ckpt)
-    head = S.parse_head(map_head, layers, heads) if map_head is not None else None
-
-    store, s = _screening(
-        ckpt, light, meta, phrasings, contrast, cache, recompute, no_cache, device
+    res = run_op(
+        Screen,
+        {
+            "checkpoint": str(ckpt),
+            "phrasings": phrasings,
+            "contrast": contrast,
+            "recompute": recompute,
+            "no_cache": no_cache,
+            "cache": str(cache or default_cache_dir()),
+            "device": device,
+            "relation": relation,
+            "metric": metric,
+            "best": best,
+            "tokens": tokens,
+            "map_head": map_head,
+            "compare": compare,
+            "query": query,
+            "synopsis_run": synopsis_run,
+            "k": k,
+            "top": top,
+        },
+        options={"map_head": "--map", "synopsis_run": "--synopsis-run"},
     )
-    where = f"screening run {s.run} in {store.path}" if s.run else "not stored (--no-cache)"
-
-    if head is not None:
-        return _print_map(s, head, relation, format, out, where)
-    if compare:
-        if store is None:
-            raise UserError("--compare reads the synopsis from the cache; drop --no-cache")
-        return _print_compare(s, store, relation, metric, query, synopsis_run, k, format, out)
+    where = (
+        f"screening run {res['run']} in {res['cache']}"
+        if res["cache"]
+        else "not stored (--no-cache)"
+    )
+    if "maps" in res:
+        return _print_map(res, relation, format, out, where)
+    if "compare" in res:
+        return _print_compare(res, relation, metric, query, format, out)
     if best:
-        rows = S.best_rows(s, metric)
         title = f"heads ranked by mean {metric} over relations"
     elif tokens:
-        rows = S.token_rows(s, relation, metric)
         title = f"relation tokens ranked by {metric}"
     else:
-        rows = S.relation_rows(s, relation, metric)
         title = f"head x relation ranked by {metric}"
-    if top is not None:
-        rows = rows[:top]
-    _print_rows(rows, title, where, s, format, out)
+    _print_rows(res, title, where, format, out)
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def _describe(ckpt: Path):
-    """(path+hash stand-in, meta, layers, heads) without building the model."""
-    import json
-    from types import SimpleNamespace
-
-    from engine.core.errors import UserError
-    from engine.model.checkpoint import read_meta
-
-    p, meta = read_meta(ckpt)
-    try:
-        cfg = json.loads((p / "transformer" / "config.json").read_text())
-        layers, heads = int(cfg["num_layers"]), int(cfg["num_attention_heads"])
-        light = SimpleNamespace(path=p, hash=meta["hashes"]["transformer"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(
-            f"{p} is not a complete checkpoint ({type(e).__name__}: {e}); "
-            "point at a folder written by `dit-workbench train`"
-        ) from None
-    return light, meta, layers, heads
-
-
-def _screening(ckpt, light, meta, phrasings, contrast, cache, recompute, no_cache, device="auto"):
-    from engine.data.relations import RELATIONS
-    from engine.model.checkpoint import load_checkpoint
-    from engine.probe import screening as S
-    from engine.store.cache import Store
-
-    store = None if no_cache else Store.for_checkpoint(light, cache)
-    params = S.screen_params(RELATIONS, phrasings, contrast)
-    params["text_encoder"] = meta.get("text")
-    if store is not None and not recompute:
-        run = S.find_screening(store, params)
-        if run is not None:
-            return store, S.load_screening(store, run)
-    loaded = load_checkpoint(ckpt, device=device)
-    s = S.screen(loaded, RELATIONS, phrasings, contrast)
-    if store is not None:
-        S.save_screening(store, s)
-    return store, s
 
 
 def _clean(v):
@@ -212,12 +173,13 @@ def _clean(v):
     return v
 
 
-def _print_rows(rows, title, where, s, format, out):
+def _print_rows(res, title, where, format, out):
+    rows = res["rows"]
     if format is Format.csv:
         emit(rows_to_csv(rows), out)
         return
     if format is Format.json:
-        emit(dump_json(_clean({"run": s.run, "rows": rows, "params": s.params})), out)
+        emit(dump_json(_clean({"run": res["run"], "rows": rows, "params": res["params"]})), out)
         return
     from rich import box
     from rich.table import Table
@@ -292,14 +254,11 @@ def _diverging(x: float) -> str:
     return "#{:02x}{:02x}{:02x}".format(*rgb)
 
 
-def _print_map(s, head, relation, format, out, where):
-    from engine.probe import screening as S
-
-    layer, h = head
-    rels = list(s.relations) if relation == "all" else [relation]
-    details = [S.map_detail(s, layer, h, r) for r in rels]
+def _print_map(res, relation, format, out, where):
+    details = res["maps"]
+    layer, h = details[0]["layer"], details[0]["head"]
     if format is Format.json:
-        emit(dump_json(_clean({"run": s.run, "maps": details})), out)
+        emit(dump_json(_clean({"run": res["run"], "maps": details})), out)
         return
     if format is Format.csv:
         rows = [
@@ -355,13 +314,11 @@ def _print_map(s, head, relation, format, out, where):
 # --compare
 
 
-def _print_compare(s, store, relation, metric, query, synopsis_run, k, format, out):
-    from engine.probe import screening as S
-
-    res = S.compare_with_synopsis(s, store, relation, metric, query, synopsis_run, k)
+def _print_compare(result, relation, metric, query, format, out):
+    res = result["compare"]
     fmt_top = lambda hs: " ".join(f"{a}.{b}" for a, b in hs)  # noqa: E731
     row = {
-        "screening_run": s.run or "",
+        "screening_run": result["run"] or "",
         "synopsis_run": res["synopsis_run"],
         "query": query,
         "relation": relation,

@@ -1,0 +1,83 @@
+"""synopsis: sample with attention capture, evaluate the images, store the synopsis.
+
+The work is engine.probe.synopsis.run_synopsis; a stored incomplete run with the same params
+is continued, so resubmitting (or running the same command again) resumes an interrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from engine.core import limits, roots
+from engine.core.device import check_device
+from engine.ops.base import Operation, param
+from engine.ops.params import Reporter, check_cache_dir, check_caption_lengths, named_checkpoint
+
+
+@dataclass
+class Synopsis(Operation):
+    kind = "synopsis"
+    resumable = True  # always: a synopsis continues its stored partial run
+    help = "sample with attention capture, evaluate, store the synopsis (dit-workbench synopsis)"
+
+    checkpoint: str = param(path=True, help="checkpoint or training run folder (or its name)")
+    prompts: str = param("eval", help="eval (the 264 evaluation prompts) or a prompts file")
+    n_per_prompt: int = param(8, bound=limits.IMAGES_PER_PROMPT, help="seeds per prompt")
+    seed: int = param(0, bound=limits.SEED, help="first image seed")
+    steps: int = param(14, bound=limits.SAMPLER_STEPS, help="sampler steps")
+    cfg: float = param(4.5, bound=limits.CFG, help="classifier-free guidance scale")
+    batch_size: int = param(32, bound=limits.BATCH, help="images per forward pass")
+    detail: int = param(8, bound=limits.NON_NEGATIVE, help="samples with full per-token maps")
+    self_attn: bool = param(False, help="also summarise self-attention")
+    cache: str | None = param(None, path=True, help="cache folder (default: the engine's)")
+    resume: bool = param(False, help="accepted for symmetry: a synopsis always continues")
+    device: str = param("auto", help="cpu, cuda, cuda:N or auto")
+
+    @classmethod
+    def normalise(cls, params: dict, cwd: str | None) -> dict:
+        return named_checkpoint(params, cwd)
+
+    def check(self, cwd: str | None) -> None:
+        from engine.data.prompts import prompt_set, resolve_prompt_spec
+        from engine.model.checkpoint import resolve_checkpoint_dir
+
+        resolve_checkpoint_dir(self.checkpoint)
+        self.prompts = resolve_prompt_spec(self.prompts, cwd)
+        plist = prompt_set(self.prompts)[0]
+        if self.prompts != "eval":
+            check_caption_lengths(q.text for q in plist)
+        limits.check_sampling(self.seed, self.steps, self.cfg, self.batch_size,
+                              {"n_per_prompt": self.n_per_prompt}, len(plist), cli=False)  # fmt: skip
+        check_cache_dir(self.cache)
+        self.cache = self.cache or str(roots.cache_dir())
+        self.device = check_device(self.device)
+
+    def run(self, report: Reporter) -> dict:
+        from engine.data.prompts import prompt_set
+        from engine.model.checkpoint import load_checkpoint
+        from engine.probe.ranking import run_summary
+        from engine.probe.synopsis import KIND, run_synopsis
+        from engine.store.cache import Store
+
+        prompts, label = prompt_set(self.prompts)
+        report.progress(0.0, "load")
+        ckpt = load_checkpoint(self.checkpoint, device=self.device)
+        store = Store.for_checkpoint(ckpt, self.cache)
+        t0 = time.monotonic()
+
+        def progress(done: int, total: int):
+            el = time.monotonic() - t0
+            eta = el / done * (total - done) if done else None
+            report.progress(done / max(total, 1), "sample", eta)
+
+        run = run_synopsis(ckpt, prompts, self.n_per_prompt, self.seed, self.steps, self.cfg,
+                           self.batch_size, store, progress, self.detail, self.self_attn,
+                           label)  # fmt: skip
+        report.log(f"synopsis run {run} stored in {store.path}")
+        # free-text prompts: image categories fall back (engine.probe.synopsis says how)
+        note = store.attrs(KIND, run).get("image_categories_note")
+        return {"run": run, "cache": str(store.path), **run_summary(store, run), "note": note}
+
+    def summary(self, result: dict) -> dict:
+        return {k: result[k] for k in ("run", "cache", "n_samples", "complete")}
