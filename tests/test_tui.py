@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_client import FakeEngineClient
 from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.worker import WorkerState
@@ -28,7 +29,6 @@ from workbench.components.screening import ScreeningPane
 from workbench.components.sidebar import CheckpointTree
 from workbench.components.sort import SortDialog
 from workbench.components.status import Banner, StatusBar
-from workbench.fake_client import FakeEngineClient
 from workbench.output import rows_to_csv
 
 pytestmark = pytest.mark.anyio
@@ -494,7 +494,7 @@ async def test_export_writes_every_row_by_paging(tmp_path, monkeypatch):
         offsets = [kw["offset"] for args, kw in fake.calls_to("table") if args[0] == "heads"]
         assert 100 in offsets  # fetched the second page for the export
         full = FakeEngineClient(max_limit=10**6).table(
-            "heads", checkpoint="dit-b-rte", query="relation->object1", agg="max", limit=10**6
+            "heads", checkpoint="dit-b-rte", query="relation->object1", agg="max", limit=1000
         )
         expected = rows_to_csv(
             [dict(zip(full["columns"], r, strict=True)) for r in full["rows"]], full["columns"]
@@ -508,7 +508,7 @@ def test_default_export_folder_is_git_ignored():
     import shutil
     import subprocess
 
-    from workbench.app import DEFAULT_EXPORT_DIR
+    from workbench.components.export import DEFAULT_EXPORT_DIR
 
     root = Path(__file__).resolve().parents[1]
     if shutil.which("git") is None or not (root / ".git").exists():

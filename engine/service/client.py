@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import httpx
 
@@ -34,6 +35,43 @@ class EngineError(Exception):
 
 class EngineUnavailable(EngineError):
     """No engine answers at the socket or address."""
+
+
+@runtime_checkable
+class EngineAPI(Protocol):
+    """What the TUI asks of an engine: EngineClient, and the tests' fake engine
+    (tests/fake_client.py), which tests/test_fake_parity.py holds to the same answers. A call
+    the engine refuses raises EngineError."""
+
+    def health(self) -> dict: ...
+
+    def checkpoints(self) -> list[dict]: ...
+
+    def table(
+        self,
+        name: str,
+        *,
+        sort: str | None = None,
+        desc: bool = False,
+        filter: str | None = None,
+        offset: int = 0,
+        limit: int = 100,
+        **params: Any,
+    ) -> dict: ...
+
+    def submit(self, kind: str, params: dict) -> dict: ...
+
+    def jobs(self) -> list[dict]: ...
+
+    def job(self, job_id: int) -> dict: ...
+
+    def cancel(self, job_id: int) -> dict: ...
+
+    def logs(self, job_id: int, tail: int = 100) -> list[str]: ...
+
+    def events(self, job_id: int) -> Iterator[dict]: ...
+
+    def close(self) -> None: ...
 
 
 class EngineClient:

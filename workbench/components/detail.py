@@ -13,9 +13,11 @@ from textual.containers import ScrollableContainer
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from workbench.components.base import EngineCallMixin, ExportSource, fetch_all
+from engine.data.relations import RELATIONS
+from engine.text.categories import CATEGORIES as TEXT_CATEGORIES
+from workbench.components.calls import EngineCallMixin, fetch_all
 from workbench.components.canvas import Canvas
-from workbench.components.query import TEXT_CATEGORIES
+from workbench.components.engine_table import ExportSource
 from workbench.components.render import (
     cmap,
     halfblock_image,
@@ -26,16 +28,6 @@ from workbench.components.render import (
     value_range,
 )
 
-RELATIONS = (
-    "above",
-    "below",
-    "left",
-    "right",
-    "upper-left",
-    "upper-right",
-    "lower-left",
-    "lower-right",
-)
 ZOOM_FACTORS = {1: 1, 2: 2, 3: 4}  # map cell -> pixels; 8x8 map is 8*f columns wide
 
 

@@ -7,9 +7,8 @@ on the client instead (the jobs list) and sorts / filters them with the same sem
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from rich.text import Text
@@ -17,80 +16,25 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import DataTable
 
-from workbench.components.base import EngineCallMixin, ExportSource
-from workbench.components.rowfilter import FilterError, filter_rows, sort_rows, translate_names
+from engine.core.rowfilter import FilterError, filter_rows, sort_rows, translate_names
+from workbench.components.calls import EngineCallMixin
+from workbench.components.cells import Col, default_desc, fmt_cell, fmt_signed
 
-# columns where "sort" most usefully starts with the largest value first
-DESC_FIRST = {
-    "score",
-    "z",
-    "screen_score",
-    "cosine",
-    "projection",
-    "energy",
-    "value",
-    "n_samples",
-    "n",
-    "baseline",
-    "intervened",
-    "progress",
-    "step",
-    "images_seen",
-    "id",
-}
-# columns where "sort" starts with the smallest value (ablation deltas: biggest drop first)
-ASC_FIRST = {"ablation_delta", "delta", "ci_low", "ci_high", "ablation_ci_low", "rank"}
-
-
-def default_desc(column: str) -> bool:
-    return column in DESC_FIRST
-
-
-def fmt_cell(v: Any) -> Text | str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return Text("–", style="dim", justify="right")
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, int):
-        return Text(str(v), justify="right")
-    if isinstance(v, float):
-        s = f"{v:.3f}" if abs(v) < 1000 else f"{v:.4g}"
-        return Text(s, justify="right")
-    if isinstance(v, list | tuple | dict):
-        return Text("[…]", style="dim")
-    return str(v)
-
-
-def fmt_signed(v: Any, _row: dict | None = None) -> Text | str:
-    if not isinstance(v, int | float) or isinstance(v, bool):
-        return fmt_cell(v)
-    style = "bold #D55E00" if v < 0 else ""
-    return Text(f"{v:+.3f}", style=style, justify="right")
-
-
-def fmt_ci(lo_key: str, hi_key: str) -> Callable[[Any, dict], Text | str]:
-    def f(_v: Any, row: dict) -> Text | str:
-        lo, hi = row.get(lo_key), row.get(hi_key)
-        if not isinstance(lo, int | float) or not isinstance(hi, int | float):
-            return Text("–", style="dim", justify="center")
-        excludes_zero = lo > 0 or hi < 0
-        return Text(f"[{lo:+.2f},{hi:+.2f}]", style="bold" if excludes_zero else "dim")
-
-    return f
+# panes import the column helpers from here too
+__all__ = ["Col", "EngineTable", "ExportSource", "default_desc", "fmt_cell", "fmt_signed"]
 
 
 @dataclass
-class Col:
-    """How one engine column is shown: label, formatter (value, row dict) and sort column."""
+class ExportSource:
+    """What `e` exports: an engine table with its parameters, or rows already held locally."""
 
-    key: str
-    label: str
-    fmt: Callable[[Any, dict], Text | str] | None = None
-    uses: tuple[str, ...] = ()  # other engine columns this display column consumes
-
-    def render(self, row: dict) -> Text | str:
-        v = row.get(self.key)
-        return self.fmt(v, row) if self.fmt else fmt_cell(v)
+    name: str
+    params: dict = field(default_factory=dict)
+    sort: str | None = None
+    desc: bool = False
+    filter: str | None = None
+    local: tuple[list[str], list[list]] | None = None
+    stem: str = ""
 
 
 class EngineTable(EngineCallMixin, DataTable):

@@ -8,7 +8,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Input, Static
 
-from workbench.components.rowfilter import FILTER_HELP
+from engine.core.rowfilter import FILTER_HELP
 
 
 class FilterDialog(ModalScreen[str | None]):

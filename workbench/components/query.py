@@ -10,11 +10,11 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Checkbox, Input, Label, Select
 
+from engine.core.columns import IMAGE_CATEGORIES
+from engine.text.categories import CATEGORIES as TEXT_CATEGORIES
 from workbench.components.messages import Query, QueryChanged
 from workbench.components.mono import MonoCheckbox
 
-TEXT_CATEGORIES = ("color1", "shape1", "relation", "color2", "shape2", "filler", "pad")
-IMAGE_CATEGORIES = ("object1", "object2", "background")
 STEPS_RE = re.compile(r"^\s*(all|\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*)\s*$")
 
 

@@ -1,11 +1,15 @@
-"""A fake engine with the same interface as ``engine.service.client.EngineClient``, for the TUI's tests.
+"""A fake engine with the interface of ``engine.service.client.EngineClient`` (the
+``EngineAPI`` protocol), for the TUI's tests.
 
 It serves the engine's tables (heads, head_map, head_detail, sample_images, screen_map, screening,
-ablations, sweep, curves, jobs) from deterministic synthetic data, sorts / filters / pages them the
-way the engine does (see :mod:`workbench.components.rowfilter`), queues jobs that advance one step
-per poll, and can be made slow (``delay``) or dead (``alive = False``) to test that the UI neither
-freezes nor crashes. The planted heads follow the paper: a relation head (L2H8 on the 12x12 model)
-reading relation words at the first step, an object head (L4H3) binding shape words at steps 4-8.
+ablations, sweeps, sweep, curves, emergence, jobs) from deterministic synthetic data, with the
+engine's column lists (``engine.core.columns``), sorts / filters / pages them with the engine's
+own code (``engine.core.rowfilter``), refuses bad requests with the engine's messages, queues
+jobs that advance one step per poll, and can be made slow (``delay``) or dead (``alive =
+False``) to test that the UI neither freezes nor crashes. tests/test_fake_parity.py holds it to
+a real engine's answers. The planted heads follow the paper: a relation head (L2H8 on the 12x12
+model) reading relation words at the first step, an object head (L4H3) binding shape words at
+steps 4-8.
 """
 
 from __future__ import annotations
@@ -19,43 +23,23 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from workbench.components.rowfilter import FilterError, filter_rows, sort_rows
-
-try:  # the real error type once engine/service/client.py exists; the app catches any Exception anyway
-    from engine.service.client import EngineError  # type: ignore[attr-defined]
-except Exception:  # pragma: no cover - depends on whether the engine client is written yet
-
-    class EngineError(Exception):  # type: ignore[no-redef]
-        """An error answered by the engine (bad request, missing result, engine unreachable)."""
-
-
-TEXT_CATEGORIES = ("color1", "shape1", "relation", "color2", "shape2", "filler", "pad")
-IMAGE_CATEGORIES = ("object1", "object2", "background")
-RELATIONS = (
-    "above",
-    "below",
-    "left",
-    "right",
-    "upper-left",
-    "upper-right",
-    "lower-left",
-    "lower-right",
-)
-JOB_KINDS = ("train", "sample", "synopsis", "screen", "ablate", "evaluate")
-TERMINAL = ("done", "failed", "cancelled", "interrupted")
-# (dx, dy) of object 1 relative to object 2, image y downwards
-_REL_DIR = {
-    "above": (0, -1),
-    "below": (0, 1),
-    "left": (-1, 0),
-    "right": (1, 0),
-    "upper-left": (-1, -1),
-    "upper-right": (1, -1),
-    "lower-left": (-1, 1),
-    "lower-right": (1, 1),
-}
+from engine.core import columns
+from engine.core.columns import IMAGE_CATEGORIES, SCREEN_METRICS
+from engine.core.errors import UserError
+from engine.core.rowfilter import filter_rows, sort_rows
+from engine.data.relations import DIRECTIONS, RELATIONS
+from engine.service.client import EngineError, EngineUnavailable
+from engine.service.kinds import get_kind
+from engine.service.records import TERMINAL
+from engine.service.tables import MAX_LIMIT
+from engine.text.categories import CATEGORIES as TEXT_CATEGORIES
 
 T0 = 1_763_928_000.0  # fixed epoch for the seeded jobs (2025-11-23 20:00 UTC)
+
+
+def _refused(message: str) -> EngineError:
+    """What EngineClient raises for a request the engine answers with a 400."""
+    return EngineError(message, 400)
 
 
 def _ckpt(name, preset, layers, heads, results, *, text="rte", res=32, steps=14):
@@ -122,23 +106,23 @@ def _parse_steps(steps: Any, n: int) -> list[int]:
                 else:
                     out.append(int(part))
         except ValueError:
-            raise EngineError(
+            raise _refused(
                 f"bad steps {steps!r}: use 'all', a range like 0-13 or a list like 0,4,8"
             ) from None
     bad = [s for s in out if not 0 <= s < n]
     if bad or not out:
-        raise EngineError(f"bad steps {steps!r}: this checkpoint samples steps 0-{n - 1}")
+        raise _refused(f"bad steps {steps!r}: this checkpoint samples steps 0-{n - 1}")
     return out
 
 
 def _parse_query(query: Any) -> tuple[str, str]:
     if not isinstance(query, str) or "->" not in query:
-        raise EngineError(f"bad query {query!r}: write TEXT->IMAGE, e.g. relation->object1")
+        raise _refused(f"bad query {query!r}: write TEXT->IMAGE, e.g. relation->object1")
     text, image = (p.strip() for p in query.split("->", 1))
     if text not in TEXT_CATEGORIES:
-        raise EngineError(f"unknown text category {text!r}; one of {', '.join(TEXT_CATEGORIES)}")
+        raise _refused(f"unknown text category {text!r}; one of {', '.join(TEXT_CATEGORIES)}")
     if image not in IMAGE_CATEGORIES:
-        raise EngineError(f"unknown image category {image!r}; one of {', '.join(IMAGE_CATEGORIES)}")
+        raise _refused(f"unknown image category {image!r}; one of {', '.join(IMAGE_CATEGORIES)}")
     return text, image
 
 
@@ -186,7 +170,7 @@ class FakeEngineClient:
         if gate is not None:
             gate.wait(timeout=60)
         if not self.alive:
-            raise EngineError(
+            raise EngineUnavailable(
                 "engine unreachable: connection refused (is `dit-workbench serve` running?)"
             )
         if self.closed:
@@ -200,13 +184,13 @@ class FakeEngineClient:
         for c in self._ckpts:
             if c["name"] == name:
                 return c
-        raise EngineError(
+        raise _refused(
             f"unknown checkpoint {name!r}; known: {', '.join(c['name'] for c in self._ckpts)}"
         )
 
     def _need(self, ck: dict, kind: str, what: str) -> None:
         if not ck["results"].get(kind):
-            raise EngineError(
+            raise _refused(
                 f"no {kind} results for {ck['name']}: run `dit-workbench {what}` (or submit a {what} job) first"
             )
 
@@ -351,41 +335,42 @@ class FakeEngineClient:
         with self._lock:
             builder = getattr(self, f"_t_{name}", None)
             if builder is None:
-                raise EngineError(
-                    f"unknown table {name!r}; tables: heads, head_map, head_detail, sample_images, "
-                    "screen_map, screening, ablations, sweep, curves, jobs"
-                )
-            columns, rows = builder(**params)
+                raise EngineError(f"no table {name!r}; tables: {', '.join(self.tables())}", 404)
+            cols, rows = builder(**params)
+            if offset < 0 or not 0 < limit <= MAX_LIMIT:
+                raise _refused(f"offset must be >= 0 and limit in 1..{MAX_LIMIT}")
             try:
-                rows = filter_rows(rows, columns, filter)
-                rows = sort_rows(rows, columns, sort, desc)
-            except FilterError as e:
-                raise EngineError(str(e)) from None
-            if offset < 0 or limit < 0:
-                raise EngineError("offset and limit must be >= 0")
-            limit = min(limit, self.max_limit)
+                rows = sort_rows(filter_rows(rows, cols, filter), cols, sort, desc)
+            except UserError as e:
+                raise _refused(str(e)) from None
+            limit = min(limit, self.max_limit)  # an engine may cap a page lower than asked
             return {
-                "columns": list(columns),
+                "columns": list(cols),
                 "rows": copy.deepcopy(rows[offset : offset + limit]),
                 "total": len(rows),
             }
 
+    def tables(self) -> list[str]:
+        return sorted(n[3:] for n in dir(self) if n.startswith("_t_"))
+
     def submit(self, kind: str, params: dict) -> dict:
         self._enter("submit", kind, params)
         with self._lock:
-            if kind not in JOB_KINDS:
-                raise EngineError(f"unknown job kind {kind!r}; one of {', '.join(JOB_KINDS)}")
+            try:
+                get_kind(kind)
+            except UserError as e:
+                raise _refused(str(e)) from None
             if "checkpoint" in params:
                 ck = self._ck(params["checkpoint"])
                 if kind == "ablate":
                     for key in ("layer", "head"):
                         if not isinstance(params.get(key), int):
-                            raise EngineError(f"ablate needs an integer {key!r}")
+                            raise _refused(f"ablate needs an integer {key!r}")
                     if (
                         not 0 <= params["layer"] < ck["layers"]
                         or not 0 <= params["head"] < ck["heads"]
                     ):
-                        raise EngineError(
+                        raise _refused(
                             f"no head L{params['layer']}H{params['head']} in {ck['name']} "
                             f"({ck['layers']} layers x {ck['heads']} heads)"
                         )
@@ -463,14 +448,14 @@ class FakeEngineClient:
         self._enter("job", job_id)
         with self._lock:
             if job_id not in self._jobs:
-                raise EngineError(f"no job {job_id}")
+                raise EngineError(f"no job {job_id}", 404)
             return copy.deepcopy(self._jobs[job_id])
 
     def cancel(self, job_id: int) -> dict:
         self._enter("cancel", job_id)
         with self._lock:
             if job_id not in self._jobs:
-                raise EngineError(f"no job {job_id}")
+                raise EngineError(f"no job {job_id}", 404)
             j = self._jobs[job_id]
             if j["state"] not in TERMINAL:
                 j.update(state="cancelled", ended=time.time(), phase="cancelled", eta_s=None)
@@ -481,7 +466,7 @@ class FakeEngineClient:
         self._enter("logs", job_id, tail=tail)
         with self._lock:
             if job_id not in self._jobs:
-                raise EngineError(f"no job {job_id}")
+                raise EngineError(f"no job {job_id}", 404)
             j = self._jobs[job_id]
             n = 5 + int(20 * j["progress"])
             lines = [f"job {job_id} {j['kind']}: line {i + 1} of {n}" for i in range(n)]
@@ -508,7 +493,7 @@ class FakeEngineClient:
         self._need(ck, "synopsis", "synopsis")
         text, image = _parse_query(query)
         if agg not in ("max", "mean"):
-            raise EngineError(f"bad agg {agg!r}: max or mean")
+            raise _refused(f"bad agg {agg!r}: max or mean")
         ss = _parse_steps(steps, ck["steps"])
         heads = [(la, h) for la in range(ck["layers"]) for h in range(ck["heads"])]
         scores, peaks = {}, {}
@@ -544,20 +529,7 @@ class FakeEngineClient:
                     a["ci_high"] if a else None,
                 ]
             )
-        cols = [
-            "layer",
-            "head",
-            "score",
-            "rank",
-            "peak_step",
-            "z",
-            "n_samples",
-            "screen_score",
-            "screen_relation",
-            "ablation_delta",
-            "ablation_ci_low",
-            "ablation_ci_high",
-        ]
+        cols = list(columns.HEADS)
         return cols, rows
 
     def _t_head_map(self, checkpoint=None, query="relation->object1", step="all"):
@@ -573,15 +545,15 @@ class FakeEngineClient:
             for h in range(ck["heads"]):
                 vals = [self._value(ck, text, image, la, h, s) for s in ss]
                 rows.append([la, h, _r(max(vals))])
-        return ["layer", "head", "value"], rows
+        return list(columns.HEAD_MAP), rows
 
     def _check_head(self, ck, layer, head):
         try:
             layer, head = int(layer), int(head)
         except (TypeError, ValueError):
-            raise EngineError("layer and head must be integers") from None
+            raise _refused("layer and head must be integers") from None
         if not (0 <= layer < ck["layers"] and 0 <= head < ck["heads"]):
-            raise EngineError(
+            raise _refused(
                 f"no head L{layer}H{head} in {ck['name']} ({ck['layers']} layers x {ck['heads']} heads)"
             )
         return layer, head
@@ -589,7 +561,7 @@ class FakeEngineClient:
     def _positions(self, ck, sample: int) -> tuple[tuple[float, float], tuple[float, float], str]:
         rng = random.Random(f"{ck['name']}|sample|{sample}")
         rel = RELATIONS[sample % len(RELATIONS)]
-        dx, dy = _REL_DIR[rel]
+        dx, dy = DIRECTIONS[rel]
         cx, cy = rng.uniform(0.35, 0.65), rng.uniform(0.35, 0.65)
         p1 = (cx + 0.22 * dx, cy + 0.22 * dy)
         p2 = (cx - 0.12 * dx, cy - 0.12 * dy)
@@ -612,7 +584,7 @@ class FakeEngineClient:
         self._need(ck, "synopsis", "synopsis")
         layer, head = self._check_head(ck, layer, head)
         if category not in TEXT_CATEGORIES:
-            raise EngineError(f"unknown category {category!r}; one of {', '.join(TEXT_CATEGORIES)}")
+            raise _refused(f"unknown category {category!r}; one of {', '.join(TEXT_CATEGORIES)}")
         rows = []
         for sample in range(4):
             p1, p2, rel = self._positions(ck, sample)
@@ -628,7 +600,7 @@ class FakeEngineClient:
                         row.append(_r(amp * math.exp(-d2 / 0.02) + 0.05 * rng.random(), 3))
                     m.append(row)
                 rows.append([sample, self._prompt(sample, rel), step, m])
-        return ["sample", "prompt", "step", "map"], rows
+        return list(columns.HEAD_DETAIL), rows
 
     def _t_sample_images(self, checkpoint=None):
         ck = self._ck(checkpoint)
@@ -657,15 +629,15 @@ class FakeEngineClient:
                         if inside:
                             img[y][x] = list(color)
             rows.append([sample, self._prompt(sample, rel), img])
-        return ["sample", "prompt", "image"], rows
+        return list(columns.SAMPLE_IMAGES), rows
 
     def _t_screen_map(self, checkpoint=None, layer=None, head=None, relation="above"):
         ck = self._ck(checkpoint)
         self._need(ck, "screening", "screen")
         layer, head = self._check_head(ck, layer, head)
         if relation not in RELATIONS:
-            raise EngineError(f"unknown relation {relation!r}; one of {', '.join(RELATIONS)}")
-        dx, dy = _REL_DIR[relation]
+            raise _refused(f"unknown relation {relation!r}; one of {', '.join(RELATIONS)}")
+        dx, dy = DIRECTIONS[relation]
         norm = math.hypot(dx, dy)
         cos = self._screen(ck, layer, head, relation)[0]
         rng = random.Random(f"{ck['name']}|qk|{layer}|{head}|{relation}")
@@ -682,17 +654,15 @@ class FakeEngineClient:
         ]
         # the reference ramp is high where object 1 sits: "above" is high in the top rows
         qk = [[_r(cos * v + (1 - abs(cos)) * rng.uniform(-1, 1), 3) for v in row] for row in ref]
-        return ["kind", "map"], [["qk", qk], ["reference", ref]]
+        return list(columns.SCREEN_MAP), [["qk", qk], ["reference", ref]]
 
     def _t_screening(self, checkpoint=None, relation="all", metric="cosine"):
         ck = self._ck(checkpoint)
         self._need(ck, "screening", "screen")
         if relation != "all" and relation not in RELATIONS:
-            raise EngineError(
-                f"unknown relation {relation!r}; 'all' or one of {', '.join(RELATIONS)}"
-            )
-        if metric not in ("cosine", "projection", "energy"):
-            raise EngineError(f"unknown metric {metric!r}; cosine, projection or energy")
+            raise _refused(f"unknown relation {relation!r}; 'all' or one of {', '.join(RELATIONS)}")
+        if metric not in SCREEN_METRICS:
+            raise _refused(f"unknown metric {metric!r}; {', '.join(SCREEN_METRICS)}")
         rels = RELATIONS if relation == "all" else (relation,)
         rows = []
         for la in range(ck["layers"]):
@@ -700,24 +670,14 @@ class FakeEngineClient:
                 for rel in rels:
                     c, p, e = self._screen(ck, la, h, rel)
                     rows.append([la, h, rel, c, p, e])
-        mi = {"cosine": 3, "projection": 4, "energy": 5}[metric]
+        mi = 3 + SCREEN_METRICS.index(metric)
         rows.sort(key=lambda r: -r[mi])
         rows = [r + [i + 1] for i, r in enumerate(rows)]
-        return ["layer", "head", "relation", "cosine", "projection", "energy", "rank"], rows
+        return list(columns.SCREENING), rows
 
     def _t_ablations(self, checkpoint=None):
         ck = self._ck(checkpoint)
-        cols = [
-            "run",
-            "intervention",
-            "metric",
-            "baseline",
-            "intervened",
-            "delta",
-            "ci_low",
-            "ci_high",
-            "n",
-        ]
+        cols = list(columns.ABLATIONS)
         return cols, [[r[c] for c in cols] for r in self._ablations[ck["name"]]]
 
     def _sweep_runs(self, ck: dict) -> list[str]:
@@ -729,7 +689,7 @@ class FakeEngineClient:
             [r, "mask-head *.* tokens=relation", 64, "all", f"2026-01-0{i + 1}T00:00:00"]
             for i, r in enumerate(self._sweep_runs(ck))
         ]
-        return ["run", "sweep", "n", "steps", "created"], rows
+        return list(columns.SWEEPS), rows
 
     def _t_sweep(self, checkpoint=None, spec=None, run=None):
         ck = self._ck(checkpoint)
@@ -737,10 +697,10 @@ class FakeEngineClient:
         sweeps = self._sweep_runs(ck)
         if spec is None:  # the newest, as the engine does; no rows when there is none
             if not sweeps:
-                return ["layer", "head", "metric", "delta", "ci_low", "ci_high"], []
+                return list(columns.SWEEP), []
             spec = sweeps[-1]
         if spec not in sweeps:
-            raise EngineError(f"ablation run {spec!r} is not a sweep; sweeps: {', '.join(sweeps)}")
+            raise _refused(f"ablation run {spec!r} is not a sweep; sweeps: {', '.join(sweeps)}")
         rel_head, obj_head = self._planted(ck)
         rows = []
         for la in range(ck["layers"]):
@@ -748,11 +708,11 @@ class FakeEngineClient:
                 rng = random.Random(f"{ck['name']}|{spec}|{la}|{h}")
                 d = -0.34 if (la, h) == rel_head else -rng.uniform(-0.02, 0.05)
                 rows.append([la, h, "spatial", _r(d), _r(d - 0.07), _r(d + 0.07)])
-        return ["layer", "head", "metric", "delta", "ci_low", "ci_high"], rows
+        return list(columns.SWEEP), rows
 
     def _t_curves(self, run=None):
         if not run:
-            raise EngineError("curves needs a training run folder (run=...)")
+            raise _refused("table 'curves' needs run=RUN (a training run folder)")
         rows = []
         for i in range(1, 21):
             step = 500 * i
@@ -765,16 +725,7 @@ class FakeEngineClient:
             rows.append(
                 [step, step * 32, color, shape, exist, unique, spatial, _r(spatial * unique)]
             )
-        cols = [
-            "step",
-            "images_seen",
-            "color",
-            "shape",
-            "exist_binding",
-            "unique_binding",
-            "spatial",
-            "overall",
-        ]
+        cols = list(columns.CURVES)
         return cols, rows
 
     def _t_emergence(self, run=None, threshold=0.5, metric="cosine"):
@@ -782,9 +733,7 @@ class FakeEngineClient:
         (before relations show in the curves), every other head stays low."""
         ck = next((c for c in self._ckpts if c.get("run") == run), None)
         if ck is None or not ck["results"].get("screening"):
-            raise EngineError(
-                f"no emergence stored for {run!r}; run `dit-workbench emergence {run}`"
-            )
+            raise _refused(f"no emergence stored for {run!r}; run `dit-workbench emergence {run}`")
         rel = self._planted(ck)[0]
         steps = [500 * i for i in range(1, 21)]
         scores = {}
@@ -806,22 +755,11 @@ class FakeEngineClient:
             )
             for s, v in zip(steps, vals, strict=True):
                 rows.append([s, la, h, f"L{la}H{h}", v, rank, first, None])
-        cols = ["step", "layer", "head", "name", "score", "rank", "first_pass", "synopsis"]
+        cols = list(columns.EMERGENCE)
         return cols, rows
 
     def _t_jobs(self):
-        cols = [
-            "id",
-            "kind",
-            "state",
-            "progress",
-            "phase",
-            "eta_s",
-            "created",
-            "started",
-            "ended",
-            "error",
-        ]
+        cols = list(columns.JOBS)
         return cols, [
             [j[c] for c in cols] for j in sorted(self._jobs.values(), key=lambda j: j["id"])
         ]
