@@ -12,8 +12,10 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Label, Select, Static
 
+from engine.core.columns import SCREEN_METRICS
+from engine.data.relations import RELATIONS
 from workbench.components.base import Pane, fetch_all
-from workbench.components.detail import RELATIONS, draw_map
+from workbench.components.detail import draw_map
 from workbench.components.engine_table import Col, EngineTable, fmt_signed
 from workbench.components.heads import head_of
 from workbench.components.messages import HeadSelected, OpenHeadDetail
@@ -120,7 +122,7 @@ class ScreeningPane(Pane):
             )
             yield Label("metric")
             yield Select(
-                [(m, m) for m in ("cosine", "projection", "energy")],
+                [(m, m) for m in SCREEN_METRICS],
                 value="cosine",
                 allow_blank=False,
                 compact=True,
@@ -167,7 +169,7 @@ class ScreeningPane(Pane):
         self.invalidate()
 
     def action_metric(self) -> None:
-        order = ("cosine", "projection", "energy")
+        order = SCREEN_METRICS
         sel = self.query_one("#screen-metric", Select)
         sel.value = order[(order.index(self.metric) + 1) % len(order)]
 

@@ -13,10 +13,10 @@ from textual.app import ComposeResult
 from textual.widget import Widget
 from textual.widgets import Static
 
+from engine.core.columns import CURVE_METRICS as METRICS
 from workbench.components.base import ExportSource, Pane, fetch_all
 from workbench.components.render import SERIES_COLORS, braille_plot
 
-METRICS = ("color", "shape", "exist_binding", "unique_binding", "spatial", "overall")
 SPARK = "▁▂▃▄▅▆▇█"
 TOP_HEADS = 3
 HEAD_THRESHOLD = 0.5  # the emergence table's default: mean cosine over relations
