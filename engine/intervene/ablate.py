@@ -31,7 +31,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,10 @@ from engine.intervene.sample import preflight
 from engine.intervene.spec import expand_sweep, parse_spec
 
 IMAGE_BUDGET = 32 << 20  # bytes of images stored per run
+# How sweeps sample (both on by default; benchmarks/ablation_sweep.py times them off):
+# "pack": several heads' sample sets share forward batches; "overlap": the evaluator scores one
+# forward batch in a worker thread while the next one samples.
+SWEEP = {"pack": True, "overlap": True}
 DEFAULT_RESAMPLES = 2000
 LEVEL = 0.95
 
@@ -422,9 +428,9 @@ def run_sweep(
     flips = {k: np.zeros(shape, dtype=np.int64) for k in ("lost", "gained")}
     covered = np.zeros(shape[:2], dtype=bool)
     specs = []
-    for layer, head, comp in cells:
-        images, _ = ctx.sample(comp)
-        stats = compare(base, per_sample_metrics(images, ctx.prompts), resamples)
+    scored = _scored_sets(ctx, [comp for _, _, comp in cells])
+    for (layer, head, comp), inter in zip(cells, scored, strict=True):
+        stats = compare(base, inter, resamples)
         for j, m in enumerate(METRICS):
             for k in tables:
                 tables[k][layer, head, j] = stats[m][k]
@@ -467,6 +473,61 @@ def run_sweep(
         METRICS, covered, tables, flips, base.mean(axis=0), ctx.n, out["run"], template
     )
     return out
+
+
+def _scored_sets(ctx: _Context, comps: Sequence[Composite]) -> Iterator[np.ndarray]:
+    """Each composite's per-sample metrics [N, len(METRICS)], in order.
+
+    With SWEEP["pack"], sets share forward batches (`engine.intervene.sample.sample_packed`);
+    with SWEEP["overlap"], one worker thread scores each forward batch while the next one is
+    sampled. Each image is scored on its own, so neither changes a value.
+    """
+    if not SWEEP["pack"]:
+        for comp in comps:
+            images, _ = ctx.sample(comp)
+            yield per_sample_metrics(images, ctx.prompts)
+        return
+    from engine.intervene.sample import sample_packed
+
+    n = len(ctx.texts)
+    per = [np.zeros((n, len(METRICS)), dtype=bool) for _ in comps]
+    left = [n] * len(comps)
+    ready: dict[int, np.ndarray] = {}
+    pending: deque = deque()
+    nxt = 0
+
+    def score(pieces, images) -> list:
+        prompts = [ctx.prompts[k] for p in pieces for k in range(p.start, p.stop)]
+        return [pieces, per_sample_metrics(images, prompts)]
+
+    def collect(result) -> None:
+        pieces, values = result
+        row = 0
+        for p in pieces:
+            per[p.set][p.start : p.stop] = values[row : row + p.size]
+            row += p.size
+            left[p.set] -= p.size
+            if left[p.set] == 0:
+                ready[p.set] = per[p.set]
+
+    batches = sample_packed(ctx.ckpt, comps, ctx.texts, ctx.seeds, ctx.steps, ctx.cfg,
+                            ctx.batch_size, progress=ctx.tick)  # fmt: skip
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ablate-eval") as pool:
+        for pieces, images in batches:
+            if SWEEP["overlap"]:
+                pending.append(pool.submit(score, pieces, images))
+                while len(pending) > 1:  # batch k scored while k + 1 samples, no further ahead
+                    collect(pending.popleft().result())
+            else:
+                collect(score(pieces, images))
+            while nxt in ready:
+                yield ready.pop(nxt)
+                nxt += 1
+        while pending:
+            collect(pending.popleft().result())
+    while nxt in ready:
+        yield ready.pop(nxt)
+        nxt += 1
 
 
 # table readers (the TUI and `ablate --list` read these)
