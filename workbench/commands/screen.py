@@ -1,9 +1,10 @@
 """`dit-workbench screen CKPT`: weight-space screening of every cross-attention head.
 
 Ranks head x relation by how closely the head's query/key weights turn position into a ramp in
-the relation word's direction (see engine/probe/screening.py for the method and its
-approximation, and engine/ops/screen.py for the operation); `--map L.H` draws one map beside its reference ramp; `--compare` measures the
-agreement with a sampling-based synopsis ranking stored for the same checkpoint.
+the relation word's direction (engine/probe/screening/ has the method and its approximation,
+engine/ops/screen.py the operation); `--map L.H` draws one map beside its reference ramp;
+`--compare` measures the agreement with a sampling-based synopsis ranking stored for the same
+checkpoint.
 """
 
 from __future__ import annotations
