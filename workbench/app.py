@@ -1,100 +1,64 @@
 """The Textual workbench: browse heads, ablate by keyboard, export CSV, over SSH.
 
 It talks to the engine only through an ``EngineClient`` (``engine/service/client.py``; tests use
-``workbench.fake_client.FakeEngineClient``). Every client call runs in a thread worker, so a slow
+``tests/fake_client.py``). Every client call runs in a thread worker, so a slow
 or dead engine never freezes the UI; failures become notifications, and an unreachable engine
 shows a banner while the app keeps polling (and reconnecting, when given a ``reconnect`` factory).
 """
 
 from __future__ import annotations
 
-import json
-import re
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from textual.app import App, ComposeResult, SystemCommand
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from workbench.components.ablate import AblateDialog
 from workbench.components.ablations import AblationsPane
-from workbench.components.base import EngineCallMixin, ExportSource, Pane, fetch_all
+from workbench.components.base import EngineCallMixin, Pane
 from workbench.components.detail import HeadDetailScreen
-from workbench.components.export import ExportDialog
+from workbench.components.engine_watch import EngineWatch
+from workbench.components.export import ExportActions
 from workbench.components.filter import FilterDialog
 from workbench.components.heads import HeadsPane
 from workbench.components.heatmap import MapPane
 from workbench.components.help import HelpScreen
-from workbench.components.jobs import ACTIVE, JobsPane
+from workbench.components.job_actions import JobActions
+from workbench.components.jobs import JobsPane
+from workbench.components.main import PANES, MainScreen
 from workbench.components.messages import (
-    CheckpointSelected,
-    EngineFailed,
-    ExportDone,
     HeadSelected,
-    HealthUpdated,
-    JobSubmitted,
-    JobsUpdated,
     OpenHeadDetail,
     Query,
     QueryChanged,
 )
-from workbench.components.mono import ConfirmDialog
+from workbench.components.palette import PaletteCommands
 from workbench.components.screening import ScreeningPane
 from workbench.components.sidebar import CheckpointSidebar
 from workbench.components.sort import SortDialog
 from workbench.components.status import Banner, StatusBar
 from workbench.components.training import TrainingPane
 
-PANES: list[tuple[str, str]] = [
-    ("heads", "Heads"),
-    ("map", "Map"),
-    ("screening", "Screening"),
-    ("ablations", "Ablations"),
-    ("jobs", "Jobs"),
-    ("training", "Training"),
-]
-QUERY_PRESETS = [
-    ("relation", "object1"),
-    ("relation", "object2"),
-    ("shape1", "object1"),
-    ("shape2", "object2"),
-    ("color1", "object1"),
-    ("color2", "object2"),
-    ("filler", "background"),
-]
-# `e` writes here (relative to the working folder) unless told otherwise; .gitignore lists it
-DEFAULT_EXPORT_DIR = "exports"
 # actions that only make sense on the main screen (not in the head detail or a dialog)
 MAIN_ONLY = {"filter", "sort", "reverse_sort", "pane", "next_pane", "toggle_sidebar", "edit_query"}
 # actions that also work on the head detail screen
 DETAIL_OK = {"ablate", "export", "refresh", "help", "screen_heads", "quit"}
 
 
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", s).strip("-")
+class WorkbenchApp(
+    EngineWatch, JobActions, ExportActions, PaletteCommands, EngineCallMixin, App[None]
+):
+    """``WorkbenchApp(client).run()``; ``client`` has the EngineClient interface.
 
-
-def _csv_value(v: Any) -> Any:
-    return json.dumps(v) if isinstance(v, list | dict) else v
-
-
-class MainScreen(Screen):
-    """The default screen; tab / shift+tab switch panes here (dialogs keep normal focus keys)."""
-
-    BINDINGS = [
-        Binding("tab", "app.next_pane(1)", "Pane", show=True, key_display="tab"),
-        Binding("shift+tab", "app.next_pane(-1)", "Previous pane", show=False),
-    ]
-
-
-class WorkbenchApp(EngineCallMixin, App[None]):
-    """``WorkbenchApp(client).run()``; ``client`` has the EngineClient interface."""
+    This class is the composition, the key bindings and the pane navigation; what the app
+    keeps of the engine (EngineWatch), the keys that submit jobs (JobActions), CSV export
+    (ExportActions) and the command palette (PaletteCommands) are mixins from
+    workbench/components/, beside the panes and dialogs."""
 
     CSS_PATH = "tui.tcss"
     TITLE = "dit-workbench"
@@ -233,199 +197,7 @@ class WorkbenchApp(EngineCallMixin, App[None]):
     def active_pane(self) -> Pane:
         return self.pane(self.active_pane_id)
 
-    # ----------------------------------------------------------------- engine polling
-    def poll_health(self) -> None:
-        if self._polling_health:
-            return
-        self._polling_health = True
-
-        def fetch(client: Any) -> dict:
-            return client.health()
-
-        def done(h: dict) -> None:
-            self._polling_health = False
-            self.post_message(HealthUpdated(h))
-
-        def failed(exc: BaseException) -> None:
-            self._polling_health = False
-            self.post_message(HealthUpdated(None, str(exc) or type(exc).__name__))
-
-        self.engine_call("health", fetch, done, group="health", quiet=True, on_error=failed)
-
-    def on_health_updated(self, event: HealthUpdated) -> None:
-        if self._exit or self._closing:
-            return
-        status = self.query_one(StatusBar)
-        banner = self.query_one(Banner)
-        if event.health is not None:
-            was = self.connected
-            self.connected, self.health, self.attempts = True, event.health, 0
-            status.update_state(health=event.health, connected=True)
-            if banner.shown:
-                banner.hide()
-            if was is False:
-                self.notify("engine reconnected", title="engine")
-                self.action_refresh()
-            return
-        self.attempts += 1
-        self.connected = False
-        status.update_state(connected=False)
-        banner.show_error(event.error or "no answer", self.attempts)
-        if self.reconnect_factory is not None:
-            self._try_reconnect()
-
-    def _try_reconnect(self) -> None:
-        if self._reconnecting:
-            return  # one attempt at a time (starting an engine can take a while)
-        self._reconnecting = True
-        factory = self.reconnect_factory
-
-        def run(_old: Any) -> Any:
-            return factory()  # type: ignore[misc]
-
-        def failed(_exc: BaseException) -> None:
-            self._reconnecting = False
-
-        def done(new_client: Any) -> None:
-            self._reconnecting = False
-            old, self.client = self.client, new_client
-            if old is not new_client:
-                try:
-                    old.close()
-                except Exception:
-                    pass
-            self.poll_health()
-
-        self.engine_call("reconnect", run, done, group="reconnect", quiet=True, on_error=failed)
-
-    def poll_jobs(self) -> None:
-        if self._polling_jobs:
-            return
-        self._polling_jobs = True
-
-        def done(jobs: list[dict]) -> None:
-            self._polling_jobs = False
-            self.post_message(JobsUpdated(jobs))
-
-        def failed(_exc: BaseException) -> None:
-            self._polling_jobs = False
-
-        self.engine_call(
-            "jobs", lambda c: c.jobs(), done, group="jobs", quiet=True, on_error=failed
-        )
-
-    def on_jobs_updated(self, event: JobsUpdated) -> None:
-        if self._exit or self._closing:
-            return
-        jobs = list(event.jobs or [])
-        self.jobs = jobs
-        running = sum(1 for j in jobs if j.get("state") == "running")
-        queued = sum(1 for j in jobs if j.get("state") == "queued")
-        self.query_one(StatusBar).update_state(running=running, queued=queued)
-        self.jobs_pane.set_jobs(jobs)
-        first = not self._job_states
-        for j in jobs:
-            jid, state = j.get("id"), j.get("state")
-            before = self._job_states.get(jid)
-            self._job_states[jid] = state
-            if first or before == state or before not in ACTIVE:
-                continue
-            if state in ACTIVE:
-                continue
-            self._job_finished(j)
-
-    def _job_finished(self, job: dict) -> None:
-        kind, state, jid = job.get("kind"), job.get("state"), job.get("id")
-        if state == "done":
-            self.notify(f"job {jid} {kind} done", title="jobs")
-        elif state == "failed":
-            self.notify(
-                f"job {jid} {kind} failed: {job.get('error') or 'see its log'}",
-                severity="error",
-                title="jobs",
-            )
-            return
-        else:
-            self.notify(f"job {jid} {kind} {state}", severity="warning", title="jobs")
-            return
-        if kind == "ablate":
-            self.heads_pane.refresh_rows()
-            self.pane("ablations").invalidate()
-        elif kind == "screen":
-            self.heads_pane.refresh_rows()
-            self.pane("screening").invalidate()
-        elif kind == "synopsis":
-            self.heads_pane.refresh_rows()
-            self.map_pane.invalidate()
-        elif kind in ("train", "evaluate"):
-            self.pane("training").invalidate()
-        self.load_checkpoints()
-
-    # ----------------------------------------------------------------- checkpoints
-    def load_checkpoints(self) -> None:
-        def done(cks: list[dict]) -> None:
-            self.set_checkpoints(list(cks or []))
-
-        self.engine_call("checkpoints", lambda c: c.checkpoints(), done, group="checkpoints")
-
-    def set_checkpoints(self, cks: list[dict]) -> None:
-        self.checkpoints = cks
-        if not cks and self.checkpoint is None:
-            self.notify(
-                "the engine knows no checkpoints: train one (dit-workbench train) or check its cache folder",
-                severity="warning",
-                title="checkpoints",
-            )
-        names = [c.get("name") for c in cks]
-        want = self.checkpoint["name"] if self.checkpoint else self.initial_checkpoint
-        if want not in names:
-            if want and self.checkpoint is None and self.initial_checkpoint:
-                self.notify(
-                    f"no checkpoint {want!r}; showing {names[0] if names else 'none'}",
-                    severity="warning",
-                )
-            want = names[0] if names else None
-        ck = next((c for c in cks if c.get("name") == want), None)
-        self._set_checkpoint(ck)
-
-    def _set_checkpoint(self, ck: dict | None) -> None:
-        changed = (self.checkpoint or {}).get("name") != (ck or {}).get("name")
-        self.checkpoint = ck
-        self.query_one(StatusBar).update_state(checkpoint=ck or {})
-        self.query_one(CheckpointSidebar).set_checkpoints(
-            self.checkpoints, ck["name"] if ck else None
-        )
-        if changed:
-            self.selected = None
-        for p in self.panes:
-            if isinstance(p, JobsPane):
-                continue
-            if changed:
-                p.set_checkpoint(ck)
-            else:  # same checkpoint, fresher record: callers invalidate what changed
-                p.checkpoint = ck
-
-    def on_checkpoint_selected(self, event: CheckpointSelected) -> None:
-        self.switch_checkpoint(event.name)
-
-    def switch_checkpoint(self, name: str) -> None:
-        ck = next((c for c in self.checkpoints if c.get("name") == name), None)
-        if ck is None:
-            self.notify(f"no checkpoint {name!r}", severity="error")
-            return
-        self._set_checkpoint(ck)
-        self.notify(f"checkpoint {name}", title="checkpoint")
-
     # ----------------------------------------------------------------- messages from panes
-    def on_engine_failed(self, event: EngineFailed) -> None:
-        if event.quiet or self.connected is False:
-            return
-        now = time.monotonic()
-        text = event.text
-        if now - self._recent_errors.get(text, -1e9) < 5.0:
-            return
-        self._recent_errors[text] = now
-        self.notify(text, severity="error", title="engine", timeout=6)
 
     def on_query_changed(self, event: QueryChanged) -> None:
         self.query_value = event.query
@@ -472,13 +244,6 @@ class WorkbenchApp(EngineCallMixin, App[None]):
         except Exception:  # shutting down
             return
         self.call_after_refresh(pane.focus_main)
-
-    def on_job_submitted(self, event: JobSubmitted) -> None:
-        self.poll_jobs()
-
-    def on_export_done(self, event: ExportDone) -> None:
-        self.exports.append((event.path, event.rows))
-        self.notify(f"wrote {event.rows} rows to {event.path}", title="export")
 
     # ----------------------------------------------------------------- action gating
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -597,238 +362,6 @@ class WorkbenchApp(EngineCallMixin, App[None]):
             self.notify("not sorted yet: press s to pick a column", severity="warning")
             return
         t.reverse_sort()
-
-    def selected_head(self) -> tuple[int, int] | None:
-        screen = self.screen
-        if isinstance(screen, HeadDetailScreen):
-            return screen.selected_head()
-        pane_head = self.active_pane.selected_head()
-        return pane_head or self.selected
-
-    def action_ablate(self) -> None:
-        if self.checkpoint is None:
-            self.notify("no checkpoint loaded", severity="warning")
-            return
-        hd = self.selected_head()
-        if hd is None:
-            self.notify("move the cursor to a head first (Heads or Map pane)", severity="warning")
-            return
-        name = self.checkpoint["name"]
-
-        def done(params: dict | None) -> None:
-            if params is not None:
-                self.submit_job("ablate", params, f"ablate L{params['layer']}H{params['head']}")
-
-        self.push_screen(AblateDialog(name, *hd), done)
-
-    def action_screen_heads(self) -> None:
-        if self.checkpoint is None:
-            self.notify("no checkpoint loaded", severity="warning")
-            return
-        name = self.checkpoint["name"]
-
-        def done(yes: bool | None) -> None:
-            if yes:
-                self.submit_job("screen", {"checkpoint": name}, f"screen {name}")
-
-        # like `a`: a key that submits a job asks first
-        self.push_screen(
-            ConfirmDialog(
-                f"[b]Screen {name}[/b]: score every head x relation in weight space "
-                "(submits a job; results go to the user cache). enter submits, esc cancels.",
-                "Screen",
-            ),
-            done,
-        )
-
-    def submit_job(self, kind: str, params: dict, what: str) -> None:
-        def done(job: dict) -> None:
-            self.notify(f"job {job.get('id', '?')} queued: {what}", title="jobs")
-            self.post_message(JobSubmitted(job))
-
-        self.engine_call(
-            f"submit {kind}",
-            lambda c: c.submit(kind, params),
-            done,
-            group=f"submit:{kind}",
-            exclusive=False,
-        )
-
-    # ----------------------------------------------------------------- export
-    def export_source(self) -> ExportSource | None:
-        screen = self.screen
-        if isinstance(screen, HeadDetailScreen):
-            return screen.export_source()
-        return self.active_pane.export_source()
-
-    def export_base(self) -> Path:
-        """Where `e` suggests writing: --exports, else ./exports (git-ignored)."""
-        return self.export_dir or Path.cwd() / DEFAULT_EXPORT_DIR
-
-    def default_export_path(self, src: ExportSource) -> str:
-        parts = [src.stem or src.name]
-        if self.checkpoint and src.name not in ("jobs",):
-            parts.append(self.checkpoint["name"])
-        q = src.params.get("query") if src.params else None
-        if q:
-            parts.append(str(q).replace("->", "-to-"))
-        base = self.export_base()
-        stem = _slug("-".join(parts))
-        path = base / f"{stem}.csv"
-        i = 1
-        while path.exists():
-            path = base / f"{stem}-{i}.csv"
-            i += 1
-        try:
-            return str(path.relative_to(Path.cwd()))
-        except ValueError:
-            return str(path)
-
-    def action_export(self) -> None:
-        src = self.export_source()
-        if src is None:
-            self.notify("nothing to export here", severity="warning")
-            return
-        what = src.name + (
-            f" ({', '.join(f'{k}={v}' for k, v in src.params.items())})" if src.params else ""
-        )
-        if src.filter:
-            what += f" filtered “{src.filter}”"
-
-        def done(path: str | None) -> None:
-            if path:
-                self.export_to(src, path)
-
-        self.push_screen(ExportDialog(self.default_export_path(src), what), done)
-
-    def export_to(self, src: ExportSource, path: str) -> None:
-        """Write every row of src to path as CSV (in a worker; paging through the engine)."""
-        from workbench.output import rows_to_csv, write_text_atomic
-
-        page = self.export_page_size
-        base = self.export_base().absolute()
-        target = Path(path).expanduser().absolute()
-
-        def run(client: Any) -> tuple[str, int]:
-            if src.local is not None:
-                cols, rows = src.local
-            else:
-                cols, rows = fetch_all(
-                    client,
-                    src.name,
-                    sort=src.sort,
-                    desc=src.desc,
-                    filter=src.filter,
-                    page=page,
-                    params=src.params,
-                )
-            dicts = [{c: _csv_value(v) for c, v in zip(cols, r, strict=False)} for r in rows]
-            if target.parent == base:  # the default folder is made on first use; others not
-                base.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(str(target), rows_to_csv(dicts, cols))
-            return str(target), len(rows)
-
-        def done(res: tuple[str, int]) -> None:
-            self.post_message(ExportDone(*res))
-
-        self.engine_call("export", run, done, group="export", exclusive=False)
-
-    # ----------------------------------------------------------------- command palette
-    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
-        cmds: list[tuple[str, str, Callable[[], Any]]] = [
-            ("Help: keys", "List every key (?)", self.action_help),
-            ("Filter table", "Filter the current table (/)", self.action_filter),
-            ("Clear filter", "Show every row of the current table", self._clear_filter),
-            ("Sort table", "Sort the current table by a column (s)", self.action_sort),
-            ("Reverse sort", "Reverse the current table's order (S)", self.action_reverse_sort),
-            (
-                "Ablate selected head",
-                "Mask or zero the selected head; submits a job (a)",
-                self.action_ablate,
-            ),
-            (
-                "Screen checkpoint",
-                "Weight-space screening of every head; submits a job (x)",
-                self.action_screen_heads,
-            ),
-            ("Export table to CSV", "Write every row of the current table (e)", self.action_export),
-            ("Refresh", "Reload everything from the engine (r)", self.action_refresh),
-            (
-                "Toggle sidebar",
-                "Show or hide the checkpoints sidebar (b)",
-                self.action_toggle_sidebar,
-            ),
-            (
-                "Edit query",
-                "Text category -> image category, steps, aggregation (o)",
-                self.action_edit_query,
-            ),
-            (
-                "Open head detail",
-                "Attention maps and samples of the selected head (enter)",
-                self._open_selected,
-            ),
-            (
-                "Cancel job",
-                "Cancel the job under the cursor in the Jobs pane (c)",
-                self._cancel_job,
-            ),
-            ("Next pane", "Switch to the next pane (tab)", lambda: self.action_next_pane(1)),
-            (
-                "Previous pane",
-                "Switch to the previous pane (shift+tab)",
-                lambda: self.action_next_pane(-1),
-            ),
-        ]
-        for i, (pid, title) in enumerate(PANES):
-            cmds.append(
-                (
-                    f"Pane: {title}",
-                    f"Show the {title} pane ({i + 1})",
-                    lambda pid=pid: self.action_pane(pid),
-                )
-            )
-        for c in self.checkpoints:
-            n = c.get("name", "?")
-            cmds.append(
-                (
-                    f"Checkpoint: {n}",
-                    f"Switch every pane to {n}",
-                    lambda n=n: self.switch_checkpoint(n),
-                )
-            )
-        for text, image in QUERY_PRESETS:
-            cmds.append(
-                (
-                    f"Query: {text}->{image}",
-                    "Rank heads by this attention",
-                    lambda t=text, im=image: self._set_query(t, im),
-                )
-            )
-        for title, help_text, cb in cmds:
-            yield SystemCommand(title, help_text, cb)
-
-    def _clear_filter(self) -> None:
-        t = self.active_pane.current_table()
-        if t is not None:
-            t.set_filter(None)
-
-    def _open_selected(self) -> None:
-        hd = self.selected_head()
-        if hd is not None:
-            self.post_message(OpenHeadDetail(*hd))
-
-    def _cancel_job(self) -> None:
-        self.action_pane("jobs")
-        self.call_after_refresh(self.jobs_pane.action_cancel_job)
-
-    def _set_query(self, text: str, image: str) -> None:
-        q = Query(
-            text, image, self.query_value.steps, self.query_value.agg, self.query_value.correct_only
-        )
-        self.post_message(QueryChanged(q))
-        self.action_pane("heads")
 
 
 def run_tui(client: Any, **kwargs: Any) -> WorkbenchApp:
