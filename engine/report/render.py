@@ -1,39 +1,14 @@
-"""The reproduction report: every figure the caches hold, next to the paper's.
-
-Reads only what earlier commands stored (synopsis, screening, ablation sweeps, variance) and the
-training run's metrics.jsonl; computes nothing new, so the report says exactly what was
-measured and where a figure is missing, which command would produce it.
-"""
+"""The report as Markdown: a summary table across checkpoints, then one section per checkpoint,
+each figure beside the paper's (engine.report.facts gathers them)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
-import numpy as np
-
-from engine.core.errors import UserError
-
-PAPER = {
-    "relation_accuracy": {
-        "DiT-B T5": 0.89,
-        "DiT-B RTE": 0.86,
-        "DiT-B RTE-nopos": 0.15,
-        "nano RTE": 0.05,
-    },  # fmt: skip
-    "relation_head": "L2H8 (reads relation words at the first step)",
-    "object_head": "L4H3 (binds object positions to shape words, steps 4-8)",
-    "relation_ablation": "masking L2H8 from relation tokens: relation accuracy 67% -> 33%",
-    "object_ablation": "masking L4H3: shape accuracy 90% -> 76%",
-    "variance": "T5: shape2 37.5%, relation 12.1% (21.3% after the caption projection)",
-    "order": "colour, shape, binding, relation",
-    "scale": "DiT-B (12 layers x 12 heads, width 768), batch 256, 160k steps (41M images) on an "
-    "H100, 4x16x16 VAE latents of 128 px images",
-}
-RELATION_QUERY = "relation->object1"
-OBJECT_QUERY = "shape1->object1"
+from engine.report.emergence import emergence_section
+from engine.report.facts import OBJECT_QUERY, PAPER, RELATION_QUERY, SIDE_METRICS
 
 
 def _pct(x) -> str:
@@ -117,178 +92,6 @@ def _settings(train: dict | None) -> str:
 
 def _head(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
-
-
-def _run_dir(ckpt_path: Path) -> Path | None:
-    """The training run a checkpoint came from, if its metrics.jsonl is beside it."""
-    for d in (ckpt_path, ckpt_path.parent):
-        if (d / "metrics.jsonl").is_file():
-            return d
-    return None
-
-
-def checkpoint_facts(ckpt: str | os.PathLike, cache_dir, curves: str | None = None) -> dict:
-    """Everything the report says about one checkpoint, from its cache (None where missing)."""
-    from engine.model.checkpoint import describe, read_meta
-    from engine.store.cache import store_for_path
-
-    path, meta = read_meta(ckpt)
-    info = describe(path)
-    store = store_for_path(path, cache_dir)
-    facts: dict = {
-        "path": str(path),
-        "info": info,
-        "cache": str(store.path),
-        "missing": [],
-        "images_seen": meta.get("images_seen"),
-        "shipped": str(store.base or ""),
-        "train": meta.get("train"),
-    }
-    facts["synopsis"] = _synopsis_facts(store, facts["missing"])
-    facts["screening"] = _screening_facts(store, facts, facts["missing"])
-    facts["ablation"] = _ablation_facts(store, facts, facts["missing"])
-    facts["variance"] = _variance_facts(store, facts["missing"])
-    facts["words"] = _word_facts(store)
-    run = Path(curves) if curves else _run_dir(path)
-    facts["curves"] = _curve_facts(run, facts["missing"]) if run else None
-    if run is None:
-        facts["missing"].append("learning curves: no metrics.jsonl beside the checkpoint")
-    return facts
-
-
-def _synopsis_facts(store, missing: list) -> dict | None:
-    from engine.probe.ranking import rank_heads
-    from engine.probe.synopsis import KIND
-
-    run = store.latest_run(KIND, complete=True)
-    if run is None:
-        missing.append("synopsis: run `dit-workbench synopsis CKPT`")
-        return None
-    a = store.attrs(KIND, run)
-    from engine.data.prompts import parse_prompt
-    from engine.eval.evaluate import relation_signal
-
-    metrics, signal = {}, None
-    with store.open_run(KIND, run) as g:
-        for m, ds in g["eval"].items():
-            metrics[m] = float(np.mean(ds[()]))
-        if "color_centres" in g:
-            texts = [t.decode() if isinstance(t, bytes) else str(t) for t in g["prompts"][()]]
-            rel = [parse_prompt(t).relation for t in texts]
-            signal = relation_signal(g["color_centres"][()], rel)
-    if signal is None:
-        missing.append("colour placement: the synopsis predates it; run `dit-workbench synopsis` "
-                       "again")  # fmt: skip
-    return {
-        "signal": signal,
-        "run": run,
-        "n": int(a["n_samples"]),
-        "steps": a.get("steps"),
-        "cfg": a.get("cfg"),
-        "metrics": metrics,
-        "relation": rank_heads(store, run, RELATION_QUERY),
-        "relation_first_step": rank_heads(store, run, RELATION_QUERY, steps="0"),
-        "object": rank_heads(store, run, OBJECT_QUERY),
-    }
-
-
-def _screening_facts(store, facts: dict, missing: list) -> dict | None:
-    from engine.probe.screening import KIND, best_rows, compare_rankings, load_screening
-
-    run = store.latest_run(KIND)
-    if run is None:
-        missing.append("screening: run `dit-workbench screen CKPT`")
-        return None
-    rows = best_rows(load_screening(store, run))
-    out = {"run": run, "rows": rows, "agreement": None}
-    syn = facts.get("synopsis")
-    if syn:
-        a = {(r["layer"], r["head"]): r["mean"] for r in rows}
-        b = {(r["layer"], r["head"]): r["score"] for r in syn["relation"]}
-        try:
-            out["agreement"] = compare_rankings(a, b, k=3)
-        except UserError:
-            pass
-    return out
-
-
-def _ablation_facts(store, facts: dict, missing: list) -> dict | None:
-    from engine.intervene.results import sweep_rows, sweep_runs
-
-    sweeps = sweep_runs(store)
-    if not sweeps:
-        missing.append('ablation sweeps: run `dit-workbench ablate CKPT --sweep "mask-head *.* '
-                       'tokens=relation"` (and tokens=shape1,shape2)')  # fmt: skip
-        return None
-    out = {}
-    for label, token, metric, query in (("relation", "relation", "spatial", "relation"),
-                                        ("object", "shape", "shape", "object")):  # fmt: skip
-        runs = [s for s in sweeps if f"tokens={token}" in (s["sweep"] or "")]
-        if not runs:
-            continue
-        sweep = runs[-1]
-        rows = [r for r in sweep_rows(store, sweep["run"], metric)]
-        cells = {(r["layer"], r["head"]): r for r in rows}
-        syn = facts.get("synopsis")
-        top = syn[query][0] if syn else None
-        top_cell = cells.get((top["layer"], top["head"])) if top else None
-        worst = min(rows, key=lambda r: r["delta"] if not math.isnan(r["delta"]) else 1e9)
-        # Every head whose interval excludes zero, on the paper's metric and (for relations)
-        # on the shape-blind colour-placement diagnostic.
-        checked = (metric, "color_relation") if label == "relation" else (metric,)
-        significant = [r for m in checked for r in sweep_rows(store, sweep["run"], m)
-                       if r["ci_low"] > 0 or r["ci_high"] < 0]  # fmt: skip
-        by_metric = {m: {(r["layer"], r["head"]): r for r in sweep_rows(store, sweep["run"], m)}
-                     for m in dict.fromkeys((*checked, *SIDE_METRICS))}  # fmt: skip
-        out[label] = {"sweep": sweep, "metric": metric, "top_synopsis_head": top,
-                      "cells": by_metric,
-                      "top_cell": top_cell, "largest_drop": worst, "checked": checked,
-                      "significant": significant}  # fmt: skip
-    return out
-
-
-# Word-level interventions the report reads (the paper's robustness contrast): any stored
-# single-intervention run whose spec starts with one of these.
-WORD_KINDS = ("insert-filler", "drop-words", "swap-words", "embed-add")
-
-
-def _word_facts(store) -> list[dict]:
-    """Stored word-level interventions: one row per (intervention, metric), newest run wins."""
-    from engine.intervene.results import ablation_rows
-
-    rows = {}
-    for r in ablation_rows(store):
-        if r["intervention"].split(" ")[0] in WORD_KINDS:
-            rows[(r["intervention"], r["metric"])] = r
-    return list(rows.values())
-
-
-def _variance_facts(store, missing: list) -> dict | None:
-    runs = store.runs("variance")
-    if not runs:
-        missing.append("variance decomposition: run `dit-workbench variance CKPT`")
-        return None
-    run = runs[-1]
-    d = store.read("variance", run)
-    names = list(d["share_names"])
-    out = {"run": run}
-    for stage, view, shares in zip(d["stage"], d["view"], d["shares"], strict=True):
-        if view == "all":
-            out[stage] = dict(zip(names, map(float, shares), strict=True))
-    return out
-
-
-def _curve_facts(run: Path, missing: list) -> dict | None:
-    from engine.train.curves import learning_order, order_matches_paper, read_curves
-
-    try:
-        records = read_curves(run)
-    except UserError as e:
-        missing.append(f"learning curves: {e}")
-        return None
-    order = learning_order(records)
-    return {"run": str(run), "records": records, "order": order,
-            "matches": order_matches_paper(order)}  # fmt: skip
 
 
 def render(all_facts: list[dict]) -> str:
@@ -437,101 +240,12 @@ def _section(f: dict) -> list[str]:
     return out
 
 
-# --- when the relation head formed (issue 22) ----------------------------------------------
-
-GPU_RECIPE = (
-    "dit-workbench train --preset mini --res 32 --batch 512 --steps 4800 --eval-every 400 \\\n"
-    "  --eval-prompts 128 --keep 2 --mixed-precision bf16 --text rte --lr 1e-3 --keep-history \\\n"
-    "  --out runs/mini-rte-lr1e-3-history\n"
-    "dit-workbench emergence runs/mini-rte-lr1e-3-history --synopsis 32 --format csv \\\n"
-    "  --out docs/emergence-mini-rte.csv\n"
-    "dit-workbench emergence runs/mini-rte-lr1e-3-history"
-)
-
-
-def emergence_section(run: str | os.PathLike | None, cache_dir=None, top: int = 3) -> list[str]:
-    """Markdown lines: the emergence of the run's relation heads beside its learning curves
-    when the run kept a history and `emergence` was stored, else how to produce it."""
-    from engine.probe.emergence import (
-        HEAD_THRESHOLD,
-        METRIC_THRESHOLD,
-        pass_rows,
-        run_curves,
-        step_rows,
-    )
-    from engine.store.emergence import stored_emergence
-    from engine.train.history import history_steps
-
-    out = ["### Emergence of the relation head", ""]
-    e = None
-    if run is not None and history_steps(run):
-        try:
-            e = stored_emergence(run, cache_dir)
-        except UserError:
-            e = None
-    if e is None:
-        why = (
-            f"`{run}` kept its history but no emergence is stored; run "
-            f"`dit-workbench emergence {run}`."
-            if run is not None and history_steps(run)
-            else "This run kept no history of its checkpoints, so when its relation head formed "
-            "cannot be measured from it."
-        )
-        return out + [
-            why + " To measure it on the GPU recipe (`mini-rte-lr1e-3`, "
-            "`../shared/gpu-runs/README.md`, with a checkpoint every 400 steps kept):",
-            "",
-            "```",
-            GPU_RECIPE,
-            "```",
-            "",
-        ]
-    curves = run_curves(run)
-    heads = e.top_heads(top)
-    rows = step_rows(e, heads=heads, curves=curves)
-    cols = [c for c in rows[0] if c != "images_seen"]
-    out.append(
-        f"Emergence run `{e.name}` (`{e.cache}`): weight-space screening of {len(e.steps)} "
-        f"kept checkpoints (steps {e.steps[0]}-{e.steps[-1]}); a head's score is its mean "
-        "cosine over the 8 relations; the top heads at the last step beside the evaluator:"
-    )
-    out += ["", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        out.append(
-            "| "
-            + " | ".join(
-                "n/a"
-                if r.get(c) is None
-                else f"{r[c]:.2f}"
-                if isinstance(r[c], float)
-                else str(r[c])
-                for c in cols
-            )
-            + " |"
-        )
-    passes = pass_rows(e, curves, top=top)
-    said = []
-    for p in passes:
-        at = f"step {p['first_pass']}" if p["first_pass"] is not None else "never"
-        said.append(f"{p['series']} {at}")
-    out += [
-        "",
-        f"First step at or above the threshold (heads: mean cosine {HEAD_THRESHOLD}; "
-        f"evaluator metrics: {METRIC_THRESHOLD:.0%}): " + ", ".join(said) + ".",
-        "",
-    ]
-    return out
-
-
 def _cache_names(f: dict) -> str:
     user = f"the cache `{f['cache']}`"
     if not f.get("shipped"):
         return user
     shipped = f"`{f['shipped']}` (shipped with the checkpoint, read-only)"
     return f"{shipped} and {user}" if Path(f["cache"]).exists() else shipped
-
-
-SIDE_METRICS = ("shape", "unique_binding")  # what else a head's masking costs
 
 
 def _cell(r: dict, metric: str) -> str:
@@ -596,14 +310,3 @@ def _relation_verdict(a: dict | None, syn: dict | None) -> str:
     return (f"**Relation head:** none found. No head's masking from the relation words moved "
             f"{' or '.join(a['checked'])} by an interval that excludes zero "
             f"(n={a['sweep'].get('n', '?')} paired seeds per head).{why}")  # fmt: skip
-
-
-def build_report(checkpoints: list[str], cache_dir=None, curves: list[str] | None = None) -> str:
-    if not checkpoints:
-        raise UserError("give at least one checkpoint")
-    curves = list(curves or [])
-    if curves and len(curves) != len(checkpoints):
-        raise UserError("give one --curves RUN per checkpoint, or none")
-    facts = [checkpoint_facts(c, cache_dir, curves[k] if curves else None)
-             for k, c in enumerate(checkpoints)]  # fmt: skip
-    return render(facts)
