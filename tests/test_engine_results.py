@@ -71,6 +71,11 @@ def test_ablate_job_then_tables(nano_ckpt, cache):
     cols, rows = TABLES["sweeps"]({"checkpoint": nano_ckpt.name})
     assert [r[cols.index("sweep")] for r in rows] == ["mask-head 0.* tokens=relation"]
     assert rows[0][cols.index("run")] == res["run"] and rows[0][cols.index("n")] == 2
+    # GET /checkpoints names the stored runs per kind (the sidebar's results tree)
+    from engine.service.tables import list_checkpoints
+
+    (entry,) = [c for c in list_checkpoints() if c["name"] == nano_ckpt.name]
+    assert res["run"] in entry["results"]["ablation"] and entry["results"]["synopsis"] == []
 
 
 def test_result_job_params_are_checked_before_queueing(nano_ckpt, cache):

@@ -23,9 +23,9 @@ from engine.service.tables import MAX_LIMIT
 
 RUN = "run-a"
 CKPT = "ckpt-x"
-# Checkpoint fields the fake serves and the engine's /checkpoints does not (yet): the TUI reads
-# them with .get() and copes without (sidebar result tree, heat map step count).
-FAKE_ONLY = {"results", "steps"}
+# A checkpoint field the fake serves and the engine's /checkpoints does not: the sampler steps
+# of its synopsis. The heat map reads it with .get() and falls back to the paper's 14.
+FAKE_ONLY = {"steps"}
 
 
 def _fake_ckpt() -> dict:
@@ -112,7 +112,7 @@ def test_checkpoints_same_fields_and_values(both):
     assert set(f) - FAKE_ONLY <= set(r), set(f) - FAKE_ONLY - set(r)
     shared = set(f) - FAKE_ONLY
     assert _types(f, shared) == _types(r, shared)
-    for key in ("name", "hash", "preset", "text", "codec", "res", "layers", "heads"):
+    for key in ("name", "hash", "preset", "text", "codec", "res", "layers", "heads", "results"):
         assert f[key] == r[key], key
 
 

@@ -24,6 +24,10 @@ CURVE_METRICS: tuple[str, ...] = (
     "overall",
 )
 
+# Result kinds GET /checkpoints lists per checkpoint ("results": {kind: [run, ...]}), as the
+# workbench's sidebar shows them.
+RESULT_KINDS: tuple[str, ...] = ("synopsis", "screening", "ablation", "evaluation")
+
 # --- columns, by table name -----------------------------------------------------------------
 
 HEADS: tuple[str, ...] = (

@@ -151,7 +151,8 @@ def _in_roots(real: Path) -> bool:
 def list_checkpoints() -> list[dict]:
     """Checkpoints and training runs (their `latest`) up to two levels under each root: name,
     root, kind (run or checkpoint), path, describe()'s fields, hash (full sha256 of the
-    weights), run (folder with metrics.jsonl, or None); or name, path and error."""
+    weights), run (folder with metrics.jsonl, or None), results (stored runs per kind); or
+    name, path and error."""
     from engine.model.checkpoint import describe, read_meta
 
     found, seen = [], set()
@@ -180,6 +181,7 @@ def list_checkpoints() -> list[dict]:
                 # the training run whose curves belong to it (GET /tables/curves?run=...)
                 owner = d if is_run or (d / "metrics.jsonl").is_file() else d.parent
                 info["run"] = str(owner) if (owner / "metrics.jsonl").is_file() else None
+                info["results"] = _stored_runs(d)
                 entry.update(info)
             except UserError as e:
                 entry.update(path=str(d), error=str(e))
@@ -204,6 +206,19 @@ def list_checkpoints() -> list[dict]:
             defaults.append(_default_name(root))
     # the workbench opens the first entry: a root's DEFAULT file names the one to put first
     return sorted(found, key=lambda e: e["name"] not in defaults)
+
+
+def _stored_runs(checkpoint: Path) -> dict[str, list[str]]:
+    """{kind: run names} in the checkpoint's cache (the user's over the shipped one); an
+    unreadable cache file lists nothing rather than hiding the checkpoint."""
+    from engine.core.columns import RESULT_KINDS
+    from engine.store.cache import store_for_path
+
+    try:
+        store = store_for_path(checkpoint, roots.cache_dir())
+        return {kind: store.runs(kind) for kind in RESULT_KINDS}
+    except (UserError, OSError):
+        return {kind: [] for kind in RESULT_KINDS}
 
 
 DEFAULT_FILE = "DEFAULT"  # one line in a checkpoint root: the checkpoint listed (and opened) first

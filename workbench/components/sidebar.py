@@ -8,9 +8,8 @@ from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Static, Tree
 
+from engine.core.columns import RESULT_KINDS
 from workbench.components.messages import CheckpointSelected
-
-RESULT_KINDS = ("synopsis", "screening", "ablation", "evaluation")
 
 
 class CheckpointTree(Tree):
