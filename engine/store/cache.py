@@ -4,7 +4,7 @@ Layout (documented for readers without this package in docs/cache-format.md):
 
     /                       attrs: format, checkpoint_hash, checkpoint_path, created
     /<kind>/<run>/          kind: synopsis | screening | ablation | evaluation | variance |
-                            emergence (in a run's own file, engine.ops.emergence)
+                            emergence (in a run's own file, engine.store.emergence)
         attrs               provenance: checkpoint_hash, code_version, created, command,
                             params (JSON), plus any scalar the writer adds
         <datasets...>       chunked, gzip-compressed arrays
