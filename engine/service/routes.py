@@ -302,21 +302,39 @@ async def _on_crash(request, exc):
     return _error(500, f"internal error: {type(exc).__name__}: {first}")
 
 
-ROUTES = [
-    Route("/health", health),
-    Route("/kinds", kinds),
-    Route("/jobs", list_jobs, methods=["GET"]),
-    Route("/jobs", submit_job, methods=["POST"]),
-    Route("/jobs/{job_id:int}", get_job),
-    Route("/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),
-    Route("/jobs/{job_id:int}/resume", resume_job, methods=["POST"]),
-    Route("/jobs/{job_id:int}/logs", job_logs),
-    Route("/jobs/{job_id:int}/events", job_events),
-    Route("/tables", list_tables),
-    Route("/tables/{name}", get_table),
-    Route("/checkpoints", checkpoints),
-    Route("/shutdown", shutdown, methods=["POST"]),
-]
+def _register_job_id() -> None:
+    """{job_id:int} matches at most 19 digits: longer ids are simply no route (404), never an
+    int() of thousands of digits (which Python refuses) nor an SQLite overflow."""
+    from starlette.convertors import CONVERTOR_TYPES, IntegerConvertor
+
+    class JobId(IntegerConvertor):
+        regex = "[0-9]{1,19}"
+
+    if not isinstance(CONVERTOR_TYPES.get("int"), JobId):
+        CONVERTOR_TYPES["int"] = JobId()
+
+
+def routes() -> list[Route]:
+    """The app's routes, built after the job-id convertor is in place (a Route fixes its
+    convertors when it is made)."""
+    _register_job_id()
+    return [
+        Route("/health", health),
+        Route("/kinds", kinds),
+        Route("/jobs", list_jobs, methods=["GET"]),
+        Route("/jobs", submit_job, methods=["POST"]),
+        Route("/jobs/{job_id:int}", get_job),
+        Route("/jobs/{job_id:int}/cancel", cancel_job, methods=["POST"]),
+        Route("/jobs/{job_id:int}/resume", resume_job, methods=["POST"]),
+        Route("/jobs/{job_id:int}/logs", job_logs),
+        Route("/jobs/{job_id:int}/events", job_events),
+        Route("/tables", list_tables),
+        Route("/tables/{name}", get_table),
+        Route("/checkpoints", checkpoints),
+        Route("/shutdown", shutdown, methods=["POST"]),
+    ]
+
+
 EXCEPTION_HANDLERS = {
     UserError: _on_user_error,
     Conflict: _on_conflict,

@@ -28,7 +28,7 @@ from engine.core.errors import UserError
 from engine.service import daemon, tables
 from engine.service.gates import Activity, ActivityGate, TokenGate
 from engine.service.records import JobRecords
-from engine.service.routes import EXCEPTION_HANDLERS, ROUTES
+from engine.service.routes import EXCEPTION_HANDLERS, routes
 from engine.service.scheduler import Scheduler
 
 log = logging.getLogger("engine.service.server")
@@ -103,18 +103,6 @@ def _probe_device(state) -> None:
     threading.Thread(target=probe, name="device-probe", daemon=True).start()
 
 
-def _register_job_id() -> None:
-    """{job_id:int} matches at most 19 digits: longer ids are simply no route (404), never an
-    int() of thousands of digits (which Python refuses) nor an SQLite overflow."""
-    from starlette.convertors import CONVERTOR_TYPES, IntegerConvertor
-
-    class JobId(IntegerConvertor):
-        regex = "[0-9]{1,19}"
-
-    if not isinstance(CONVERTOR_TYPES.get("int"), JobId):
-        CONVERTOR_TYPES["int"] = JobId()
-
-
 def create_app(
     cache: str | os.PathLike,
     socket: str | None = None,
@@ -142,8 +130,7 @@ def create_app(
             await sched.shutdown()
             records.close()
 
-    _register_job_id()
-    app = Starlette(routes=ROUTES, lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
+    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers=EXCEPTION_HANDLERS)
     app.state.cache, app.state.socket, app.state.started = cache, socket, time.time()
     app.state.idle_exit_s = idle_exit_s
     app.state.activity = Activity()
