@@ -7,6 +7,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 from test_engine_server import Engine, _short_tmp, wait_for
 from typer.testing import CliRunner
 
@@ -57,3 +58,33 @@ def test_screen_in_the_cli_and_as_an_engine_job_store_the_same_result(nano_ckpt,
                 assert other[name] == value, name
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def test_probe_ops_refuse_bad_params_before_any_model_loads(nano_ckpt, tmp_path):
+    from engine.core.errors import UserError
+    from engine.ops.emergence import Emergence
+    from engine.ops.heads import Heads
+    from engine.ops.screen import Screen
+    from engine.ops.synopsis import Synopsis
+
+    ck = str(nano_ckpt)
+    op = Screen.from_params({"ckpt": ck, "map_head": "2.2", "cache": str(tmp_path)})
+    assert op.checkpoint == str((nano_ckpt / "latest").resolve())  # a run names its latest
+    for params, needle in (
+        ({"map_head": "3.0"}, "layers 0-2, heads 0-2"),
+        ({"best": True, "compare": True}, "give one of"),
+        ({"compare": True, "no_cache": True}, "drop param 'no_cache'"),
+        ({"k": 0, "compare": True}, "param 'k' must be at least 1"),
+        ({"relation": "sideways"}, "unknown relation"),
+        ({"metric": "dot"}, "cosine, projection, energy"),
+    ):
+        with pytest.raises(UserError, match=needle):
+            Screen.from_params({"checkpoint": ck, **params})
+    with pytest.raises(UserError, match="param 'detail' must be >= 0"):
+        Synopsis.from_params({"checkpoint": ck, "detail": -1})
+    with pytest.raises(UserError, match="unknown query"):
+        Heads.from_params({"checkpoint": ck, "query": "relation->sky"})
+    with pytest.raises(UserError, match="does not exist"):
+        Emergence.from_params({"run": str(tmp_path / "nope")})
+    with pytest.raises(UserError, match="once"):
+        Emergence.from_params({"run": ck, "run_dir": ck})
