@@ -23,7 +23,12 @@ are stored while a run's images take at most `IMAGE_BUDGET` bytes (attribute ima
 
 Sweeps. `run_sweep(ckpt, "mask-head *.* tokens=relation", ...)` runs one intervention per head
 against the one (cached) baseline: N heads cost N + 1 sample sets, not 2N. Its table
-[layer, head, metric] of delta and interval is what `sweep_rows` returns.
+[layer, head, metric] of delta and interval is what `sweep_rows` returns. The heads' sample sets
+are packed: several share one forward batch, each head acting on its own rows
+(`engine.intervene.sample.sample_packed`; `batch_size` rows per batch on the CPU, as many as
+free memory allows on CUDA), and the evaluator scores each batch in a worker thread while the
+next one samples. A packed row is the row sampled alone up to the rounding of another batch size
+(on the CPU at most one level in a few pixels; docs/performance.md). `SWEEP` switches both off.
 """
 
 from __future__ import annotations

@@ -28,8 +28,10 @@ class Batch:
 
     `captions` are the conditional captions after every text edit, `tokens` their tokenization
     (categories per position), `null_tokens` the null caption's. Rows [lo, hi) of the batch are
-    the ones an intervention acts on (the whole batch unless several sample sets share it); in
-    the model's CFG batch these rows are lo..hi (unconditional) and B+lo..B+hi (conditional).
+    the ones an intervention acts on (the whole batch unless several sample sets share it, as
+    `engine.intervene.sample.sample_packed` does for sweeps); in the model's CFG batch these
+    rows are lo..hi (unconditional) and B+lo..B+hi (conditional). An intervention must leave
+    every other row as the unmodified model computes it (tests/test_sweep_packing.py).
     """
 
     texts: list[str]  # original prompts (what the images are scored against)
