@@ -9,9 +9,8 @@ the same function the command line runs in-process. Adding one is one line in JO
     "ablate": JobKind.of("engine.ops.ablate:Ablate"),
 
 A kind may also be a bare function `(params, report) -> result dict` with a `validate(params,
-cwd) -> params` (the engine's selftest). Targets may be callables or "module:attribute"
-strings; strings are imported on first use so the engine does not load a kind's module just to
-list it.
+cwd) -> params`. Targets may be callables or "module:attribute" strings; strings are imported
+on first use so the engine does not load a kind's module just to list it.
 """
 
 from __future__ import annotations
@@ -68,41 +67,15 @@ class JobKind:
 
 
 JOB_KINDS: dict[str, JobKind] = {
-    "selftest": JobKind(
-        "engine.ops.basic:run_selftest",
-        "engine.ops.basic:validate_selftest",
-        heavy=True,
-        resumable=True,
-        help="sleep in steps reporting progress: checks the engine without a GPU",
-    ),
-    "train": JobKind(
-        "engine.ops.basic:run_train",
-        "engine.ops.basic:validate_train",
-        heavy=True,
-        resumable=True,
-        help="train a DiT (parameters: dit-workbench train's options)",
-    ),
-    "sample": JobKind(
-        "engine.ops.basic:run_sample",
-        "engine.ops.basic:validate_sample",
-        heavy=True,
-        help="sample a checkpoint into an image folder",
-    ),
+    "selftest": JobKind.of("engine.service.selftest:Selftest"),
+    "train": JobKind.of("engine.ops.train:Train"),
+    "sample": JobKind.of("engine.ops.sample:Sample"),
     "evaluate": JobKind.of("engine.ops.evaluate:Evaluate"),
-    "ablate": JobKind(
-        "engine.ops.intervene:run_ablate",
-        "engine.ops.intervene:validate_ablate",
-        help="interventions or a head sweep against the cached baseline (dit-workbench ablate)",
-    ),
+    "ablate": JobKind.of("engine.ops.ablate:Ablate"),
     "synopsis": JobKind.of("engine.ops.synopsis:Synopsis"),
     "screen": JobKind.of("engine.ops.screen:Screen"),
     "emergence": JobKind.of("engine.ops.emergence:Emergence"),
-    "variance": JobKind(
-        "engine.ops.intervene:run_variance_job",
-        "engine.ops.intervene:validate_variance",
-        heavy=False,
-        help="text-encoder variance decomposition (dit-workbench variance)",
-    ),
+    "variance": JobKind.of("engine.ops.variance:Variance"),
 }
 
 

@@ -14,8 +14,11 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.core.device import DEVICE_HELP
-from engine.data.prompts import prompt_set
-from workbench.output import Format, emit, progress_bar, rows_to_csv
+from workbench.ops import run_op
+from workbench.output import Format, emit, rows_to_csv
+
+# Where an option's name is not the parameter's (errors name what the user typed).
+ABLATE_OPTIONS = {"checkpoint": "CKPT", "interventions": "--intervention"}
 
 _SPEC_HELP = (
     "An intervention, e.g. 'mask-head 2.8 tokens=relation steps=0-13'. Forms: "
@@ -44,10 +47,11 @@ def _json(obj) -> str:
     return json.dumps(_clean(obj), indent=2) + "\n"
 
 
-def _store(ckpt, cache: Path | None, no_cache: bool):
-    from engine.store.cache import Store
+def _cache_dir(cache: Path | None) -> str:
+    """--cache, else the command line's default ($DIT_WORKBENCH_CACHE or ./cache)."""
+    from engine.store.cache import default_cache_dir
 
-    return None if no_cache else Store.for_checkpoint(ckpt, cache)
+    return str(cache or default_cache_dir())
 
 
 def _light_ckpt(path: Path):
@@ -210,42 +214,16 @@ def ablate(
     95% interval, plus per-sample flips (lost: correct -> wrong; gained: wrong -> correct).
     The baseline sample set is cached and reused; results go to the HDF5 cache.
     """
-    from engine.core.errors import UserError
-
     metrics = _check_metrics(metric)
     if list_runs:
         return _list(ckpt, sweep is not None, cache, metrics, format, out)
-    if not intervention and not sweep:
-        raise UserError(
-            "give --intervention SPEC (repeatable) or --sweep SPEC, e.g. --intervention "
-            "'mask-head 0.0 tokens=relation'; --list shows stored results"
-        )
-    if intervention and sweep:
-        raise UserError("give --intervention or --sweep, not both")
-    if resamples < 1:
-        raise UserError(f"--resamples must be positive (got {resamples})")
-    from engine.core import limits
+    from engine.ops.ablate import Ablate
 
-    limits.check_sampling(seed, steps, cfg, batch_size, {"n": n})  # before the model loads
-    limits.RESAMPLES.check("--resamples", resamples)
-    from engine.intervene.ablate import result_rows, run_ablation, run_sweep
-    from engine.model.checkpoint import load_checkpoint
-
-    plist, label = prompt_set(prompts)
-    model = load_checkpoint(ckpt, device=device)
-    store = _store(model, cache, no_cache)
-    on, stop = progress_bar("sweep" if sweep else "ablate")
-    kw = dict(
-        prompts=plist, n=n, seed=seed, steps=steps, cfg=cfg, store=store, progress=on,
-        batch_size=batch_size, resamples=resamples, prompts_label=label,
-    )  # fmt: skip
-    try:
-        if sweep:
-            result = run_sweep(model, sweep, **kw)
-        else:
-            result = run_ablation(model, intervention, **kw)
-    finally:
-        stop()
+    params = dict(checkpoint=str(ckpt), interventions=intervention or None, sweep=sweep,
+                  prompts=prompts, n=n, seed=seed, steps=steps, cfg=cfg, batch_size=batch_size,
+                  resamples=resamples, cache=_cache_dir(cache), no_cache=no_cache,
+                  device=device)  # fmt: skip
+    result = run_op(Ablate, params, "sweep" if sweep else "ablate", options=ABLATE_OPTIONS)
     if format is Format.json:
         emit(_json(result), out)
         return
@@ -261,6 +239,8 @@ def ablate(
         else:
             _print_table(_sweep_table(rows, title), out)
         return
+    from engine.intervene.ablate import result_rows
+
     rows = [r for r in result_rows(result) if not metrics or r["metric"] in metrics]
     if format is Format.csv:
         columns = ["intervention", "metric", "baseline", "intervened", "delta", "ci_low",
@@ -332,15 +312,15 @@ def variance(
     (encoder) and after (projected) the DiT's caption projection; per token and pooled.
     """
     from engine.core.errors import UserError
-    from engine.intervene.variance import SHARES, run_variance
-    from engine.model.checkpoint import load_checkpoint
+    from engine.intervene.variance import SHARES
+    from engine.ops.variance import Variance
 
     for v in view or []:
         if v not in _VIEWS:
             raise UserError(f"unknown --view {v!r}; use pooled, positions or tokens")
-    plist, label = prompt_set(prompts)
-    model = load_checkpoint(ckpt, device=device)
-    result = run_variance(model, plist, _store(model, cache, no_cache), label)
+    params = dict(checkpoint=str(ckpt), prompts=prompts, cache=_cache_dir(cache),
+                  no_cache=no_cache, device=device)  # fmt: skip
+    result = run_op(Variance, params, options={"checkpoint": "CKPT"})
     rows = [r for r in result["rows"] if not view or any(_VIEWS[v](r["view"]) for v in view)]
     if format is Format.json:
         emit(_json({**result, "rows": rows}), out)

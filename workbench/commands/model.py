@@ -10,7 +10,11 @@ from pathlib import Path
 import typer
 
 from engine.core.device import DEVICE_HELP
+from workbench.ops import build_op, run_op
 from workbench.output import Format, dump_json, print_rows
+
+# Where an option's name is not the parameter's (errors name what the user typed).
+SAMPLE_OPTIONS = {"checkpoint": "CKPT", "prompts": "--prompt"}
 
 
 def train(
@@ -78,85 +82,84 @@ def train(
     ),
 ):
     """Train a DiT on the two-object dataset (accelerate: `accelerate launch -m workbench.cli train ...` for many GPUs)."""
-    from engine.core.device import resolve_device
-    from engine.train.loop import TrainConfig
-    from engine.train.loop import train as run
+    from engine.ops.train import Train
 
-    if mixed_precision == "auto":
-        mixed_precision = "bf16" if resolve_device(device).type == "cuda" else "no"
-    cfg = TrainConfig(
-        out=str(out),
-        preset=preset,
-        text=text,
-        codec=codec,
-        res=res,
-        steps=steps,
-        batch=batch,
-        lr=lr,
-        weight_decay=weight_decay,
-        ema_decay=ema_decay,
-        eval_every=eval_every,
-        eval_prompts=eval_prompts,
-        n_train=n_train,
-        data_seed=data_seed,
-        seed=seed,
-        keep=keep,
-        keep_history=keep_history,
-        mixed_precision=mixed_precision,
-        init_from=str(init_from) if init_from else None,
-        device=device,
-        compile=compile,
-        log_every=log_every,
-    )
-    run(cfg, resume=resume, progress=_train_progress(steps))
+    params = dict(out=str(out), preset=preset, text=text, codec=codec, res=res, steps=steps,
+                  batch=batch, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay,
+                  eval_every=eval_every, eval_prompts=eval_prompts, n_train=n_train,
+                  data_seed=data_seed, seed=seed, keep=keep, keep_history=keep_history,
+                  mixed_precision=mixed_precision, resume=resume,
+                  init_from=str(init_from) if init_from else None, device=device,
+                  compile=compile, log_every=log_every)  # fmt: skip
+    op = build_op(Train, params)
+    with _TrainReporter(steps) as report:
+        op.run(report)
     if os.environ.get("RANK", "0") == "0":
         typer.echo(f"done: {out}/latest", err=True)
 
 
-def _train_progress(total: int):
-    """Rich progress bar on a terminal, JSON lines otherwise (logs, nohup)."""
-    if os.environ.get("RANK", "0") != "0":  # under accelerate/torchrun only rank 0 reports
-        return lambda rec: None
-    if not sys.stdout.isatty():
-        return lambda rec: print(json.dumps(rec), flush=True)
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
+class _TrainReporter:
+    """The loop's records as a rich progress bar on a terminal, JSON lines otherwise (logs,
+    nohup); under accelerate/torchrun only rank 0 reports."""
 
-    console = Console()
-    bar = Progress(
-        TextColumn("train"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=console,
-    )
-    task = bar.add_task("train", total=total, info="")
-    bar.start()
+    def __init__(self, total: int):
+        self._total, self._bar = total, None
+        self._on = lambda rec: None
 
-    def on(rec: dict):
-        if rec.get("event") == "checkpoint":
-            keys = ("color", "shape", "exist_binding", "spatial")
-            console.print(
-                f"checkpoint step {rec['step']}: "
-                + " ".join(f"{k}={rec.get(k, 0):.2f}" for k in keys)
-            )
-        else:
-            bar.update(
-                task,
-                completed=rec["step"],
-                info=f"loss {rec['loss']:.4f}  {rec['img_per_s']:.0f} img/s",
-            )
-            if rec["step"] >= total:
-                bar.stop()
+    def __enter__(self):
+        if os.environ.get("RANK", "0") != "0":
+            return self
+        if not sys.stdout.isatty():
+            self._on = lambda rec: print(json.dumps(rec), flush=True)
+            return self
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
-    return on
+        console = Console()
+        bar = Progress(
+            TextColumn("train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+        )
+        task = bar.add_task("train", total=self._total, info="")
+        bar.start()
+        self._bar = bar
+
+        def on(rec: dict):
+            if rec.get("event") == "checkpoint":
+                keys = ("color", "shape", "exist_binding", "spatial")
+                console.print(
+                    f"checkpoint step {rec['step']}: "
+                    + " ".join(f"{k}={rec.get(k, 0):.2f}" for k in keys)
+                )
+            else:
+                info = f"loss {rec['loss']:.4f}  {rec['img_per_s']:.0f} img/s"
+                bar.update(task, completed=rec["step"], info=info)
+
+        self._on = on
+        return self
+
+    def __exit__(self, *exc):
+        if self._bar is not None:
+            self._bar.stop()
+
+    def record(self, rec: dict) -> None:
+        self._on(rec)
+
+    def progress(self, fraction: float, phase: str | None = None, eta_s: float | None = None):
+        pass  # the bar follows the records, which carry the step
+
+    def log(self, line: str) -> None:
+        pass  # the records say it all, as JSON lines or on the bar
 
 
 def sample(
@@ -182,35 +185,14 @@ def sample(
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ):
     """Sample images from a checkpoint into an image folder that `evaluate` reads."""
-    from engine.model.sample_files import collect_prompts, write_samples
+    from engine.ops.sample import Sample
 
-    prompts = collect_prompts(prompt, prompts_file, eval_set)
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(
-        TextColumn("sampling"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()
-    ) as bar:
-        task = bar.add_task("sample", total=len(prompts) * max(n, 0))
-        path = write_samples(
-            ckpt,
-            out,
-            prompts,
-            n,
-            seed,
-            steps,
-            cfg,
-            batch_size,
-            overwrite,
-            progress=lambda k: bar.advance(task, k),
-            device=device,
-        )
-    typer.echo(f"wrote {len(prompts) * n} images to {path}")
+    params = dict(checkpoint=str(ckpt), out=str(out), prompts=prompt or None,
+                  prompts_file=str(prompts_file) if prompts_file else None, eval_set=eval_set,
+                  n=n, seed=seed, steps=steps, cfg=cfg, batch_size=batch_size,
+                  overwrite=overwrite, device=device)  # fmt: skip
+    res = run_op(Sample, params, options=SAMPLE_OPTIONS)
+    typer.echo(f"wrote {res['images']} images to {res['out']}")
 
 
 def info(

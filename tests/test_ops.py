@@ -1,0 +1,339 @@
+"""One operation layer (issue 18): train, sample, ablate, variance are each one typed operation
+(engine.ops) that the command line runs in-process and the engine runs as a job.
+
+(a) the same ablation and head sweep, run by the CLI and by a real engine daemon, store the
+same results; (b) bad input gets the same one-line message from both, each naming the
+parameter as that client spells it; (c) each operation's parameters and the command's options
+have the same names, types and defaults, so neither can drift from the other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+
+from engine.core.errors import UserError, one_line
+from engine.ops.ablate import Ablate
+from engine.ops.params import REQUIRED
+from engine.ops.sample import Sample
+from engine.ops.train import Train
+from engine.ops.variance import Variance
+from engine.service.kinds import JOB_KINDS, get_kind
+
+ROOT = Path(__file__).resolve().parents[1]
+SPEC = "mask-head 0.0 tokens=relation"
+SWEEP = "zero-head 0.* steps=0"
+FEW = ["--n", "3", "--steps", "2", "--resamples", "50", "--batch-size", "8"]
+FEW_PARAMS = {"n": 3, "steps": 2, "resamples": 50, "batch_size": 8}
+
+
+def _cli(args, capsys, monkeypatch) -> tuple[int, str, str]:
+    """`dit-workbench ARGS` in this process, as a user runs it: (exit code, stdout, stderr)."""
+    from workbench.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["dit-workbench", *map(str, args)])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# --- (a) the CLI and the engine run the same operation --------------------------------------
+
+
+class _Engine:
+    """`python -m engine.service.server` on `cache` (a short path: sockets allow 107 bytes)."""
+
+    def __init__(self, cache: Path):
+        from engine.service.client import EngineClient, EngineUnavailable
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.service.server", "--cache", str(cache),
+             "--log-level", "warning", "--idle-exit", "0"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self.client = EngineClient(cache_dir=cache, timeout=10)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.client.health()
+                return
+            except EngineUnavailable:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"engine exited: {self.proc.stderr.read()}") from None
+                assert time.monotonic() < deadline, "the engine did not start"
+                time.sleep(0.05)
+
+    def run(self, kind: str, params: dict, timeout: float = 120) -> dict:
+        job = self.client.submit(kind, params)
+        deadline = time.monotonic() + timeout
+        while (rec := self.client.job(job["id"]))["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, f"job {job['id']} still {rec['state']}"
+            time.sleep(0.1)
+        assert rec["state"] == "done", rec["error"]
+        return rec
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.client.close()
+
+
+def _stored(checkpoint: Path, cache: Path) -> dict:
+    """Every ablation run in the checkpoint's cache: arrays and provenance, without the fields
+    that differ between any two runs (creation time, seconds taken, the process's command)."""
+    from engine.store.cache import store_for_path
+
+    store = store_for_path(checkpoint, cache)
+    out = {}
+    for run in store.runs("ablation"):
+        attrs = store.attrs("ablation", run)
+        for k in ("created", "seconds", "command"):
+            attrs.pop(k, None)
+        out[run] = (attrs, store.read("ablation", run))
+    return out
+
+
+@pytest.fixture
+def short_tmp():
+    d = Path(tempfile.mkdtemp(prefix="dwo-", dir="/tmp"))  # sockets allow 107-byte paths
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _cli_then_engine(ckpt, args, params, d, capsys, monkeypatch) -> tuple[str, dict]:
+    """The CLI's `ablate CKPT ARGS` into d/cli-cache, then an engine on d/engine-cache runs
+    the ablate job PARAMS (the engine's default cache is its own folder): (stdout, record)."""
+    code, out, err = _cli(["ablate", ckpt, *args, *FEW, "--cache", d / "cli-cache",
+                           "--format", "json"], capsys, monkeypatch)  # fmt: skip
+    assert code == 0, err
+    engine = _Engine(d / "engine-cache")
+    try:
+        return out, engine.run("ablate", {"checkpoint": str(ckpt), **params, **FEW_PARAMS})
+    finally:
+        engine.stop()
+
+
+def _assert_same_store(ckpt, d, roles: list[str]) -> None:
+    a, b = _stored(ckpt, d / "cli-cache"), _stored(ckpt, d / "engine-cache")
+    assert sorted(a) == sorted(b), (sorted(a), sorted(b))
+    assert sorted(attrs["role"] for attrs, _ in a.values()) == roles
+    for run in a:
+        (attrs_a, data_a), (attrs_b, data_b) = a[run], b[run]
+        assert attrs_a == attrs_b, run  # the intervention, its params, the baseline run...
+        assert sorted(data_a) == sorted(data_b), run
+        for k in data_a:  # per-sample scores, deltas, intervals, flips, images
+            x, y = np.asarray(data_a[k]), np.asarray(data_b[k])
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (run, k)
+
+
+def test_cli_and_engine_store_the_same_ablation(nano_ckpt, short_tmp, capsys, monkeypatch):
+    out, job = _cli_then_engine(nano_ckpt, ["-i", SPEC], {"interventions": [SPEC]}, short_tmp,
+                                capsys, monkeypatch)  # fmt: skip
+    res = json.loads(out)
+    # the job record keeps the part of the result that says where it is stored
+    assert job["result"] == {"runs": [res["interventions"][0]["run"]],
+                             "baseline_run": res["baseline_run"]}  # fmt: skip
+    _assert_same_store(nano_ckpt, short_tmp, ["baseline", "intervention"])
+
+
+@pytest.mark.slow  # a second engine and worker: past the ~20 s a default test may take
+def test_cli_and_engine_store_the_same_sweep(nano_ckpt, short_tmp, capsys, monkeypatch):
+    out, job = _cli_then_engine(nano_ckpt, ["--sweep", SWEEP], {"sweep": SWEEP}, short_tmp,
+                                capsys, monkeypatch)  # fmt: skip
+    res = json.loads(out)
+    assert job["result"] == {"run": res["run"], "sweep": SWEEP, "sample_sets": 4}
+    assert len(res["cells"]) == 3 * len(res["baseline"])  # heads 0.0-0.2, every metric
+    _assert_same_store(nano_ckpt, short_tmp, ["baseline", "sweep"])
+
+
+# --- (b) the same checks, the same messages --------------------------------------------------
+
+S = "red square above blue circle"
+
+
+def _cases(ck: Path, tmp: Path) -> list[tuple[str, dict, list, dict]]:
+    """(job kind, job params, CLI args, how the CLI spells the params the message names)."""
+    busy = tmp / "busy"
+    busy.mkdir(exist_ok=True)
+    (busy / "x.txt").write_text("not empty\n")
+    ablate = {"checkpoint": str(ck)}
+    return [
+        ("ablate", {**ablate, "interventions": [SPEC], "seed": -3},
+         ["ablate", ck, "-i", SPEC, "--seed", "-3"], {"seed": "--seed"}),
+        ("ablate", {**ablate, "interventions": [SPEC], "cfg": "inf"},
+         ["ablate", ck, "-i", SPEC, "--cfg", "inf"], {"cfg": "--cfg"}),
+        ("ablate", {**ablate, "interventions": [SPEC], "resamples": 0},
+         ["ablate", ck, "-i", SPEC, "--resamples", "0"], {"resamples": "--resamples"}),
+        ("ablate", {**ablate, "interventions": [SPEC], "n": 2_000_000},
+         ["ablate", ck, "-i", SPEC, "--n", "2000000"], {"n": "--n"}),
+        ("ablate", ablate, ["ablate", ck],
+         {"interventions": "--intervention", "sweep": "--sweep"}),
+        ("ablate", {**ablate, "interventions": [SPEC], "sweep": SWEEP},
+         ["ablate", ck, "-i", SPEC, "--sweep", SWEEP],
+         {"interventions": "--intervention", "sweep": "--sweep"}),
+        ("ablate", {**ablate, "interventions": ["mask-head 7.0"]},
+         ["ablate", ck, "-i", "mask-head 7.0"], {}),
+        ("ablate", {**ablate, "sweep": "mask-head 0.0"}, ["ablate", ck, "--sweep", "mask-head 0.0"],
+         {}),
+        ("ablate", {**ablate, "interventions": [SPEC], "device": "tpu"},
+         ["ablate", ck, "-i", SPEC, "--device", "tpu"], {}),
+        ("variance", {"checkpoint": str(ck), "prompts": str(tmp)},
+         ["variance", ck, "--prompts", tmp], {}),
+        ("sample", {"checkpoint": str(ck), "out": str(tmp / "s"), "prompts": [S], "n": 0},
+         ["sample", ck, "--out", tmp / "s", "--prompt", S, "--n", "0"], {"n": "--n"}),
+        ("sample", {"checkpoint": str(ck), "out": str(tmp / "s"), "eval_set": True, "n": 5000},
+         ["sample", ck, "--out", tmp / "s", "--eval-set", "--n", "5000"], {"n": "--n"}),
+        ("sample", {"checkpoint": str(ck), "out": str(tmp / "s"), "prompts": [S],
+                    "eval_set": True},
+         ["sample", ck, "--out", tmp / "s", "--prompt", S, "--eval-set"], {}),
+        ("sample", {"checkpoint": str(ck), "out": str(busy), "prompts": [S]},
+         ["sample", ck, "--out", busy, "--prompt", S], {}),
+        ("train", {"out": str(tmp / "t"), "preset": "nano", "steps": 0},
+         ["train", "--out", tmp / "t", "--preset", "nano", "--steps", "0"], {}),
+        ("train", {"out": str(tmp / "t"), "preset": "nano", "seed": 2**64},
+         ["train", "--out", tmp / "t", "--preset", "nano", "--seed", str(2**64)], {}),
+        ("train", {"out": str(busy), "preset": "nano"}, ["train", "--out", busy, "--preset", "nano"],
+         {"resume": "--resume", "out": "--out"}),
+        ("train", {"out": str(tmp / "t"), "mixed_precision": "fp8"},
+         ["train", "--out", tmp / "t", "--mixed-precision", "fp8"],
+         {"mixed_precision": "--mixed-precision"}),
+    ]  # fmt: skip
+
+
+def test_bad_input_gets_one_message_from_the_cli_and_the_engine(
+    nano_ckpt, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    cases = _cases(nano_ckpt, tmp_path)
+    assert {c[0] for c in cases} == {"ablate", "variance", "sample", "train"}
+    for kind, params, args, spelled in cases:
+        with pytest.raises(UserError) as e:
+            get_kind(kind).check(params, str(tmp_path))
+        engine = str(e.value)
+        want = engine
+        for name, option in spelled.items():
+            assert f"param {name!r}" in engine, engine
+            want = want.replace(f"param {name!r}", option)
+        code, _, err = _cli(args, capsys, monkeypatch)
+        assert code == 2, (args, err)
+        assert err == f"error: {one_line(want)}\n", (args, engine)
+        assert "\n" not in engine
+    assert not (tmp_path / "s").exists() and not (tmp_path / "t").exists()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_from_params_is_the_engines_check(nano_ckpt, tmp_path):
+    """The engine's kind checks with the operation's from_params: what one refuses, so does
+    the other, and what one accepts comes back the same, paths made absolute."""
+    op = Ablate.from_params({"checkpoint": nano_ckpt.name, "layer": 1, "head": 2,
+                             "samples": 4, "cache": "c"}, str(nano_ckpt.parent))  # fmt: skip
+    assert op.interventions == ["mask-head 1.2 tokens=relation"] and op.n == 4
+    assert op.checkpoint == str(nano_ckpt) and op.cache == str(nano_ckpt.parent / "c")
+    p = get_kind("ablate").check({"checkpoint": nano_ckpt.name, "layer": 1, "head": 2,
+                                  "samples": 4, "cache": "c"}, str(nano_ckpt.parent))  # fmt: skip
+    assert p == op.params()
+    s = Sample.from_params({"ckpt": str(nano_ckpt), "out": "o", "prompt": S}, str(tmp_path))
+    assert s.checkpoint == str(nano_ckpt) and s.prompts == [S]
+    assert s.out == str(tmp_path / "o") and s.device == "auto"
+    with pytest.raises(UserError, match="unknown param 'colour' for job kind 'variance'"):
+        Variance.from_params({"checkpoint": str(nano_ckpt), "colour": "red"}, None)
+    with pytest.raises(UserError, match="job kind 'train' needs param 'out'"):
+        Train.from_params({}, None)
+    t = Train.from_params({"out": "r", "device": "CUDA:1", "steps": "20"}, str(tmp_path))
+    assert (t.device, t.steps, t.mixed_precision) == ("cuda:1", 20, "auto")
+
+
+def test_auto_precision_has_one_rule():
+    from engine.ops.train import resolve_precision
+
+    assert resolve_precision("auto", "cpu") == "no"
+    assert resolve_precision("fp16", "cpu") == "fp16"  # an explicit choice is kept
+
+
+# --- (c) the operations' parameters are the commands' options --------------------------------
+
+# Options that shape the output only, and the parameters a command line does not offer.
+OUTPUT_ONLY = {"format", "metric", "list_runs", "view"}
+CLI_NAME = {"ckpt": "checkpoint", "prompt": "prompts", "intervention": "interventions"}
+ENGINE_ONLY = {"train": {"null_caption_p", "eval_steps", "cfg"}}
+
+
+def _commands():
+    from workbench.commands import intervene, model
+
+    return [(Train, model.train), (Sample, model.sample), (Ablate, intervene.ablate),
+            (Variance, intervene.variance)]  # fmt: skip
+
+
+def _plain(annotation) -> type:
+    if annotation is Path:
+        return str
+    if typing.get_origin(annotation) is list:
+        return list
+    return annotation
+
+
+@pytest.mark.parametrize("op, command", _commands(), ids=lambda x: getattr(x, "kind", ""))
+def test_operation_params_match_the_command_options(op, command):
+    spec = op.spec()
+    hints = typing.get_type_hints(command)
+    seen = set()
+    for name, p in inspect.signature(command).parameters.items():
+        info = p.default
+        if name in OUTPUT_ONLY or (name == "out" and op in (Ablate, Variance)):
+            continue  # ablate and variance write their table to --out: not a parameter
+        field = CLI_NAME.get(name, name)
+        assert field in spec, f"{command.__name__} --{name} is not a parameter of {op.kind}"
+        seen.add(field)
+        default = REQUIRED if info.default is ... else info.default
+        assert default == spec[field].default, (name, default, spec[field].default)
+        assert _plain(hints[name]) is spec[field].type, (name, hints[name], spec[field].type)
+    assert set(spec) - seen == ENGINE_ONLY.get(op.kind, set())
+    assert isinstance(
+        inspect.signature(command).parameters["device"].default, typer.models.OptionInfo
+    )
+
+
+def test_train_params_are_the_loops_config():
+    from engine.train.config import TrainConfig
+
+    spec = Train.spec()
+    for f in dataclasses.fields(TrainConfig):
+        default = REQUIRED if f.default is dataclasses.MISSING else f.default
+        if f.name == "mixed_precision":
+            assert spec[f.name].default == "auto" and default in spec[f.name].choices
+            continue
+        assert spec[f.name].default == default, f.name
+    assert set(spec) - {f.name for f in dataclasses.fields(TrainConfig)} == {"resume"}
+
+
+def test_kinds_of_the_operations():
+    for name, cls in (("train", Train), ("sample", Sample), ("ablate", Ablate),
+                      ("variance", Variance)):  # fmt: skip
+        k = JOB_KINDS[name]
+        assert (k.heavy, k.resumable, k.help) == (cls.heavy, cls.resumable, cls.help)
+    assert JOB_KINDS["train"].resumable and not JOB_KINDS["variance"].heavy
+    assert JOB_KINDS["selftest"].resumable and JOB_KINDS["selftest"].heavy
