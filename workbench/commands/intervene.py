@@ -54,16 +54,6 @@ def _cache_dir(cache: Path | None) -> str:
     return str(cache or default_cache_dir())
 
 
-def _light_ckpt(path: Path):
-    """Path and hash of a checkpoint without loading it (enough to find its cache file)."""
-    from types import SimpleNamespace
-
-    from engine.model.checkpoint import read_meta
-
-    p, meta = read_meta(path)
-    return SimpleNamespace(path=p, hash=meta["hashes"]["transformer"])
-
-
 def _print_table(tables: Table | list[Table], out: str | None) -> None:
     tables = tables if isinstance(tables, list) else [tables]
     if out:
@@ -256,9 +246,9 @@ def ablate(
 
 def _list(ckpt: Path, sweep: bool, cache, metrics, format: Format, out) -> None:
     from engine.intervene.ablate import ABLATION_COLUMNS, ablation_rows, sweep_rows
-    from engine.store.cache import Store
+    from engine.store.cache import store_for_path
 
-    store = Store.for_checkpoint(_light_ckpt(ckpt), cache)
+    store = store_for_path(ckpt, cache)
     if sweep:
         rows = sweep_rows(store)
         columns = ["layer", "head", "metric", "baseline", "intervened", "delta", "ci_low",
