@@ -52,8 +52,10 @@ from engine.intervene.results import (  # noqa: F401  (re-exported)
     KIND,
     SWEEP_COLUMNS,
     _sweep_cells,
+    _write_new,
     ablation_rows,
     head_deltas,
+    result_rows,
     sweep_rows,
     sweep_runs,
 )
@@ -291,23 +293,6 @@ class _Context:
         return name, per, False
 
 
-def _write_new(store, prefix: str, arrays: dict, attrs: dict) -> str:
-    """Write a run named PREFIX-NNNN (the next free number; retried if a concurrent writer
-    took it first)."""
-    for _ in range(20):
-        taken = set(store.runs(KIND))
-        i = 1 + sum(1 for r in taken if r.startswith(f"{prefix}-"))
-        while f"{prefix}-{i:04d}" in taken:
-            i += 1
-        name = f"{prefix}-{i:04d}"
-        try:
-            return store.write_run(KIND, arrays, attrs, run=name)
-        except UserError:
-            if not store.has_run(KIND, name):
-                raise
-    raise UserError(f"could not find a free run name for {prefix} in {store.path}; retry")
-
-
 def _as_composite(spec, ckpt, steps) -> Composite:
     if isinstance(spec, Composite):
         spec.check(ckpt.num_layers, ckpt.num_heads, steps)
@@ -533,26 +518,3 @@ def _scored_sets(ctx: _Context, comps: Sequence[Composite]) -> Iterator[np.ndarr
     while nxt in ready:
         yield ready.pop(nxt)
         nxt += 1
-
-
-# table readers (the TUI and `ablate --list` read these)
-
-
-def result_rows(result: dict) -> list[dict]:
-    """Rows (intervention, metric, baseline, intervened, delta, ci_low, ci_high, lost, gained, n,
-    run) of a `run_ablation` result."""
-    rows = []
-    for entry in result["interventions"]:
-        for m, s in entry["metrics"].items():
-            rows.append(
-                {
-                    "run": entry["run"] or "",
-                    "intervention": entry["intervention"],
-                    "metric": m,
-                    **{k: s[k] for k in ("baseline", "intervened", "delta", "ci_low", "ci_high")},
-                    "lost": s["lost"],
-                    "gained": s["gained"],
-                    "n": result["n"],
-                }
-            )
-    return rows

@@ -1,4 +1,5 @@
-"""Reading stored ablation results: the tables the CLI, the engine and the TUI show.
+"""Reading stored ablation results: the tables the CLI, the engine and the TUI show (and
+`_write_new`, which names the runs they read).
 
 Kept apart from `ablate.py` so that reading a table needs only numpy and h5py, never torch: the
 engine answers table requests without loading a model.
@@ -161,3 +162,40 @@ def head_deltas(store, metric: str = "spatial", run: str | None = None) -> dict:
         for r in sweep_rows(store, run, metric)
         if not math.isnan(r["delta"])
     }
+
+
+def _write_new(store, prefix: str, arrays: dict, attrs: dict) -> str:
+    """Write a run named PREFIX-NNNN (the next free number; retried if a concurrent writer
+    took it first)."""
+    for _ in range(20):
+        taken = set(store.runs(KIND))
+        i = 1 + sum(1 for r in taken if r.startswith(f"{prefix}-"))
+        while f"{prefix}-{i:04d}" in taken:
+            i += 1
+        name = f"{prefix}-{i:04d}"
+        try:
+            return store.write_run(KIND, arrays, attrs, run=name)
+        except UserError:
+            if not store.has_run(KIND, name):
+                raise
+    raise UserError(f"could not find a free run name for {prefix} in {store.path}; retry")
+
+
+def result_rows(result: dict) -> list[dict]:
+    """Rows (intervention, metric, baseline, intervened, delta, ci_low, ci_high, lost, gained, n,
+    run) of a `run_ablation` result."""
+    rows = []
+    for entry in result["interventions"]:
+        for m, s in entry["metrics"].items():
+            rows.append(
+                {
+                    "run": entry["run"] or "",
+                    "intervention": entry["intervention"],
+                    "metric": m,
+                    **{k: s[k] for k in ("baseline", "intervened", "delta", "ci_low", "ci_high")},
+                    "lost": s["lost"],
+                    "gained": s["gained"],
+                    "n": result["n"],
+                }
+            )
+    return rows
