@@ -120,7 +120,8 @@ def _record_sources(ckpt, composite, batch, null, null_mask, timesteps, steps, c
 # ranges [lo, hi) of a few sets, and each set's interventions act on its own rows only
 # (`Batch.lo/hi`; in the CFG batch [uncond; cond] rows lo..hi and B+lo..B+hi).
 #
-# Rows must come out as they would alone. Everything the model does is per row, except which
+# Rows must come out as they would alone. The model computes each row on its own, up to the
+# rounding of another batch size (matmul kernels block rows by their count), except for which
 # attention path a call takes: a hook that changes scores or probabilities sends the whole
 # call through explicit softmax attention, the rest through scaled_dot_product_attention, and
 # the two differ in rounding. So chunks are grouped by their attention path (the sites where
@@ -170,11 +171,15 @@ def attention_path(hooks: Sequence[Hook], num_layers: int, steps: int) -> Path:
     return frozenset(out)
 
 
-def _chunk_path(ckpt, composite: Composite, texts, steps: int) -> Path:
-    """The attention path of one chunk sampled alone (hooks built, nothing run)."""
+def _chunk_path(ckpt, composite: Composite, texts, steps: int, tokenized: dict) -> Path:
+    """The attention path of one chunk sampled alone (hooks built, nothing run); `tokenized`
+    caches tokenizations across the sets (a head sweep's captions are all the same)."""
     enc = ckpt.text_encoder
     captions = [composite.edit_caption(t) for t in texts]
-    batch = Batch(list(texts), captions, enc.tokenize(captions), enc.tokenize([""]), enc, steps)
+    for key in (tuple(captions), ("",)):
+        if key not in tokenized:
+            tokenized[key] = enc.tokenize(list(key))
+    batch = Batch(list(texts), captions, tokenized[tuple(captions)], tokenized[("",)], enc, steps)
     for p in composite.parts:
         if p.needs_source:  # the recording covers every step; only its keys are read here
             batch.recordings[p.record_key] = dict.fromkeys(range(steps))
@@ -191,10 +196,11 @@ def plan_packs(
 ) -> list[tuple[Path, list[Piece]]]:
     """Forward batches of at most `pack` rows: (attention path, pieces in row order)."""
     groups: dict[Path, list[Piece]] = {}
+    tokenized: dict = {}
     for i, comp in enumerate(composites):
         for start in range(0, len(texts), batch_size):
             stop = min(len(texts), start + batch_size)
-            path = _chunk_path(ckpt, comp, texts[start:stop], steps)
+            path = _chunk_path(ckpt, comp, texts[start:stop], steps, tokenized)
             groups.setdefault(path, []).append(Piece(i, start, stop))
     out = []
     for path, pieces in groups.items():
@@ -236,17 +242,18 @@ def pack_rows(ckpt, batch_size: int, composites: Sequence[Composite], steps: int
     tr = ckpt.transformer
     heads, head_dim = tr.config.num_attention_heads, tr.config.attention_head_dim
     tokens = (ckpt.codec.latent_size // tr.config.patch_size) ** 2
-    self_attn, recorded = False, 0
+    self_attn, recorded = False, {}
     for comp in composites:
         for p in comp.parts:
             if not p.needs_source:  # head masks and zeroed heads add [rows, heads, Q, 20] at most
                 continue
-            # a patch keeps one recording per step, [2 rows, heads, queries, D or keys], and
-            # patched self-attention probabilities take the explicit path
+            # a batch records each patch source's layer over all its rows, one [2 rows, heads,
+            # queries, D or keys] per step; patched self-attention probabilities go explicit
             self_attn |= p.attn == SELF and p.what == "probs"
             width = head_dim if p.what == "out" else (tokens if p.attn == SELF else MAX_LENGTH)
-            recorded += steps * 2 * heads * tokens * width * 4
-    per_row = synopsis_bytes_per_sample(tr, ckpt.codec.latent_size, self_attn) + recorded
+            recorded[p.record_key] = steps * 2 * heads * tokens * width * 4
+    per_row = synopsis_bytes_per_sample(tr, ckpt.codec.latent_size, self_attn)
+    per_row += sum(recorded.values())
     return max(1, min(MAX_BATCH, int(free_bytes * 0.6) // per_row))
 
 
@@ -265,9 +272,10 @@ def sample_packed(
     """Every composite's sample set over (texts, seeds), in packed forward batches.
 
     Yields (pieces, uint8 images [rows, H, W, 3]) per forward batch, rows in piece order. Each
-    row is bit for bit what `sample_intervened(ckpt, composite, texts, seeds, steps, cfg,
-    batch_size)` gives it on the CPU (on CUDA, up to the rounding of another batch size).
-    `pack`: rows per forward batch (default `pack_rows`).
+    row is what `sample_intervened(ckpt, composite, texts, seeds, steps, cfg, batch_size)` gives
+    it, up to the rounding of another batch size: on the CPU bit for bit where its forward batch
+    has its chunk's size, else within one level in a few pixels. `pack`: rows per forward batch
+    (default `pack_rows`).
     """
     if pack is None:
         pack = pack_rows(ckpt, batch_size, composites, steps)
