@@ -43,6 +43,10 @@ def _inside(p: Path, root: Path) -> bool:
     return p == root or root in p.parents
 
 
+class NotFound(UserError):
+    """No allowed folder holds the path (as opposed to one that escapes them)."""
+
+
 def resolve(value: str, what: str = "path") -> Path:
     """An existing path named by a request: relative names are looked up under each allowed
     folder in turn (cache first); absolute ones must lie inside one. Raises UserError."""
@@ -63,8 +67,8 @@ def resolve(value: str, what: str = "path") -> Path:
     if escaped:
         raise UserError(f"{what} {value!r} leads outside the engine's folders (a symlink?)")
     if p.is_absolute() and not any(_inside(p.resolve(), r) for r in allowed()):
-        raise UserError(
+        raise NotFound(
             f"{what} {value!r} is outside the engine's folders "
             f"({', '.join(map(str, allowed()))}); start the engine with --checkpoints DIR"
         )
-    raise UserError(f"{what} {value!r} not found under {', '.join(map(str, allowed()))}")
+    raise NotFound(f"{what} {value!r} not found under {', '.join(map(str, allowed()))}")

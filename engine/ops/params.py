@@ -143,7 +143,11 @@ def named_checkpoint(params: dict, cwd: str | None) -> dict:
         return params
     from engine.core import roots
 
-    return {**params, "checkpoint": str(roots.resolve(value, "checkpoint"))}
+    try:
+        return {**params, "checkpoint": str(roots.resolve(value, "checkpoint"))}
+    except roots.NotFound:
+        # Neither a path nor a listed name: the path check that follows says what to give.
+        return params
 
 
 # --- cheap checks the probe and intervention kinds share ------------------------------------
