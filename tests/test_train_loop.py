@@ -51,3 +51,33 @@ def test_gpu_training_checkpoints_and_resumes_on_the_device(tmp_path):
     assert load_file(state / "rng.safetensors")["noise"].numel() < 100  # CUDA philox, not mt19937
     losses = [r["loss"] for r in logs if "loss" in r]
     assert len(losses) == 4 and all(0 < x < 10 for x in losses)
+
+
+def test_checkpoint_scores_run_beside_training_and_land_in_step_order(tmp_path, monkeypatch):
+    """The eval images' CPU scoring runs on a thread: flush(wait=False) never blocks on it,
+    the metrics lines come out in step order, and a failed evaluation is a line, not a crash."""
+    import threading
+
+    from engine.train import loop
+
+    release = threading.Event()
+
+    def slow_score(images, eval_set):
+        release.wait(10)
+        return {"spatial": float(images.sum()), "score_s": 0.5}
+
+    monkeypatch.setattr(loop, "_score", slow_score)
+    emitted, path = [], tmp_path / "metrics.jsonl"
+    scores = loop._DeferredScores(path, emitted.append, batch=8, eval_set=[None, None])
+    scores.submit(10, torch.ones(2).numpy(), 0.25, None)
+    scores.flush(wait=False)  # still scoring: returns at once, nothing written
+    assert not path.exists() and not emitted
+    release.set()
+    scores.submit(20, None, 0.1, "RuntimeError: out of memory")  # waits for step 10 first
+    scores.close()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [m["step"] for m in lines] == [10, 20] == [e["step"] for e in emitted]
+    assert lines[0]["spatial"] == 2.0 and lines[0]["eval_s"] == 0.75
+    assert lines[0]["images_seen"] == 80 and lines[0]["eval_n"] == 2
+    assert lines[1]["eval_error"] == "RuntimeError: out of memory" and "spatial" not in lines[1]
+    assert all(e["event"] == "checkpoint" for e in emitted)

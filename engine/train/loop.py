@@ -2,7 +2,8 @@
 
 Read top to bottom: build data, model, optimiser and EMA; optionally restore the newest
 checkpoint; loop; every `eval_every` steps write a checkpoint atomically and append the
-evaluator's metrics on a fixed prompt set to `metrics.jsonl`.
+evaluator's metrics on a fixed prompt set to `metrics.jsonl` (the images are sampled at once, their
+CPU scoring runs on a thread while the next steps train).
 
 Resuming is bit-for-bit on CPU: every random draw comes from generators whose state is saved
 (the data order is a permutation seeded by (data_seed, epoch); noise, timesteps and caption dropout
@@ -211,78 +212,84 @@ def train(
 
     t0, seen, loss_n = time.perf_counter(), 0, 0
     loss_acc = torch.zeros((), device=dev)
-    while step < cfg.steps:
-        idx = batches.next()
-        B = len(idx)
-        t = torch.randint(0, T, (B,), generator=noise_gen, device=dev)
-        noise = torch.randn((B, *latent_shape), generator=noise_gen, device=dev)
-        drop = torch.rand(B, generator=noise_gen, device=dev) < cfg.null_caption_p
-        mine = slice(rank, B, world)
-        idx, t, noise, drop = idx[mine], t[mine], noise[mine], drop[mine]
-        x0 = codec.encode(data[idx]) if codec.spec == "pixel" else data[idx]
-        ab = alphas[t].view(-1, 1, 1, 1)
-        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-        ci = cap_of[idx]
-        emb = torch.where(drop.view(-1, 1, 1), null_emb.expand(len(ci), -1, -1), cap_emb[ci])
-        msk = torch.where(drop.view(-1, 1), null_mask.expand(len(ci), -1), cap_mask[ci])
-        with accel.autocast():
-            pred = forward(
-                xt,
-                encoder_hidden_states=emb,
-                encoder_attention_mask=msk,
-                timestep=t,
-                **model_kwargs(),
-                return_dict=False,
-            )[0]
-        loss = F.mse_loss(pred.float(), noise)
-        accel.backward(loss)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.step(params)
-        step += 1
-        seen += B
-        loss_acc += loss.detach()
-        loss_n += 1
-        if main and (step % cfg.log_every == 0 or step == cfg.steps):
-            mean_loss = loss_acc.item() / loss_n  # the host sync: every log_every steps
-            rec = {
-                "step": step,
-                "loss": mean_loss,
-                "img_per_s": seen / (time.perf_counter() - t0),
-                "epoch": batches.epoch,
-                "time": time.time(),
-            }
-            (progress or _emit)(rec)
-            loss_acc.zero_()
-            loss_n = 0
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            accel.wait_for_everyone()
-            if main:
-                raw = accel.unwrap_model(model)
-                ema_model = ema_copy(raw, ema)  # one copy serves the checkpoint and its metrics
-                ckdir = write_checkpoint(
-                    out,
-                    cfg,
-                    raw,
-                    ema,
-                    ema_model,
-                    opt,
-                    text_encoder,
-                    codec,
-                    step,
-                    batches,
-                    noise_gen,
-                    accel.scaler,
-                )
-                if cfg.keep_history:  # fp16 EMA weights of every checkpoint, never pruned
-                    from engine.train.history import save_history
+    # Scoring the eval images (CPU detection) runs on a thread while training goes on.
+    scores = _DeferredScores(out / "metrics.jsonl", progress or _emit, cfg.batch, eval_set)
+    try:
+        while step < cfg.steps:
+            idx = batches.next()
+            B = len(idx)
+            t = torch.randint(0, T, (B,), generator=noise_gen, device=dev)
+            noise = torch.randn((B, *latent_shape), generator=noise_gen, device=dev)
+            drop = torch.rand(B, generator=noise_gen, device=dev) < cfg.null_caption_p
+            mine = slice(rank, B, world)
+            idx, t, noise, drop = idx[mine], t[mine], noise[mine], drop[mine]
+            x0 = codec.encode(data[idx]) if codec.spec == "pixel" else data[idx]
+            ab = alphas[t].view(-1, 1, 1, 1)
+            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+            ci = cap_of[idx]
+            emb = torch.where(drop.view(-1, 1, 1), null_emb.expand(len(ci), -1, -1), cap_emb[ci])
+            msk = torch.where(drop.view(-1, 1), null_mask.expand(len(ci), -1), cap_mask[ci])
+            with accel.autocast():
+                pred = forward(
+                    xt,
+                    encoder_hidden_states=emb,
+                    encoder_attention_mask=msk,
+                    timestep=t,
+                    **model_kwargs(),
+                    return_dict=False,
+                )[0]
+            loss = F.mse_loss(pred.float(), noise)
+            accel.backward(loss)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema.step(params)
+            step += 1
+            seen += B
+            loss_acc += loss.detach()
+            loss_n += 1
+            if main and (step % cfg.log_every == 0 or step == cfg.steps):
+                mean_loss = loss_acc.item() / loss_n  # the host sync: every log_every steps
+                rec = {
+                    "step": step,
+                    "loss": mean_loss,
+                    "img_per_s": seen / (time.perf_counter() - t0),
+                    "epoch": batches.epoch,
+                    "time": time.time(),
+                }
+                (progress or _emit)(rec)
+                loss_acc.zero_()
+                loss_n = 0
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                accel.wait_for_everyone()
+                if main:
+                    raw = accel.unwrap_model(model)
+                    ema_model = ema_copy(raw, ema)  # one copy serves the checkpoint and its metrics
+                    ckdir = write_checkpoint(
+                        out,
+                        cfg,
+                        raw,
+                        ema,
+                        ema_model,
+                        opt,
+                        text_encoder,
+                        codec,
+                        step,
+                        batches,
+                        noise_gen,
+                        accel.scaler,
+                    )
+                    if cfg.keep_history:  # fp16 EMA weights of every checkpoint, never pruned
+                        from engine.train.history import save_history
 
-                    save_history(ckdir, out)
-                m = _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg)
-                m.update({"step": step, "images_seen": step * cfg.batch})
-                append_line(out / "metrics.jsonl", json.dumps(m))
-                (progress or _emit)({"event": "checkpoint", **m})
-            accel.wait_for_everyone()
+                        save_history(ckdir, out)
+                    scores.submit(
+                        step, *_eval_images(ckdir, ema_model, text_encoder, codec, eval_set, cfg)
+                    )
+                accel.wait_for_everyone()
+            if main:
+                scores.flush(wait=False)
+    finally:
+        scores.close()  # the last metrics line is written before the run returns (or dies)
     # Every rank must end with the same weights; record each rank's digest so this is checkable.
     from accelerate.utils import gather_object
 
@@ -332,26 +339,66 @@ def _param_digest(model) -> str:
     return h.hexdigest()
 
 
-def _evaluate(ckdir, ema_model, text_encoder, codec, eval_set, cfg) -> dict:
-    """Metrics of the EMA model on the fixed prompts. A failure here is recorded, not fatal:
-    hours of training must not die because an evaluation could not run."""
+def _eval_images(ckdir, ema_model, text_encoder, codec, eval_set, cfg):
+    """(images, sampling seconds, error) for the fixed prompts with the EMA model. A failure is
+    recorded, not fatal: hours of training must not die because an evaluation could not run."""
+    t0 = time.perf_counter()
     try:
-        return _evaluate_unguarded(ckdir, ema_model, text_encoder, codec, eval_set, cfg)
+        ck = Checkpoint(ckdir, {}, ema_model, text_encoder, codec)
+        prompts = [p.text for p in eval_set]
+        imgs = sample_images(ck, prompts, [0] * len(eval_set), steps=cfg.eval_steps, cfg=cfg.cfg)
+        return imgs.numpy(), time.perf_counter() - t0, None
     except Exception as e:  # noqa: BLE001
-        return {"eval_error": f"{type(e).__name__}: {e}"}
+        return None, time.perf_counter() - t0, f"{type(e).__name__}: {e}"
 
 
-def _evaluate_unguarded(ckdir, ema_model, text_encoder, codec, eval_set, cfg) -> dict:
+def _score(images, eval_set) -> dict:
     from engine.eval.evaluate import evaluate_arrays
 
-    ck = Checkpoint(ckdir, {}, ema_model, text_encoder, codec)
     t0 = time.perf_counter()
-    imgs = sample_images(
-        ck, [p.text for p in eval_set], [0] * len(eval_set), steps=cfg.eval_steps, cfg=cfg.cfg
-    )
-    res = evaluate_arrays(imgs.numpy(), eval_set)
-    return {
-        **{k: float(v) for k, v in res.metrics.items()},
-        "eval_n": len(eval_set),
-        "eval_s": time.perf_counter() - t0,
-    }
+    try:
+        res = evaluate_arrays(images, eval_set)
+        m = {k: float(v) for k, v in res.metrics.items()}
+    except Exception as e:  # noqa: BLE001
+        m = {"eval_error": f"{type(e).__name__}: {e}"}
+    return {**m, "score_s": time.perf_counter() - t0}
+
+
+class _DeferredScores:
+    """The evaluator's CPU work on a checkpoint's eval images, on one worker thread, while the
+    next training steps run. The training thread writes each metrics line (and reports it) when
+    its scores are ready, in step order: at most one checkpoint is being scored at a time."""
+
+    def __init__(self, path: Path, emit: Callable[[dict], None], batch: int, eval_set):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._path, self._emit, self._batch, self._eval_set = path, emit, batch, eval_set
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="eval-score")
+        self._pending = None  # (future, step, sampling seconds)
+
+    def submit(self, step: int, images, sample_s: float, error: str | None) -> None:
+        self.flush(wait=True)
+        if images is None:
+            fut = self._pool.submit(lambda: {"eval_error": error, "score_s": 0.0})
+        else:
+            fut = self._pool.submit(_score, images, self._eval_set)
+        self._pending = (fut, step, sample_s)
+
+    def flush(self, wait: bool) -> None:
+        if self._pending is None or not (wait or self._pending[0].done()):
+            return
+        fut, step, sample_s = self._pending
+        self._pending = None
+        m = fut.result()
+        score_s = m.pop("score_s")
+        if "eval_error" not in m:
+            m.update({"eval_n": len(self._eval_set), "eval_s": sample_s + score_s})
+        m.update({"step": step, "images_seen": step * self._batch})
+        append_line(self._path, json.dumps(m))
+        self._emit({"event": "checkpoint", **m})
+
+    def close(self) -> None:
+        try:
+            self.flush(wait=True)
+        finally:
+            self._pool.shutdown(wait=True)
