@@ -81,3 +81,27 @@ def test_checkpoint_scores_run_beside_training_and_land_in_step_order(tmp_path, 
     assert lines[0]["images_seen"] == 80 and lines[0]["eval_n"] == 2
     assert lines[1]["eval_error"] == "RuntimeError: out of memory" and "spatial" not in lines[1]
     assert all(e["event"] == "checkpoint" for e in emitted)
+
+
+@pytest.mark.slow
+def test_compile_trains_like_eager_and_saves_plain_weights(tmp_path):
+    """`--compile` wraps only the forward: same losses as eager (to float tolerance), and the
+    checkpoint holds the plain module's weights (no `_orig_mod.` prefix), loadable as usual."""
+    from safetensors.torch import load_file
+
+    from engine.model.checkpoint import load_checkpoint
+    from engine.train.loop import TrainConfig, train
+
+    kw = dict(preset="nano", res=32, batch=4, steps=2, eval_every=2, eval_prompts=2,
+              eval_steps=1, n_train=16, log_every=1, device="cpu")  # fmt: skip
+    losses = {}
+    for compiled in (False, True):
+        logs = []
+        out = tmp_path / f"c{int(compiled)}"
+        train(TrainConfig(out=str(out), compile=compiled, **kw), progress=logs.append)
+        losses[compiled] = [r["loss"] for r in logs if "loss" in r]
+        weights = (out / "latest").resolve() / "transformer" / "diffusion_pytorch_model.safetensors"
+        assert not any(k.startswith("_orig_mod.") for k in load_file(weights))
+        load_checkpoint(out / "latest")
+    assert len(losses[True]) == 2
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
