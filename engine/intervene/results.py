@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from engine.core.columns import ABLATIONS, SWEEP
 from engine.core.errors import UserError
 
 KIND = "ablation"
@@ -40,20 +41,10 @@ def _sweep_cells(names, covered, tables, flips, baseline, n, run, template) -> l
     return rows
 
 
-ABLATION_COLUMNS = [
-    "run",
-    "intervention",
-    "metric",
-    "baseline",
-    "intervened",
-    "delta",
-    "ci_low",
-    "ci_high",
-    "n",
-]
+ABLATION_COLUMNS = list(ABLATIONS)  # the served table's columns (engine.core.columns)
 
 
-SWEEP_COLUMNS = ["layer", "head", "metric", "delta", "ci_low", "ci_high"]
+SWEEP_COLUMNS = list(SWEEP)
 
 
 def _runs_by_role(store, role: str) -> list[tuple[str, dict]]:
