@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from clirunner import run_cli as _run
 
 from engine.core.device import check_device, describe, inference_autocast, label, resolve_device
 from engine.core.errors import UserError
@@ -60,19 +61,6 @@ def test_cpu_sampling_is_bit_exact_between_runs(nano_ckpt):
     )
     b = sample_images(load_checkpoint(nano_ckpt), ["red circle above blue square"] * 2, [0, 1], 2)
     assert torch.equal(a, b)
-
-
-def _run(args, capsys, monkeypatch):
-    from workbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["dit-workbench", *map(str, args)])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    return code, *capsys.readouterr()
 
 
 @pytest.mark.parametrize(

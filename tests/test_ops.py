@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+from clirunner import run_cli as _cli
 
 from engine.core.errors import UserError, one_line
 from engine.ops.ablate import Ablate
@@ -38,21 +39,6 @@ SPEC = "mask-head 0.0 tokens=relation"
 SWEEP = "zero-head 0.* steps=0"
 FEW = ["--n", "3", "--steps", "2", "--resamples", "50", "--batch-size", "8"]
 FEW_PARAMS = {"n": 3, "steps": 2, "resamples": 50, "batch_size": 8}
-
-
-def _cli(args, capsys, monkeypatch) -> tuple[int, str, str]:
-    """`dit-workbench ARGS` in this process, as a user runs it: (exit code, stdout, stderr)."""
-    from workbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["dit-workbench", *map(str, args)])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # --- (a) the CLI and the engine run the same operation --------------------------------------

@@ -11,11 +11,11 @@ import io
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from clirunner import run_cli
 
 from engine.core.errors import UserError
 
@@ -137,20 +137,6 @@ def build_tiny_pipeline(
     )
     pipe.save_pretrained(out, safe_serialization=True)
     return out
-
-
-def run_cli(args, capsys, monkeypatch) -> tuple[int, str, str]:
-    from workbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["dit-workbench", *map(str, args)])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
