@@ -146,8 +146,11 @@ def named_checkpoint(params: dict, cwd: str | None) -> dict:
     try:
         return {**params, "checkpoint": str(roots.resolve(value, "checkpoint"))}
     except roots.NotFound:
-        # Neither a path nor a listed name: the path check that follows says what to give.
-        return params
+        where = ", ".join(map(str, roots.allowed()))
+        raise UserError(
+            f"checkpoint {value!r} not found: no such folder, nor a checkpoint of that name "
+            f"under {where}; give a checkpoint or training run folder"
+        ) from None
 
 
 # --- cheap checks the probe and intervention kinds share ------------------------------------
