@@ -48,7 +48,9 @@ def _plain_type(annotation) -> type:
         return list
     if annotation in _PLAIN:
         return annotation
-    raise TypeError(f"operation parameters are str, int, float, bool or list[str]; got {annotation}")
+    raise TypeError(
+        f"operation parameters are str, int, float, bool or list[str]; got {annotation}"
+    )
 
 
 class Operation:
