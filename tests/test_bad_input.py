@@ -28,6 +28,7 @@ from pathlib import Path
 import h5py
 import httpx
 import pytest
+from clirunner import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 GOOD = ["red square is above blue circle", "circle is to the left of blue triangle"]
@@ -108,21 +109,6 @@ class World:
         for k, v in vars(self).items():
             value = value.replace(f"{{{k}}}", str(v))
         return value
-
-
-def run_cli(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
-    """`dit-workbench ARGS` in this process: (exit code, stdout, stderr)."""
-    from workbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["dit-workbench", *map(str, args)])
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _cli_subprocess(args: list, cwd: Path) -> subprocess.Popen:
