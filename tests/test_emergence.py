@@ -261,7 +261,8 @@ async def test_training_pane_shows_head_emergence_on_the_curves_axis():
     from fake_client import FakeEngineClient
 
     from workbench.app import WorkbenchApp
-    from workbench.components.training import HeadSparks, head_sparkline, step_column
+    from workbench.components.head_sparks import HeadSparks
+    from workbench.render.sparks import head_sparkline, step_column
 
     # the sparkline: a step's column is where braille_plot puts it; first pass reversed
     t = head_sparkline([(0, 0.0), (50, 0.6), (100, 1.0)], 0, 100, 20, 50, "red")

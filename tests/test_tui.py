@@ -15,20 +15,23 @@ from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.worker import WorkerState
 
-from workbench.app import PANES as PANES_ORDER
-from workbench.app import MainScreen, WorkbenchApp
+from workbench.app import WorkbenchApp
 from workbench.components.ablate import AblateDialog
+from workbench.components.banner import Banner
 from workbench.components.detail import HeadDetailScreen
 from workbench.components.engine_table import EngineTable
 from workbench.components.export import ExportDialog
 from workbench.components.filter import FilterDialog
-from workbench.components.heatmap import HeatMap, MapPane
+from workbench.components.heatmap import HeatMap
 from workbench.components.help import KEY_HELP, HelpScreen
 from workbench.components.jobs import JobsPane
+from workbench.components.main import PANES as PANES_ORDER
+from workbench.components.main import MainScreen
+from workbench.components.map_pane import MapPane
 from workbench.components.screening import ScreeningPane
 from workbench.components.sidebar import CheckpointTree
 from workbench.components.sort import SortDialog
-from workbench.components.status import Banner, StatusBar
+from workbench.components.status import StatusBar
 from workbench.output import rows_to_csv
 
 pytestmark = pytest.mark.anyio
@@ -387,7 +390,7 @@ async def test_ablate_submits_a_job_and_the_delta_appears():
         ]
         assert any("queued" in n for n in notes(app))
         for _ in range(3):  # the fake advances one step per poll
-            app.poll_jobs()
+            app.watch.poll_jobs()
             await settle(pilot)
         assert any("ablate done" in n for n in notes(app))
         row = t.current_row()
@@ -422,7 +425,7 @@ async def test_ablate_dialog_validates_and_cancels():
 
 
 async def test_x_confirms_then_submits_screening():
-    from workbench.components.mono import ConfirmDialog
+    from workbench.components.confirm import ConfirmDialog
 
     fake = FakeEngineClient(job_steps=1)
     app = make_app(fake)
@@ -508,7 +511,7 @@ def test_default_export_folder_is_git_ignored():
     import shutil
     import subprocess
 
-    from workbench.components.export import DEFAULT_EXPORT_DIR
+    from workbench.services.export import DEFAULT_EXPORT_DIR
 
     root = Path(__file__).resolve().parents[1]
     if shutil.which("git") is None or not (root / ".git").exists():
@@ -548,7 +551,7 @@ async def test_export_to_a_missing_folder_is_a_notification(tmp_path):
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        app.export_to(app.active_pane.export_source(), str(tmp_path / "nope" / "x.csv"))
+        app.exporter.export_to(app.active_pane.export_source(), str(tmp_path / "nope" / "x.csv"))
         await settle(pilot)
         assert any("does not exist" in n for n in notes(app))
         assert app.is_running
@@ -743,7 +746,7 @@ async def test_dead_engine_shows_banner_then_reconnects():
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         fake.alive = False
-        app.poll_health()
+        app.watch.poll_health()
         await settle(pilot)
         banner = app.query_one(Banner)
         assert banner.shown and "unreachable" in str(banner.render())
@@ -753,7 +756,7 @@ async def test_dead_engine_shows_banner_then_reconnects():
         assert made and app.client is fake
         assert not any("unreachable" in n for n in notes(app))
         up.set()
-        app.poll_health()  # fails once more, reconnects, polls again
+        app.watch.poll_health()  # fails once more, reconnects, polls again
         await settle(pilot)
         assert app.client is fresh and fake.closed
         assert not banner.shown

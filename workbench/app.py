@@ -1,64 +1,73 @@
 """The Textual workbench: browse heads, ablate by keyboard, export CSV, over SSH.
 
-It talks to the engine only through an ``EngineClient`` (``engine/service/client.py``; tests use
-``tests/fake_client.py``). Every client call runs in a thread worker, so a slow
-or dead engine never freezes the UI; failures become notifications, and an unreachable engine
-shows a banner while the app keeps polling (and reconnecting, when given a ``reconnect`` factory).
+It talks to the engine only through an ``EngineAPI`` client (``engine/service/client.py``;
+tests use ``tests/fake_client.py``), and only from thread workers (``workbench/services/``), so a
+slow or dead engine never freezes the UI: each answer comes back as a typed message, failures
+become notifications, and an unreachable engine shows a banner while the app keeps polling (and
+reconnecting, when given a ``reconnect`` factory).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from engine.service.client import EngineAPI
 from workbench.components.ablations import AblationsPane
-from workbench.components.base import EngineCallMixin, Pane
+from workbench.components.banner import Banner
 from workbench.components.detail import HeadDetailScreen
-from workbench.components.engine_watch import EngineWatch
-from workbench.components.export import ExportActions
-from workbench.components.filter import FilterDialog
+from workbench.components.engine_table import EngineTable
 from workbench.components.heads import HeadsPane
-from workbench.components.heatmap import MapPane
 from workbench.components.help import HelpScreen
-from workbench.components.job_actions import JobActions
 from workbench.components.jobs import JobsPane
 from workbench.components.main import PANES, MainScreen
-from workbench.components.messages import (
-    HeadSelected,
-    OpenHeadDetail,
-    Query,
-    QueryChanged,
-)
-from workbench.components.palette import PaletteCommands
+from workbench.components.map_pane import MapPane
+from workbench.components.pane import Pane
 from workbench.components.screening import ScreeningPane
 from workbench.components.sidebar import CheckpointSidebar
-from workbench.components.sort import SortDialog
-from workbench.components.status import Banner, StatusBar
+from workbench.components.status import StatusBar
 from workbench.components.training import TrainingPane
+from workbench.services.engine import Engine, EngineCallFailed
+from workbench.services.export import Exporter, ExportSource
+from workbench.services.jobs import JobRequests
+from workbench.services.messages import (
+    CheckpointSelected,
+    CheckpointsLoaded,
+    ExportDone,
+    HeadSelected,
+    HealthUpdated,
+    JobCancelled,
+    JobSubmitted,
+    JobsUpdated,
+    OpenHeadDetail,
+    QueryChanged,
+    Reconnected,
+    ReconnectFailed,
+)
+from workbench.services.palette import palette_commands
+from workbench.services.query import Query
+from workbench.services.table_actions import ask_filter, ask_sort, reverse_sort
+from workbench.services.watch import EngineWatch, job_note
 
-# actions that only make sense on the main screen (not in the head detail or a dialog)
-MAIN_ONLY = {"filter", "sort", "reverse_sort", "pane", "next_pane", "toggle_sidebar", "edit_query"}
 # actions that also work on the head detail screen
 DETAIL_OK = {"ablate", "export", "refresh", "help", "screen_heads", "quit"}
 
 
-class WorkbenchApp(
-    EngineWatch, JobActions, ExportActions, PaletteCommands, EngineCallMixin, App[None]
-):
-    """``WorkbenchApp(client).run()``; ``client`` has the EngineClient interface.
+class WorkbenchApp(App[None]):
+    """``WorkbenchApp(client).run()``: the composition, the key bindings and the pane navigation.
 
-    This class is the composition, the key bindings and the pane navigation; what the app
-    keeps of the engine (EngineWatch), the keys that submit jobs (JobActions), CSV export
-    (ExportActions) and the command palette (PaletteCommands) are mixins from
-    workbench/components/, beside the panes and dialogs."""
+    What it does with the engine it owns as services: ``engine`` (the client and its worker
+    calls), ``watch`` (health, jobs and checkpoints as last polled), ``job_requests`` (`a`, `x`)
+    and ``exporter`` (`e`). Their answers come back here as messages, and the handlers below
+    show them in the widgets."""
 
     CSS_PATH = "tui.tcss"
     TITLE = "dit-workbench"
@@ -85,10 +94,10 @@ class WorkbenchApp(
 
     def __init__(
         self,
-        client: Any,
+        client: EngineAPI,
         *,
         checkpoint: str | None = None,
-        reconnect: Callable[[], Any] | None = None,
+        reconnect: Callable[[], EngineAPI] | None = None,
         poll_interval: float = 1.0,
         health_interval: float = 2.0,
         page_size: int = 200,
@@ -97,30 +106,30 @@ class WorkbenchApp(
         sidebar: bool | None = None,
     ) -> None:
         super().__init__()
-        self.client = client
-        self.reconnect_factory = reconnect
+        self.engine = Engine(client, reconnect)
+        self.watch = EngineWatch(self, self.engine)
+        self.job_requests = JobRequests(self, self.engine)
+        self.exporter = Exporter(
+            self, self.engine, Path(export_dir) if export_dir else None, export_page_size
+        )
         self.initial_checkpoint = checkpoint
         self.poll_interval = poll_interval
         self.health_interval = health_interval
         self.page_size = page_size
-        self.export_page_size = export_page_size
-        self.export_dir = Path(export_dir) if export_dir else None
         self.sidebar_pref = sidebar
-        self.checkpoints: list[dict] = []
         self.checkpoint: dict | None = None
         self.query_value = Query()
         self.selected: tuple[int, int] | None = None
-        self.jobs: list[dict] = []
-        self.connected: bool | None = None
-        self.health: dict | None = None
-        self.attempts = 0
-        self.exports: list[tuple[str, int]] = []
-        self._job_states: dict[Any, str] = {}
-        self._polling_jobs = False
-        self._polling_health = False
-        self._reconnecting = False
-        self._recent_errors: dict[str, float] = {}
         self._sidebar_user: bool | None = None
+
+    @property
+    def client(self) -> EngineAPI:
+        """The client in use (a reconnect may have replaced the one the app was given)."""
+        return self.engine.client
+
+    @property
+    def jobs(self) -> list[dict]:
+        return self.watch.jobs
 
     # ----------------------------------------------------------------- layout
     def get_default_screen(self) -> Screen:
@@ -150,11 +159,11 @@ class WorkbenchApp(
         self._apply_sidebar()
         self.heads_pane.activate()
         self.heads_pane.table.focus()
-        self.poll_health()
-        self.load_checkpoints()
-        self.poll_jobs()
-        self.set_interval(self.poll_interval, self.poll_jobs, name="jobs-poll")
-        self.set_interval(self.health_interval, self.poll_health, name="health-poll")
+        self.watch.poll_health()
+        self.watch.load_checkpoints()
+        self.watch.poll_jobs()
+        self.set_interval(self.poll_interval, self.watch.poll_jobs, name="jobs-poll")
+        self.set_interval(self.health_interval, self.watch.poll_health, name="health-poll")
 
     def on_resize(self) -> None:
         self._apply_sidebar()
@@ -196,6 +205,107 @@ class WorkbenchApp(
     @property
     def active_pane(self) -> Pane:
         return self.pane(self.active_pane_id)
+
+    @property
+    def quitting(self) -> bool:
+        """An answer arriving now is for widgets being torn down."""
+        return bool(self._exit or self._closing)
+
+    # ----------------------------------------------------------------- answers from the engine
+    def on_health_updated(self, event: HealthUpdated) -> None:
+        if self.quitting:
+            return
+        back = self.watch.health_arrived(event)
+        status, banner = self.query_one(StatusBar), self.query_one(Banner)
+        if event.health is not None:
+            status.update_state(health=event.health, connected=True)
+            if banner.shown:
+                banner.hide()
+            if back:
+                self.notify("engine reconnected", title="engine")
+                self.action_refresh()
+            return
+        status.update_state(connected=False)
+        banner.show_error(event.error or "no answer", self.watch.attempts)
+        self.watch.try_reconnect()
+
+    def on_reconnected(self, event: Reconnected) -> None:
+        self.watch.reconnected(event.client)
+
+    def on_reconnect_failed(self, _event: ReconnectFailed) -> None:
+        self.watch.reconnected(None)
+
+    def on_jobs_updated(self, event: JobsUpdated) -> None:
+        if self.quitting:
+            return
+        ended = self.watch.jobs_arrived(event)
+        if event.jobs is None:
+            return
+        status = self.query_one(StatusBar)
+        status.update_state(running=self.watch.count("running"), queued=self.watch.count("queued"))
+        self.jobs_pane.set_jobs(self.watch.jobs)
+        for job in ended:
+            self._job_ended(job)
+
+    def _job_ended(self, job: dict) -> None:
+        note, severity = job_note(job)
+        self.notify(note, severity=severity, title="jobs")
+        if job.get("state") == "done":
+            for p in self.panes:
+                p.job_done(str(job.get("kind")))
+            self.watch.load_checkpoints()
+
+    def on_checkpoints_loaded(self, event: CheckpointsLoaded) -> None:
+        if self.quitting:
+            return
+        current = self.checkpoint["name"] if self.checkpoint else None
+        ck, warnings = self.watch.checkpoints_arrived(event, current, self.initial_checkpoint)
+        for text, title in warnings:
+            self.notify(text, severity="warning", title=title)
+        self._set_checkpoint(ck)
+
+    def _set_checkpoint(self, ck: dict | None) -> None:
+        changed = (self.checkpoint or {}).get("name") != (ck or {}).get("name")
+        self.checkpoint = ck
+        self.query_one(StatusBar).update_state(checkpoint=ck or {})
+        self.query_one(CheckpointSidebar).set_checkpoints(
+            self.watch.checkpoints, ck["name"] if ck else None
+        )
+        if changed:
+            self.selected = None
+        for p in self.panes:
+            if isinstance(p, JobsPane):
+                continue
+            if changed:
+                p.set_checkpoint(ck)
+            else:  # same checkpoint, fresher record: callers invalidate what changed
+                p.checkpoint = ck
+
+    def on_checkpoint_selected(self, event: CheckpointSelected) -> None:
+        self.switch_checkpoint(event.name)
+
+    def switch_checkpoint(self, name: str) -> None:
+        ck = self.watch.find(name)
+        if ck is None:
+            self.notify(f"no checkpoint {name!r}", severity="error")
+            return
+        self._set_checkpoint(ck)
+        self.notify(f"checkpoint {name}", title="checkpoint")
+
+    def on_engine_call_failed(self, event: EngineCallFailed) -> None:
+        if self.watch.worth_showing(event):
+            self.notify(event.text, severity="error", title="engine", timeout=6)
+
+    def on_job_submitted(self, event: JobSubmitted) -> None:
+        self.notify(f"job {event.job.get('id', '?')} queued: {event.what}", title="jobs")
+        self.watch.poll_jobs()
+
+    def on_job_cancelled(self, event: JobCancelled) -> None:
+        self.notify(f"job {event.jid} {event.job.get('state', 'cancelled')}", title="cancel")
+        self.watch.poll_jobs()
+
+    def on_export_done(self, event: ExportDone) -> None:
+        self.exporter.done(event)
 
     # ----------------------------------------------------------------- messages from panes
 
@@ -306,14 +416,14 @@ class WorkbenchApp(
             screen.load_detail()
             screen.load_screen_map()
             return
-        self.poll_health()
-        self.poll_jobs()
-        self.load_checkpoints()
+        self.watch.poll_health()
+        self.watch.poll_jobs()
+        self.watch.load_checkpoints()
         for p in self.panes:
             if not isinstance(p, JobsPane):
                 p.invalidate()
 
-    def _table_or_warn(self):
+    def _table_or_warn(self) -> EngineTable | None:
         t = self.active_pane.current_table()
         if t is None:
             self.notify(
@@ -323,50 +433,82 @@ class WorkbenchApp(
         return t
 
     def action_filter(self) -> None:
-        t = self._table_or_warn()
-        if t is None:
-            return
-
-        def done(text: str | None) -> None:
-            if text is not None:
-                t.set_filter(text)
-                t.focus()
-
-        names = [f"{label}={col}" for label, col in t.header_names().items()]
-        current = t.filter_typed if t.filter_typed is not None else t.filter
-        self.push_screen(
-            FilterDialog(current, t.table_name, t.columns_, names, t.filter_error), done
-        )
+        if (t := self._table_or_warn()) is not None:
+            ask_filter(self, t)
 
     def action_sort(self) -> None:
-        t = self._table_or_warn()
-        if t is None:
-            return
-        cols = t.sortable_columns
-        if not cols:
-            self.notify("nothing to sort yet", severity="warning")
-            return
-
-        def done(choice: tuple[str, bool] | None) -> None:
-            if choice is not None:
-                t.set_sort(*choice)
-                t.focus()
-
-        self.push_screen(SortDialog(cols, t.sort_by, t.desc), done)
+        if (t := self._table_or_warn()) is not None:
+            ask_sort(self, t)
 
     def action_reverse_sort(self) -> None:
-        t = self._table_or_warn()
-        if t is None:
+        if (t := self._table_or_warn()) is not None:
+            reverse_sort(self, t)
+
+    def action_clear_filter(self) -> None:
+        t = self.active_pane.current_table()
+        if t is not None:
+            t.set_filter(None)
+
+    def selected_head(self) -> tuple[int, int] | None:
+        screen = self.screen
+        if isinstance(screen, HeadDetailScreen):
+            return screen.selected_head()
+        return self.active_pane.selected_head() or self.selected
+
+    def action_open_selected(self) -> None:
+        hd = self.selected_head()
+        if hd is not None:
+            self.post_message(OpenHeadDetail(*hd))
+
+    def action_ablate(self) -> None:
+        if self.checkpoint is None:
+            self.notify("no checkpoint loaded", severity="warning")
             return
-        if not t.sort_by:
-            self.notify("not sorted yet: press s to pick a column", severity="warning")
+        hd = self.selected_head()
+        if hd is None:
+            self.notify("move the cursor to a head first (Heads or Map pane)", severity="warning")
             return
-        t.reverse_sort()
+        self.job_requests.ablate(self.checkpoint["name"], *hd)
+
+    def action_screen_heads(self) -> None:
+        if self.checkpoint is None:
+            self.notify("no checkpoint loaded", severity="warning")
+            return
+        self.job_requests.screen(self.checkpoint["name"])
+
+    def action_cancel_job(self) -> None:
+        self.action_pane("jobs")
+        self.call_after_refresh(self.jobs_pane.action_cancel_job)
+
+    def action_set_query(self, text: str, image: str) -> None:
+        q = self.query_value
+        self.post_message(QueryChanged(Query(text, image, q.steps, q.agg, q.correct_only)))
+        self.action_pane("heads")
+
+    def export_source(self) -> ExportSource | None:
+        screen = self.screen
+        if isinstance(screen, HeadDetailScreen):
+            return screen.export_source()
+        return self.active_pane.export_source()
+
+    def action_export(self) -> None:
+        src = self.export_source()
+        if src is None:
+            self.notify("nothing to export here", severity="warning")
+            return
+        self.exporter.ask(src, self.checkpoint["name"] if self.checkpoint else None)
+
+    # ----------------------------------------------------------------- command palette
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        names = [str(c.get("name", "?")) for c in self.watch.checkpoints]
+        for title, help_text, callback in palette_commands(self, names):
+            yield SystemCommand(title, help_text, callback)
 
 
-def run_tui(client: Any, **kwargs: Any) -> WorkbenchApp:
-    """Open the workbench on ``client`` (an EngineClient); returns the app when the user quits
-    (``app.client`` is the client it ended with: a reconnect may have replaced it)."""
+def run_tui(client: EngineAPI, **kwargs: Any) -> WorkbenchApp:
+    """Open the workbench on ``client``; returns the app when the user quits (``app.client`` is
+    the client it ended with: a reconnect may have replaced it)."""
     app = WorkbenchApp(client, **kwargs)
     app.run()
     return app

@@ -9,7 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, SelectionList, Static
 from textual.widgets.selection_list import Selection
 
-from workbench.components.mono import MonoSelectionList
+from workbench.components.mono_list import MonoSelectionList
 from workbench.components.query import TEXT_CATEGORIES, valid_steps
 
 KINDS = [

@@ -10,12 +10,15 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Static
 
-from workbench.components.base import Pane
-from workbench.components.engine_table import Col, EngineTable, fmt_cell
+from workbench.components.engine_table import EngineTable
 from workbench.components.heads import head_of
-from workbench.components.messages import HeadSelected, OpenHeadDetail
+from workbench.components.pane import Pane
+from workbench.render.cells import Col, fmt_cell
+from workbench.services.engine import engine_of
+from workbench.services.messages import HeadSelected, OpenHeadDetail
 
 
 def _num(v: Any) -> bool:
@@ -73,6 +76,7 @@ SWEEP_COLS = [
 
 class AblationsPane(Pane):
     title = "Ablations"
+    refreshed_by = frozenset({"ablate"})
 
     DEFAULT_CSS = """
     AblationsPane > #ablations-table { height: 1fr; }
@@ -84,6 +88,14 @@ class AblationsPane(Pane):
         Binding("left_square_bracket", "other_sweep(-1)", "Older sweep", show=False),
         Binding("right_square_bracket", "other_sweep(1)", "Newer sweep", show=False),
     ]
+
+    class SweepsLoaded(Message, bubble=False):
+        """The sweeps stored for `checkpoint` (`table` is None when the engine has no list)."""
+
+        def __init__(self, checkpoint: str | None, table: dict | None) -> None:
+            super().__init__()
+            self.checkpoint = checkpoint
+            self.table = table
 
     def __init__(self, *, page_size: int = 200, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -131,28 +143,29 @@ class AblationsPane(Pane):
         name = self.ckpt_name
         self.runs.configure({"checkpoint": name})
 
-        def done(res: dict) -> None:
-            if name != self.ckpt_name:
-                return
-            cols = list(res.get("columns") or [])
-            self.sweeps = [dict(zip(cols, r, strict=False)) for r in res.get("rows") or []]
-            known = [s.get("run") for s in self.sweeps]
-            if self.sweep_run not in known:
-                self.sweep_run = known[-1] if known else None
-            self._load_sweep()
-
-        def failed(_exc: BaseException) -> None:  # an engine without the list: the newest
-            self.sweeps, self.sweep_run = [], None
-            self._load_sweep()
-
-        self.engine_call(
+        engine_of(self).call(
+            self,
             "sweeps",
             lambda c: c.table("sweeps", checkpoint=name, limit=1000),
-            done,
-            group=f"sweeps:{id(self)}",
+            lambda res: self.SweepsLoaded(name, res),
+            failed=lambda _exc: self.SweepsLoaded(name, None),
+            group="sweeps",
             quiet=True,
-            on_error=failed,
         )
+
+    def on_ablations_pane_sweeps_loaded(self, event: SweepsLoaded) -> None:
+        if event.table is None:  # an engine without the list: the newest
+            self.sweeps, self.sweep_run = [], None
+            self._load_sweep()
+            return
+        if event.checkpoint != self.ckpt_name:
+            return
+        cols = list(event.table.get("columns") or [])
+        self.sweeps = [dict(zip(cols, r, strict=False)) for r in event.table.get("rows") or []]
+        known = [s.get("run") for s in self.sweeps]
+        if self.sweep_run not in known:
+            self.sweep_run = known[-1] if known else None
+        self._load_sweep()
 
     def _load_sweep(self) -> None:
         if self.checkpoint is None:

@@ -15,41 +15,20 @@ from textual.widgets import Footer, Static
 
 from engine.data.relations import RELATIONS
 from engine.text.categories import CATEGORIES as TEXT_CATEGORIES
-from workbench.components.calls import EngineCallMixin, fetch_all
 from workbench.components.canvas import Canvas
-from workbench.components.engine_table import ExportSource
-from workbench.components.render import (
-    cmap,
+from workbench.render.draw import (
     halfblock_image,
     hstack,
     legend,
     legend_strip,
-    norm,
     value_range,
 )
-
-ZOOM_FACTORS = {1: 1, 2: 2, 3: 4}  # map cell -> pixels; 8x8 map is 8*f columns wide
-
-
-def map_image(
-    m: list[list[float]], lo: float, hi: float, f: int
-) -> list[list[tuple[int, int, int]]]:
-    """An 8x8 map as an RGB image upsampled f times (nearest), for half-block drawing."""
-    out = []
-    for row in m:
-        line = []
-        for v in row:
-            line.extend([cmap(norm(v, lo, hi))] * f)
-        out.extend([list(line) for _ in range(f)])
-    return out
+from workbench.render.maps import ZOOM_FACTORS, cosine, draw_map
+from workbench.services.engine import TableRows, engine_of
+from workbench.services.export import ExportSource
 
 
-def draw_map(m: list[list[float]], lo: float, hi: float, f: int) -> list[Text]:
-    w = len(m[0]) * f if m and m[0] else 8 * f
-    return halfblock_image(map_image(m, lo, hi, f), width=w)
-
-
-class HeadDetailScreen(EngineCallMixin, Screen):
+class HeadDetailScreen(Screen):
     """One head in depth. escape goes back."""
 
     DEFAULT_CSS = """
@@ -70,6 +49,15 @@ class HeadDetailScreen(EngineCallMixin, Screen):
         Binding("plus,equals_sign", "zoom(1)", "Zoom in", show=False),
         Binding("minus", "zoom(-1)", "Zoom out", show=False),
     ]
+
+    class DetailLoaded(TableRows):
+        """The head's attention maps per sample and step."""
+
+    class ImagesLoaded(TableRows):
+        """The checkpoint's sample images and prompts."""
+
+    class ScreenMapLoaded(TableRows):
+        """The head's weight-space maps for the relation."""
 
     def __init__(
         self,
@@ -120,49 +108,43 @@ class HeadDetailScreen(EngineCallMixin, Screen):
         self.errors.pop("detail", None)
         self._draw()
 
-        def done(res: tuple[list[str], list[list]]) -> None:
-            if params == self.detail_params():
-                self.detail = res
-                self._draw()
-
-        def failed(exc: BaseException) -> None:
-            self.errors["detail"] = str(exc)
-            self._draw()
-
-        self.engine_call(
-            "head detail",
-            lambda c: fetch_all(c, "head_detail", params=params),
-            done,
-            group=f"detail:{id(self)}",
-            on_error=failed,
+        engine_of(self).fetch_rows(
+            self, "head detail", "head_detail", params, self.DetailLoaded, group="detail"
         )
+
+    def on_head_detail_screen_detail_loaded(self, event: DetailLoaded) -> None:
+        if event.rows is None:
+            self.errors["detail"] = str(event.error)
+            self._draw()
+        elif event.params == self.detail_params():
+            self.detail = event.rows
+            self._draw()
 
     def load_images(self) -> None:
-        name = self.ckpt_name
-
-        def done(res: tuple[list[str], list[list]]) -> None:
-            cols, rows = res
-            try:
-                si, pi, ii = cols.index("sample"), cols.index("prompt"), cols.index("image")
-            except ValueError:
-                self.errors["images"] = f"sample_images has columns {cols}"
-                return
-            self.images = {r[si]: r[ii] for r in rows}
-            self.prompts.update({r[si]: r[pi] for r in rows})
-            self._draw()
-
-        def failed(exc: BaseException) -> None:
-            self.errors["images"] = str(exc)
-            self._draw()
-
-        self.engine_call(
+        engine_of(self).fetch_rows(
+            self,
             "sample images",
-            lambda c: fetch_all(c, "sample_images", params={"checkpoint": name}),
-            done,
-            group=f"images:{id(self)}",
+            "sample_images",
+            {"checkpoint": self.ckpt_name},
+            self.ImagesLoaded,
+            group="images",
             quiet=True,
-            on_error=failed,
         )
+
+    def on_head_detail_screen_images_loaded(self, event: ImagesLoaded) -> None:
+        if event.rows is None:
+            self.errors["images"] = str(event.error)
+            self._draw()
+            return
+        cols, rows = event.rows
+        try:
+            si, pi, ii = cols.index("sample"), cols.index("prompt"), cols.index("image")
+        except ValueError:
+            self.errors["images"] = f"sample_images has columns {cols}"
+            return
+        self.images = {r[si]: r[ii] for r in rows}
+        self.prompts.update({r[si]: r[pi] for r in rows})
+        self._draw()
 
     def screen_params(self) -> dict[str, Any]:
         return {
@@ -177,30 +159,31 @@ class HeadDetailScreen(EngineCallMixin, Screen):
         self.screen_maps = {}
         self.errors.pop("screen", None)
 
-        def done(res: tuple[list[str], list[list]]) -> None:
-            if params != self.screen_params():
-                return
-            cols, rows = res
-            try:
-                ki, mi = cols.index("kind"), cols.index("map")
-            except ValueError:
-                self.errors["screen"] = f"screen_map has columns {cols}"
-                return
-            self.screen_maps = {r[ki]: r[mi] for r in rows}
-            self._draw()
-
-        def failed(exc: BaseException) -> None:
-            self.errors["screen"] = str(exc)
-            self._draw()
-
-        self.engine_call(
+        engine_of(self).fetch_rows(
+            self,
             "screening map",
-            lambda c: fetch_all(c, "screen_map", params=params),
-            done,
-            group=f"screen:{id(self)}",
+            "screen_map",
+            params,
+            self.ScreenMapLoaded,
+            group="screen",
             quiet=True,
-            on_error=failed,
         )
+
+    def on_head_detail_screen_screen_map_loaded(self, event: ScreenMapLoaded) -> None:
+        if event.rows is None:
+            self.errors["screen"] = str(event.error)
+            self._draw()
+            return
+        if event.params != self.screen_params():
+            return
+        cols, rows = event.rows
+        try:
+            ki, mi = cols.index("kind"), cols.index("map")
+        except ValueError:
+            self.errors["screen"] = f"screen_map has columns {cols}"
+            return
+        self.screen_maps = {r[ki]: r[mi] for r in rows}
+        self._draw()
 
     def detail_params(self) -> dict[str, Any]:
         return {
@@ -258,7 +241,7 @@ class HeadDetailScreen(EngineCallMixin, Screen):
                     labels.append(label)
             w = 8 * f
             head = Text("  ".join(lb[:w].ljust(w) for lb in labels), style="bold")
-            cos = _cosine(qk, ref) if qk and ref else None
+            cos = cosine(qk, ref) if qk and ref else None
             cap = Text("weight-space screening", style="bold underline")
             if cos is not None:
                 cap.append(f" r = {cos:+.3f}", style="bold")
@@ -339,14 +322,3 @@ class HeadDetailScreen(EngineCallMixin, Screen):
 
     def selected_head(self) -> tuple[int, int]:
         return self.layer_idx, self.head_idx
-
-
-def _cosine(a: list[list[float]], b: list[list[float]]) -> float | None:
-    xs = [v for row in a for v in row]
-    ys = [v for row in b for v in row]
-    if len(xs) != len(ys) or not xs:
-        return None
-    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-    num = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
-    den = (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
-    return num / den if den else None

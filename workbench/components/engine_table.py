@@ -8,7 +8,7 @@ on the client instead (the jobs list) and sorts / filters them with the same sem
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from rich.text import Text
@@ -17,27 +17,27 @@ from textual.message import Message
 from textual.widgets import DataTable
 
 from engine.core.rowfilter import FilterError, filter_rows, sort_rows, translate_names
-from workbench.components.calls import EngineCallMixin
-from workbench.components.cells import Col, default_desc, fmt_cell, fmt_signed
-
-# panes import the column helpers from here too
-__all__ = ["Col", "EngineTable", "ExportSource", "default_desc", "fmt_cell", "fmt_signed"]
-
-
-@dataclass
-class ExportSource:
-    """What `e` exports: an engine table with its parameters, or rows already held locally."""
-
-    name: str
-    params: dict = field(default_factory=dict)
-    sort: str | None = None
-    desc: bool = False
-    filter: str | None = None
-    local: tuple[list[str], list[list]] | None = None
-    stem: str = ""
+from engine.service.client import EngineAPI
+from workbench.render.cells import Col, default_desc
+from workbench.services.engine import engine_of
+from workbench.services.export import ExportSource
 
 
-class EngineTable(EngineCallMixin, DataTable):
+@dataclass(frozen=True)
+class PageRequest:
+    """What a page of rows was asked for: the answer applies only while `gen` is current."""
+
+    gen: int
+    sort: str | None
+    desc: bool
+    filter: str | None
+    keep: Hashable | None
+    append: bool = False
+    to_end: bool = False
+    new_filter: bool = False
+
+
+class EngineTable(DataTable):
     """Rows of one engine table (``name``) for the parameters set with :meth:`configure`."""
 
     BINDINGS = [
@@ -85,6 +85,18 @@ class EngineTable(EngineCallMixin, DataTable):
         @property
         def control(self) -> EngineTable:
             return self.table
+
+    class PageLoaded(Message, bubble=False):
+        def __init__(self, ask: PageRequest, result: dict) -> None:
+            super().__init__()
+            self.ask = ask
+            self.result = result
+
+    class PageFailed(Message, bubble=False):
+        def __init__(self, ask: PageRequest, error: BaseException) -> None:
+            super().__init__()
+            self.ask = ask
+            self.error = error
 
     def __init__(
         self,
@@ -202,20 +214,32 @@ class EngineTable(EngineCallMixin, DataTable):
             self.loading = True
         # a new filter that fails keeps the table as it was (the last good filter)
         new_filter = filt != self.filter and self.params is not None and bool(self.columns_)
-
-        def fetch(client: Any) -> dict:
-            return client.table(
-                name, sort=sort, desc=desc, filter=filt, offset=0, limit=limit, **params
-            )
-
-        self.engine_call(
+        ask = PageRequest(gen, sort, desc, filt, keep, new_filter=new_filter)
+        engine_of(self).call(
+            self,
             f"{name} table",
-            fetch,
-            lambda res: self._apply(res, gen, sort, desc, filt, keep, append=False),
-            group=f"table:{id(self)}",
+            lambda c: c.table(
+                name, sort=sort, desc=desc, filter=filt, offset=0, limit=limit, **params
+            ),
+            lambda res: self.PageLoaded(ask, res),
+            failed=lambda exc: self.PageFailed(ask, exc),
+            group="table",
             quiet=self.quiet,
-            on_error=lambda exc: self._failed(exc, gen, filter_change=new_filter),
         )
+
+    def on_engine_table_page_loaded(self, event: PageLoaded) -> None:
+        ask = event.ask
+        self._apply(
+            event.result, ask.gen, ask.sort, ask.desc, ask.filter, ask.keep, append=ask.append
+        )
+        if ask.to_end and self.row_count:
+            self.move_cursor(row=self.row_count - 1)
+
+    def on_engine_table_page_failed(self, event: PageFailed) -> None:
+        if event.ask.append:
+            self._more = False
+        else:
+            self._failed(event.error, event.ask.gen, filter_change=event.ask.new_filter)
 
     def _failed(self, exc: BaseException, gen: int, filter_change: bool = False) -> None:
         if gen != self._gen:
@@ -274,8 +298,9 @@ class EngineTable(EngineCallMixin, DataTable):
             len(self.rows_),
             self.total,
         )
+        ask = PageRequest(gen, sort, desc, filt, None, append=True, to_end=to_end)
 
-        def fetch(client: Any) -> dict:
+        def fetch(client: EngineAPI) -> dict:
             out: list[list] = []
             res: dict = {"rows": [], "total": total}
             off = offset
@@ -290,18 +315,14 @@ class EngineTable(EngineCallMixin, DataTable):
                     break
             return {"rows": out, "total": res.get("total", total), "columns": res.get("columns")}
 
-        def done(res: dict) -> None:
-            self._apply(res, gen, sort, desc, filt, None, append=True)
-            if to_end and self.row_count:
-                self.move_cursor(row=self.row_count - 1)
-
-        self.engine_call(
+        engine_of(self).call(
+            self,
             f"{name} table",
             fetch,
-            done,
-            group=f"more:{id(self)}",
+            lambda res: self.PageLoaded(ask, res),
+            failed=lambda exc: self.PageFailed(ask, exc),
+            group="more",
             quiet=self.quiet,
-            on_error=lambda exc: setattr(self, "_more", False),
         )
 
     # ----------------------------------------------------------------- local mode

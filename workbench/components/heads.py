@@ -8,10 +8,12 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Static
 
-from workbench.components.base import Pane
-from workbench.components.engine_table import Col, EngineTable, fmt_cell, fmt_signed
-from workbench.components.messages import HeadSelected, OpenHeadDetail, Query, QueryChanged
+from workbench.components.engine_table import EngineTable
+from workbench.components.pane import Pane
 from workbench.components.query import QueryBar
+from workbench.render.cells import Col, fmt_cell, fmt_signed
+from workbench.services.messages import HeadSelected, OpenHeadDetail, QueryChanged
+from workbench.services.query import Query
 
 
 def _short(v: float) -> str:
@@ -69,6 +71,7 @@ def head_of(row: dict | None) -> tuple[int, int] | None:
 
 class HeadsPane(Pane):
     title = "Heads"
+    refreshed_by = frozenset({"ablate", "screen", "synopsis"})  # its columns join them
 
     DEFAULT_CSS = """
     HeadsPane > EngineTable { height: 1fr; }
@@ -98,6 +101,10 @@ class HeadsPane(Pane):
             self.table.configure(None)
             return
         self.table.configure({"checkpoint": self.checkpoint["name"], **self.query_value.params()})
+
+    def job_done(self, kind: str) -> None:
+        if kind in self.refreshed_by:
+            self.refresh_rows()
 
     def refresh_rows(self) -> None:
         """Reload keeping the cursor on the same head (after an ablation finishes, etc.)."""

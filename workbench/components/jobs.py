@@ -10,11 +10,16 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.message import Message
 from textual.widgets import Static
 
-from workbench.components.base import Pane
-from workbench.components.engine_table import Col, EngineTable
-from workbench.components.render import fmt_duration, progress_bar
+from workbench.components.engine_table import EngineTable
+from workbench.components.pane import Pane
+from workbench.render.cells import Col
+from workbench.render.draw import fmt_duration, progress_bar
+from workbench.services.engine import engine_of
+from workbench.services.messages import JobCancelled
+from workbench.services.watch import ACTIVE
 
 JOB_COLUMNS = [
     "id",
@@ -29,7 +34,7 @@ JOB_COLUMNS = [
     "ended",
     "error",
 ]
-ACTIVE = ("queued", "running")
+
 STATE_STYLE = {
     "queued": "#56B4E9",
     "running": "bold #E69F00",
@@ -102,6 +107,22 @@ class JobsPane(Pane):
 
     BINDINGS = [Binding("c", "cancel_job", "Cancel job")]
 
+    class LogLoaded(Message, bubble=False):
+        """A job's last log lines, or the error that kept them (lines is None then)."""
+
+        def __init__(
+            self,
+            jid: int,
+            row: dict,
+            head: Text,
+            *,
+            lines: list[str] | None = None,
+            error: BaseException | None = None,
+        ) -> None:
+            super().__init__()
+            self.jid, self.row, self.head = jid, row, head
+            self.lines, self.error = lines, error
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.jobs: list[dict] = []
@@ -158,33 +179,33 @@ class JobsPane(Pane):
         if not isinstance(jid, int):
             return
         self._log_for = jid
-        log = self.query_one("#job-log", Static)
         head = Text(f"job {jid} {row.get('kind', '')}", style="bold")
         head.append(f"  created {fmt_time(row.get('created'))}", style="dim")
         if row.get("ended"):
             head.append(f"  ended {fmt_time(row.get('ended'))}", style="dim")
 
-        def done(lines: list[str]) -> None:
-            if self._log_for != jid:
-                return
-            t = Text.assemble(head, "\n")
-            if row.get("error"):
-                t.append(f"error: {row['error']}\n", style="bold #D55E00")
-            t.append("\n".join(str(s) for s in (lines or [])[-5:]) or "(no log lines yet)")
-            log.update(t)
-
-        def failed(exc: BaseException) -> None:
-            if self._log_for == jid:
-                log.update(Text.assemble(head, "\n", Text(f"no log: {exc}", style="dim")))
-
-        self.engine_call(
+        engine_of(self).call(
+            self,
             "job log",
             lambda c: c.logs(jid, tail=50),
-            done,
-            group=f"log:{id(self)}",
+            lambda lines: self.LogLoaded(jid, row, head, lines=list(lines or [])),
+            failed=lambda exc: self.LogLoaded(jid, row, head, error=exc),
+            group="log",
             quiet=True,
-            on_error=failed,
         )
+
+    def on_jobs_pane_log_loaded(self, event: LogLoaded) -> None:
+        if self._log_for != event.jid:
+            return
+        log = self.query_one("#job-log", Static)
+        t = Text.assemble(event.head, "\n")
+        if event.lines is None:
+            log.update(Text.assemble(t, Text(f"no log: {event.error}", style="dim")))
+            return
+        if event.row.get("error"):
+            t.append(f"error: {event.row['error']}\n", style="bold #D55E00")
+        t.append("\n".join(str(s) for s in event.lines[-5:]) or "(no log lines yet)")
+        log.update(t)
 
     def action_cancel_job(self) -> None:
         job = self.selected_job()
@@ -195,9 +216,10 @@ class JobsPane(Pane):
             self.notify(f"job {job['id']} is already {job.get('state')}", severity="warning")
             return
         jid = job["id"]
-
-        def done(rec: dict) -> None:
-            self.notify(f"job {jid} {rec.get('state', 'cancelled')}", title="cancel")
-            self.app.poll_jobs()  # type: ignore[attr-defined]
-
-        self.engine_call(f"cancel job {jid}", lambda c: c.cancel(jid), done, group=f"cancel:{jid}")
+        engine_of(self).call(
+            self,
+            f"cancel job {jid}",
+            lambda c: c.cancel(jid),
+            lambda rec: JobCancelled(jid, rec),
+            group=f"cancel:{jid}",
+        )

@@ -12,8 +12,9 @@ from textual.widgets import Checkbox, Input, Label, Select
 
 from engine.core.columns import IMAGE_CATEGORIES
 from engine.text.categories import CATEGORIES as TEXT_CATEGORIES
-from workbench.components.messages import Query, QueryChanged
-from workbench.components.mono import MonoCheckbox
+from workbench.components.mono_checkbox import MonoCheckbox
+from workbench.services.messages import QueryChanged
+from workbench.services.query import Query
 
 STEPS_RE = re.compile(r"^\s*(all|\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*)\s*$")
 

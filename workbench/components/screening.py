@@ -9,17 +9,17 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
-from textual.widget import Widget
 from textual.widgets import Label, Select, Static
 
 from engine.core.columns import SCREEN_METRICS
 from engine.data.relations import RELATIONS
-from workbench.components.base import Pane, fetch_all
-from workbench.components.detail import draw_map
-from workbench.components.engine_table import Col, EngineTable, fmt_signed
+from workbench.components.engine_table import EngineTable
 from workbench.components.heads import head_of
-from workbench.components.messages import HeadSelected, OpenHeadDetail
-from workbench.components.render import hstack, join_lines, legend_strip, value_range
+from workbench.components.pane import Pane
+from workbench.components.screen_map import ScreenMapView
+from workbench.render.cells import Col, fmt_signed
+from workbench.services.engine import TableRows, engine_of
+from workbench.services.messages import HeadSelected, OpenHeadDetail
 
 SCREEN_COLS = [
     Col("layer", "L"),
@@ -32,65 +32,9 @@ SCREEN_COLS = [
 ]
 
 
-def _qk_legend() -> Text:
-    """Each map is scaled to its own range, so the key names ends, not numbers."""
-    t = Text("each map: low ", style="dim")
-    t.append_text(legend_strip(8))
-    t.append(" high", style="dim")
-    return t
-
-
-class ScreenMapView(Widget):
-    """The QK map beside the reference ramp; 2 or 1 columns per map cell, to fit its width."""
-
-    DEFAULT_CSS = """
-    ScreenMapView { width: 38; height: 1fr; padding: 0 1; }
-    """
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.title: Text | None = None
-        self.maps: dict[str, list] = {}
-        self.message: Text | None = None
-
-    def show(
-        self,
-        title: Text | None = None,
-        maps: dict[str, list] | None = None,
-        message: Text | str | None = None,
-    ) -> None:
-        self.title = title
-        self.maps = maps or {}
-        self.message = Text(message) if isinstance(message, str) else message
-        self.refresh()
-
-    def render(self) -> Text:
-        if self.message is not None:
-            return self.message
-        if not self.maps:
-            return Text("")
-        f = 2 if self.size.width >= 36 else 1
-        w = 8 * f
-        blocks, labels = [], []
-        for label, key in (("QK map", "qk"), ("ramp", "reference")):
-            m = self.maps.get(key)
-            if m:
-                lo, hi = value_range([m])
-                blocks.append(draw_map(m, lo, hi, f))
-                labels.append(label[:w])
-        lab = Text("  ".join(lb.ljust(w) for lb in labels), style="dim")
-        return join_lines(
-            [
-                self.title or Text(""),
-                lab,
-                *hstack(blocks, gap=2, widths=[w] * len(blocks)),
-                _qk_legend(),
-            ]
-        )
-
-
 class ScreeningPane(Pane):
     title = "Screening"
+    refreshed_by = frozenset({"screen"})
 
     DEFAULT_CSS = """
     ScreeningPane > #screen-controls { height: 1; }
@@ -102,6 +46,9 @@ class ScreeningPane(Pane):
     """
 
     BINDINGS = [Binding("m", "metric", "Metric", show=False)]
+
+    class MapLoaded(TableRows):
+        """The selected head's weight-space maps for one relation."""
 
     def __init__(self, *, page_size: int = 200, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -211,26 +158,28 @@ class ScreeningPane(Pane):
             return
         self._map_key = key
 
-        def done(res: tuple[list[str], list[list]]) -> None:
-            if key != self._map_key:
-                return
-            cols, rows = res
-            try:
-                ki, mi = cols.index("kind"), cols.index("map")
-            except ValueError:
-                return
-            maps = {r[ki]: r[mi] for r in rows}
-            view.show(Text(f"L{hd[0]}H{hd[1]} · {rel}", style="bold"), maps)
-
-        def failed(exc: BaseException) -> None:
-            if key == self._map_key:
-                view.show(message=Text(f"no QK map: {exc}", style="dim"))
-
-        self.engine_call(
+        engine_of(self).fetch_rows(
+            self,
             "screening map",
-            lambda c: fetch_all(c, "screen_map", params=params),
-            done,
-            group=f"screenmap:{id(self)}",
+            "screen_map",
+            params,
+            self.MapLoaded,
+            group="screenmap",
             quiet=True,
-            on_error=failed,
         )
+
+    def on_screening_pane_map_loaded(self, event: MapLoaded) -> None:
+        if tuple(sorted(event.params.items())) != self._map_key:
+            return
+        view = self.query_one("#screen-map", ScreenMapView)
+        if event.rows is None:
+            view.show(message=Text(f"no QK map: {event.error}", style="dim"))
+            return
+        cols, rows = event.rows
+        try:
+            ki, mi = cols.index("kind"), cols.index("map")
+        except ValueError:
+            return
+        p = event.params
+        title = Text(f"L{p['layer']}H{p['head']} · {p['relation']}", style="bold")
+        view.show(title, {r[ki]: r[mi] for r in rows})

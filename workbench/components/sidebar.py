@@ -4,19 +4,12 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Vertical
 from textual.widgets import Static, Tree
 
 from engine.core.columns import RESULT_KINDS
-from workbench.components.messages import CheckpointSelected
-
-
-class CheckpointTree(Tree):
-    BINDINGS = [
-        Binding("j", "cursor_down", "Down", show=False),
-        Binding("k", "cursor_up", "Up", show=False),
-    ]
+from workbench.components.checkpoint_tree import CheckpointTree
+from workbench.services.messages import CheckpointSelected
 
 
 class CheckpointSidebar(Vertical):

@@ -9,7 +9,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from workbench.components.cells import default_desc
+from workbench.render.cells import default_desc
 
 
 class SortDialog(ModalScreen[tuple[str, bool] | None]):

@@ -10,141 +10,22 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.widget import Widget
 from textual.widgets import Static
 
 from engine.core.columns import CURVE_METRICS as METRICS
-from workbench.components.base import ExportSource, Pane, fetch_all
-from workbench.components.render import SERIES_COLORS, braille_plot
+from workbench.components.curve_plot import CurvePlot
+from workbench.components.head_sparks import HeadSparks
+from workbench.components.pane import Pane
+from workbench.render.draw import SERIES_COLORS
+from workbench.services.engine import TableRows, engine_of
+from workbench.services.export import ExportSource
 
-SPARK = "▁▂▃▄▅▆▇█"
 TOP_HEADS = 3
-HEAD_THRESHOLD = 0.5  # the emergence table's default: mean cosine over relations
-
-
-def step_column(step: float, x0: float, x1: float, width: int) -> int:
-    """The plot column of a step, as braille_plot places it (two dots per cell)."""
-    if x1 <= x0:
-        return 0
-    return int(round((step - x0) / (x1 - x0) * (2 * width - 1))) // 2
-
-
-def head_sparkline(
-    points: list[tuple[float, float]],
-    x0: float,
-    x1: float,
-    width: int,
-    first_pass: float | None,
-    color: str,
-    threshold: float = HEAD_THRESHOLD,
-) -> Text:
-    """One head's score per kept step as a sparkline `width` columns wide on the plot's x axis:
-    each column shows the last kept step at or before it (blank before the first); at or above
-    the threshold in `color`, below it dim; the first-pass step's column reversed."""
-    cols: list[float | None] = [None] * width
-    for step, v in sorted(points):
-        c = step_column(step, x0, x1, width)
-        for k in range(max(c, 0), width):
-            cols[k] = v
-    mark = step_column(first_pass, x0, x1, width) if first_pass is not None else None
-    t = Text()
-    for k, v in enumerate(cols):
-        if v is None:
-            t.append(" ")
-            continue
-        ch = SPARK[min(len(SPARK) - 1, max(0, int(v * len(SPARK))))]
-        style = color if v >= threshold else "grey50"
-        t.append(ch, style=f"bold reverse {color}" if k == mark else style)
-    return t
-
-
-class CurvePlot(Widget):
-    """Draws whatever series it is given to fit its size."""
-
-    DEFAULT_CSS = """
-    CurvePlot { height: 1fr; min-height: 6; }
-    """
-
-    def __init__(
-        self, *, ymin: float | None = None, ymax: float | None = None, id: str | None = None
-    ) -> None:
-        super().__init__(id=id)
-        self.series: list[tuple[str, list[tuple[float, float]], str]] = []
-        self.ymin, self.ymax = ymin, ymax
-        self.x_label = "step"
-
-        self.xrange: tuple[float | None, float | None] = (None, None)
-
-    def set_series(
-        self,
-        series: list[tuple[str, list[tuple[float, float]], str]],
-        x_label: str = "step",
-        xrange: tuple[float | None, float | None] = (None, None),
-    ) -> None:
-        self.series = series
-        self.x_label = x_label
-        self.xrange = xrange
-        self.refresh()
-
-    def render(self) -> Text:
-        if not self.series:
-            return Text("no curves", style="dim")
-        lines = braille_plot(
-            self.series,
-            self.size.width,
-            self.size.height,
-            ymin=self.ymin,
-            ymax=self.ymax,
-            x_label=self.x_label,
-            xmin=self.xrange[0],
-            xmax=self.xrange[1],
-        )
-        return Text("\n").join(lines)
-
-
-class HeadSparks(Widget):
-    """The top heads' screening scores over the kept checkpoints, one sparkline per head,
-    columns aligned with the CurvePlot above (same x range, same 7-column y-label margin)."""
-
-    DEFAULT_CSS = """
-    HeadSparks { height: auto; max-height: 4; }
-    """
-
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id)
-        self.heads: list[tuple[str, list[tuple[float, float]], float | None, str]] = []
-        self.note: Text | None = None
-        self.xrange = (0.0, 1.0)
-
-    def set_heads(self, heads, xrange: tuple[float, float], note: Text | None = None) -> None:
-        self.heads, self.xrange, self.note = heads, xrange, note
-        self.refresh(layout=True)
-
-    def get_content_height(self, container, viewport, width: int) -> int:
-        return len(self.heads) + 1 if self.heads else (1 if self.note else 0)
-
-    def render(self) -> Text:
-        if not self.heads:
-            return self.note or Text("")
-        width = max(self.size.width - 7, 4)  # braille_plot: 6 label columns and the axis
-        x0, x1 = self.xrange
-        head = Text("screening, mean cosine (", style="dim", no_wrap=True, overflow="ellipsis")
-        head.append("▮", style="bold reverse")
-        head.append(f" first >= {HEAD_THRESHOLD}): ", style="dim")
-        head.append(
-            " · ".join(f"{n} {'never' if f is None else int(f)}" for n, _, f, _ in self.heads)
-        )
-        lines = [head]
-        for name, pts, first, color in self.heads:
-            t = Text(f"{name:>6}", style=color)
-            t.append("│", style="grey50")
-            t.append_text(head_sparkline(pts, x0, x1, width, first, color))
-            lines.append(t)
-        return Text("\n").join(lines)
 
 
 class TrainingPane(Pane):
     title = "Training"
+    refreshed_by = frozenset({"train", "evaluate"})
 
     DEFAULT_CSS = """
     TrainingPane > #curves-title { height: 1; }
@@ -153,6 +34,12 @@ class TrainingPane(Pane):
     TrainingPane > #loss-plot.-has-loss { display: block; }
     TrainingPane > #head-sparks { height: auto; max-height: 4; }
     """
+
+    class CurvesLoaded(TableRows):
+        """The run's metrics over training steps."""
+
+    class EmergenceLoaded(TableRows):
+        """The run's top heads per relation over training steps."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -190,43 +77,36 @@ class TrainingPane(Pane):
             return
         self.error = None
 
-        def done(res: tuple[list[str], list[list]]) -> None:
-            if run == self.run_dir():
-                self.data = res
-                self._draw()
+        engine = engine_of(self)
+        engine.fetch_rows(self, "training curves", "curves", {"run": run}, self.CurvesLoaded)
+        self.emergence, self.emergence_error = None, None
+        engine.fetch_rows(
+            self,
+            "emergence",
+            "emergence",
+            {"run": run},
+            self.EmergenceLoaded,
+            filter=f"rank<={TOP_HEADS}",
+            quiet=True,  # most runs have none stored: said in the pane, not as a toast
+        )
 
-        def failed(exc: BaseException) -> None:
-            self.error = str(exc)
+    def on_training_pane_curves_loaded(self, event: CurvesLoaded) -> None:
+        if event.rows is None:
+            self.error = str(event.error)
             self.data = None
             self._draw()
+        elif event.params["run"] == self.run_dir():
+            self.data = event.rows
+            self._draw()
 
-        self.engine_call(
-            "training curves",
-            lambda c: fetch_all(c, "curves", params={"run": run}),
-            done,
-            group=f"curves:{id(self)}",
-            on_error=failed,
-        )
-        self.emergence, self.emergence_error = None, None
-
-        def got_emergence(res: tuple[list[str], list[list]]) -> None:
-            if run == self.run_dir():
-                self.emergence = res
-                self._draw()
-
-        def no_emergence(exc: BaseException) -> None:
-            if run == self.run_dir():
-                self.emergence_error = str(exc)
-                self._draw()
-
-        self.engine_call(
-            "emergence",
-            lambda c: fetch_all(c, "emergence", filter=f"rank<={TOP_HEADS}", params={"run": run}),
-            got_emergence,
-            group=f"emergence:{id(self)}",
-            quiet=True,  # most runs have none stored: said in the pane, not as a toast
-            on_error=no_emergence,
-        )
+    def on_training_pane_emergence_loaded(self, event: EmergenceLoaded) -> None:
+        if event.params["run"] != self.run_dir():
+            return
+        if event.rows is None:
+            self.emergence_error = str(event.error)
+        else:
+            self.emergence = event.rows
+        self._draw()
 
     def _draw(self) -> None:
         title = self.query_one("#curves-title", Static)

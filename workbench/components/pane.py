@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from textual.containers import Vertical
 
-from workbench.components.calls import EngineCallMixin, fetch_all
-from workbench.components.engine_table import EngineTable, ExportSource
-
-# panes import these from here too
-__all__ = ["EngineCallMixin", "ExportSource", "Pane", "fetch_all"]
+from workbench.components.engine_table import EngineTable
+from workbench.services.export import ExportSource
 
 
-class Pane(EngineCallMixin, Vertical):
+class Pane(Vertical):
     """A tab of the workbench. Subclasses load their data in `reload` (workers only)."""
 
     title = "pane"
+    refreshed_by: frozenset[str] = frozenset()  # kinds of job whose results this pane shows
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -41,6 +39,11 @@ class Pane(EngineCallMixin, Vertical):
 
     def deactivate(self) -> None:
         self.active = False
+
+    def job_done(self, kind: str) -> None:
+        """A job of this kind finished: show its results."""
+        if kind in self.refreshed_by:
+            self.invalidate()
 
     def reload(self) -> None:  # pragma: no cover - overridden
         pass

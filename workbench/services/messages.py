@@ -1,26 +1,11 @@
-"""Typed messages that components post to the app (they bubble up the DOM)."""
+"""Typed messages that widgets and the app's services post to the app (they bubble up the DOM)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from textual.message import Message
 
-
-class EngineFailed(Message):
-    """An engine call failed; the app shows it as a notification (never a crash)."""
-
-    def __init__(self, what: str, error: BaseException, *, quiet: bool = False) -> None:
-        super().__init__()
-        self.what = what
-        self.error = error
-        self.quiet = quiet
-
-    @property
-    def text(self) -> str:
-        msg = str(self.error) or type(self.error).__name__
-        return f"{self.what}: {msg}" if self.what else msg
+from engine.service.client import EngineAPI
+from workbench.services.query import Query
 
 
 class HealthUpdated(Message):
@@ -33,7 +18,9 @@ class HealthUpdated(Message):
 
 
 class JobsUpdated(Message):
-    def __init__(self, jobs: list[dict]) -> None:
+    """Result of a jobs poll: every job, or None when the poll failed."""
+
+    def __init__(self, jobs: list[dict] | None) -> None:
         super().__init__()
         self.jobs = jobs
 
@@ -73,29 +60,6 @@ class OpenHeadDetail(Message):
         self.relation = relation
 
 
-@dataclass(frozen=True)
-class Query:
-    """What the heads table ranks by: TEXT->IMAGE attention over steps, aggregated."""
-
-    text: str = "relation"
-    image: str = "object1"
-    steps: str = ""  # "" = the engine's default (all sampled steps)
-    agg: str = "max"
-    correct_only: bool = False
-
-    @property
-    def name(self) -> str:
-        return f"{self.text}->{self.image}"
-
-    def params(self) -> dict[str, Any]:
-        p: dict[str, Any] = {"query": self.name, "agg": self.agg}
-        if self.steps.strip():
-            p["steps"] = self.steps.strip()
-        if self.correct_only:
-            p["correct_only"] = True
-        return p
-
-
 class QueryChanged(Message):
     def __init__(self, query: Query) -> None:
         super().__init__()
@@ -111,9 +75,33 @@ class StepChanged(Message):
 
 
 class JobSubmitted(Message):
-    def __init__(self, job: dict) -> None:
+    """The engine queued a job the user asked for."""
+
+    def __init__(self, job: dict, what: str) -> None:
         super().__init__()
         self.job = job
+        self.what = what
+
+
+class JobCancelled(Message):
+    """The engine took a cancel request for job `jid` (`job` is its record as it answered)."""
+
+    def __init__(self, jid: int, job: dict) -> None:
+        super().__init__()
+        self.jid = jid
+        self.job = job
+
+
+class Reconnected(Message):
+    """A reconnect gave a client (maybe the same one) to the engine."""
+
+    def __init__(self, client: EngineAPI) -> None:
+        super().__init__()
+        self.client = client
+
+
+class ReconnectFailed(Message):
+    pass
 
 
 class ExportDone(Message):
