@@ -131,7 +131,8 @@ def _r(x: float, nd: int = 4) -> float:
 
 
 class FakeEngineClient:
-    """Same methods as EngineClient; deterministic data; thread-safe."""
+    """An EngineAPI: the same methods and parameters as EngineClient (tests/test_tui.py
+    checks them); deterministic data; thread-safe."""
 
     def __init__(
         self,

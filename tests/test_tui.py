@@ -4,6 +4,7 @@ and snapshots at 80x24 and 160x48 (pytest-textual-snapshot; update with --snapsh
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import threading
 import time
@@ -15,6 +16,7 @@ from textual.binding import Binding
 from textual.command import CommandPalette
 from textual.worker import WorkerState
 
+from engine.service.client import EngineAPI, EngineClient
 from workbench.app import WorkbenchApp
 from workbench.components.ablate import AblateDialog
 from workbench.components.banner import Banner
@@ -68,6 +70,21 @@ def heads_table(app) -> EngineTable:
 
 def notes(app) -> list[str]:
     return [str(n.message) for n in app._notifications]
+
+
+# --------------------------------------------------------------------------- the client
+@pytest.mark.parametrize("client_cls", [FakeEngineClient, EngineClient])
+def test_clients_have_the_engine_api_the_app_is_typed_with(client_cls):
+    """WorkbenchApp takes an EngineAPI: the fake the tests drive it with and the real client
+    both have each of its methods, with the same parameters (names, kinds, defaults)."""
+
+    def params(fn) -> list[tuple[str, object, object]]:
+        return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+    methods = [n for n, v in vars(EngineAPI).items() if callable(v) and not n.startswith("_")]
+    assert {"health", "table", "submit", "cancel", "close"} <= set(methods)
+    for name in methods:
+        assert params(getattr(client_cls, name)) == params(getattr(EngineAPI, name)), name
 
 
 # --------------------------------------------------------------------------- basics

@@ -1,1 +1,2 @@
-"""Components of the Textual workbench, one module each; see workbench/app.py for the layout."""
+"""The Textual workbench's widgets and screens, one per module; workbench/app.py composes them,
+workbench/services/ holds what the app does apart from them."""

@@ -1,4 +1,4 @@
-"""The checkpoints as a tree: each one with the results the engine holds for it."""
+"""The checkpoints sidebar's tree: a Tree that also moves with j and k."""
 
 from __future__ import annotations
 

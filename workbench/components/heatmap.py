@@ -1,4 +1,4 @@
-"""Map pane: the layer x head heatmap of the chosen query at one denoising step.
+"""The layer x head heatmap of the Map pane: the chosen query at one denoising step.
 
 The cursor is the selected head, shared with the heads table. left/right step through the
 denoising steps ("all" = aggregated over steps), up/down/j/k move between layers and h/l between

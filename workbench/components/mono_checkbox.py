@@ -1,6 +1,6 @@
-"""Widgets whose state reads without colour (NO_COLOR, a monochrome terminal, a screen reader's
-text): a checked box shows ▐X▌ and an unchecked one ▐ ▌, where Textual draws ▐X▌ for both and
-tells them apart by colour only; and a confirmation dialog for actions that submit a job."""
+"""A checkbox whose state reads without colour (NO_COLOR, a monochrome terminal, a screen
+reader's text): checked shows ▐X▌ and unchecked ▐ ▌, where Textual draws ▐X▌ for both and tells
+them apart by colour only."""
 
 from __future__ import annotations
 

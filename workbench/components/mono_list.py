@@ -1,4 +1,5 @@
-"""A selection list drawn in plain characters."""
+"""A selection list whose ticks read without colour, like MonoCheckbox's: ▐X▌ selected,
+▐ ▌ not."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Screening pane: weight-space scores of every head x relation, with the QK map of the row under
-the cursor beside its reference ramp."""
+the cursor beside it (ScreenMapView)."""
 
 from __future__ import annotations
 

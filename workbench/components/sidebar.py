@@ -1,4 +1,4 @@
-"""Checkpoints and runs: a tree of checkpoints with the results each one's cache holds."""
+"""The checkpoints sidebar: a tree of checkpoints with the results each one's cache holds."""
 
 from __future__ import annotations
 

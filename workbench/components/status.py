@@ -1,4 +1,4 @@
-"""Status bar (engine connection, running jobs, checkpoint) and the disconnected banner."""
+"""The status bar: engine connection, running jobs, checkpoint."""
 
 from __future__ import annotations
 

@@ -55,10 +55,10 @@ def cmap(v: float) -> tuple[int, int, int]:
     x = key / 255 * (len(_VIRIDIS) - 1)
     i = min(int(x), len(_VIRIDIS) - 2)
     f = x - i
-    a, b = _VIRIDIS[i], _VIRIDIS[i + 1]
-    rgb = tuple(int(round(a[k] + (b[k] - a[k]) * f)) for k in range(3))
-    _CACHE[key] = rgb  # type: ignore[assignment]
-    return rgb  # type: ignore[return-value]
+    lo, hi = _VIRIDIS[i], _VIRIDIS[i + 1]
+    r, g, b = (int(round(lo[k] + (hi[k] - lo[k]) * f)) for k in range(3))
+    _CACHE[key] = (r, g, b)
+    return r, g, b
 
 
 @lru_cache(maxsize=8192)
@@ -156,7 +156,7 @@ def downsample_mean(
     """Block-average to h x w (falls back to nearest when enlarging or not divisible)."""
     H, W = len(img), len(img[0]) if img else 0
     if not H or not W or H % h or W % w or H < h:
-        return [[tuple(p) for p in row] for row in resize_nearest(img, h, w)]  # type: ignore[misc]
+        return [[(p[0], p[1], p[2]) for p in row] for row in resize_nearest(img, h, w)]
     fy, fx = H // h, W // w
     out = []
     for y in range(h):
