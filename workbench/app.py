@@ -35,7 +35,7 @@ from workbench.components.screening import ScreeningPane
 from workbench.components.sidebar import CheckpointSidebar
 from workbench.components.status import StatusBar
 from workbench.components.training import TrainingPane
-from workbench.services.engine import Engine, EngineCallFailed
+from workbench.services.engine import Engine, EngineCallFailed, answer
 from workbench.services.export import Exporter, ExportSource
 from workbench.services.jobs import JobRequests
 from workbench.services.messages import (
@@ -206,15 +206,9 @@ class WorkbenchApp(App[None]):
     def active_pane(self) -> Pane:
         return self.pane(self.active_pane_id)
 
-    @property
-    def quitting(self) -> bool:
-        """An answer arriving now is for widgets being torn down."""
-        return bool(self._exit or self._closing)
-
     # ----------------------------------------------------------------- answers from the engine
+    @answer
     def on_health_updated(self, event: HealthUpdated) -> None:
-        if self.quitting:
-            return
         back = self.watch.health_arrived(event)
         status, banner = self.query_one(StatusBar), self.query_one(Banner)
         if event.health is not None:
@@ -229,15 +223,16 @@ class WorkbenchApp(App[None]):
         banner.show_error(event.error or "no answer", self.watch.attempts)
         self.watch.try_reconnect()
 
+    @answer
     def on_reconnected(self, event: Reconnected) -> None:
         self.watch.reconnected(event.client)
 
+    @answer
     def on_reconnect_failed(self, _event: ReconnectFailed) -> None:
         self.watch.reconnected(None)
 
+    @answer
     def on_jobs_updated(self, event: JobsUpdated) -> None:
-        if self.quitting:
-            return
         ended = self.watch.jobs_arrived(event)
         if event.jobs is None:
             return
@@ -255,9 +250,8 @@ class WorkbenchApp(App[None]):
                 p.job_done(str(job.get("kind")))
             self.watch.load_checkpoints()
 
+    @answer
     def on_checkpoints_loaded(self, event: CheckpointsLoaded) -> None:
-        if self.quitting:
-            return
         current = self.checkpoint["name"] if self.checkpoint else None
         ck, warnings = self.watch.checkpoints_arrived(event, current, self.initial_checkpoint)
         for text, title in warnings:
@@ -296,14 +290,17 @@ class WorkbenchApp(App[None]):
         if self.watch.worth_showing(event):
             self.notify(event.text, severity="error", title="engine", timeout=6)
 
+    @answer
     def on_job_submitted(self, event: JobSubmitted) -> None:
         self.notify(f"job {event.job.get('id', '?')} queued: {event.what}", title="jobs")
         self.watch.poll_jobs()
 
+    @answer
     def on_job_cancelled(self, event: JobCancelled) -> None:
         self.notify(f"job {event.jid} {event.job.get('state', 'cancelled')}", title="cancel")
         self.watch.poll_jobs()
 
+    @answer
     def on_export_done(self, event: ExportDone) -> None:
         self.exporter.done(event)
 

@@ -17,7 +17,7 @@ from workbench.components.engine_table import EngineTable
 from workbench.components.heads import head_of
 from workbench.components.pane import Pane
 from workbench.render.cells import Col, fmt_cell
-from workbench.services.engine import engine_of
+from workbench.services.engine import answer, engine_of
 from workbench.services.messages import HeadSelected, OpenHeadDetail
 
 
@@ -153,6 +153,7 @@ class AblationsPane(Pane):
             quiet=True,
         )
 
+    @answer
     def on_ablations_pane_sweeps_loaded(self, event: SweepsLoaded) -> None:
         if event.table is None:  # an engine without the list: the newest
             self.sweeps, self.sweep_run = [], None

@@ -24,7 +24,7 @@ from workbench.render.draw import (
     value_range,
 )
 from workbench.render.maps import ZOOM_FACTORS, cosine, draw_map
-from workbench.services.engine import TableRows, engine_of
+from workbench.services.engine import TableRows, answer, engine_of
 from workbench.services.export import ExportSource
 
 
@@ -112,6 +112,7 @@ class HeadDetailScreen(Screen):
             self, "head detail", "head_detail", params, self.DetailLoaded, group="detail"
         )
 
+    @answer
     def on_head_detail_screen_detail_loaded(self, event: DetailLoaded) -> None:
         if event.rows is None:
             self.errors["detail"] = str(event.error)
@@ -131,6 +132,7 @@ class HeadDetailScreen(Screen):
             quiet=True,
         )
 
+    @answer
     def on_head_detail_screen_images_loaded(self, event: ImagesLoaded) -> None:
         if event.rows is None:
             self.errors["images"] = str(event.error)
@@ -169,6 +171,7 @@ class HeadDetailScreen(Screen):
             quiet=True,
         )
 
+    @answer
     def on_head_detail_screen_screen_map_loaded(self, event: ScreenMapLoaded) -> None:
         if event.rows is None:
             self.errors["screen"] = str(event.error)

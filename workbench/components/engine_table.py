@@ -19,7 +19,7 @@ from textual.widgets import DataTable
 from engine.core.rowfilter import FilterError, filter_rows, sort_rows, translate_names
 from engine.service.client import EngineAPI
 from workbench.render.cells import Col, default_desc
-from workbench.services.engine import engine_of
+from workbench.services.engine import answer, engine_of
 from workbench.services.export import ExportSource
 
 
@@ -227,62 +227,46 @@ class EngineTable(DataTable):
             quiet=self.quiet,
         )
 
+    @answer
     def on_engine_table_page_loaded(self, event: PageLoaded) -> None:
-        ask = event.ask
-        self._apply(
-            event.result, ask.gen, ask.sort, ask.desc, ask.filter, ask.keep, append=ask.append
-        )
+        ask, res = event.ask, event.result
+        if ask.gen == self._gen:
+            self.pending = False
+            self.loading = False
+            self._more = False
+            self.error = None
+            if ask.filter == self.to_engine_filter(self.filter_typed):
+                self.filter_error = None
+            self.sort_by, self.desc, self.filter = ask.sort, ask.desc, ask.filter
+            rows = list(res.get("rows") or [])
+            self.total = int(res.get("total", len(rows)))
+            if ask.append:
+                start = len(self.rows_)
+                self.rows_.extend(rows)
+                self._add_rows(rows, start)
+            else:
+                self.columns_ = list(res.get("columns") or [])
+                self.rows_ = rows
+                self._rebuild(ask.keep)
+            self.post_message(self.Loaded(self))
         if ask.to_end and self.row_count:
             self.move_cursor(row=self.row_count - 1)
 
+    @answer
     def on_engine_table_page_failed(self, event: PageFailed) -> None:
-        if event.ask.append:
+        ask, why = event.ask, str(event.error) or type(event.error).__name__
+        if ask.append:
             self._more = False
-        else:
-            self._failed(event.error, event.ask.gen, filter_change=event.ask.new_filter)
-
-    def _failed(self, exc: BaseException, gen: int, filter_change: bool = False) -> None:
-        if gen != self._gen:
+            return
+        if ask.gen != self._gen:
             return
         self.pending = False
         self.loading = False
         self._more = False
-        if filter_change:
-            self.filter_error = str(exc) or type(exc).__name__
+        if ask.new_filter:
+            self.filter_error = why
         else:
-            self.error = str(exc) or type(exc).__name__
-        self.post_message(self.Loaded(self))
-
-    def _apply(
-        self,
-        res: dict,
-        gen: int,
-        sort: str | None,
-        desc: bool,
-        filt: str | None,
-        keep: Hashable | None,
-        *,
-        append: bool,
-    ) -> None:
-        if gen != self._gen:
-            return
-        self.pending = False
-        self.loading = False
-        self._more = False
-        self.error = None
-        if filt == self.to_engine_filter(self.filter_typed):
-            self.filter_error = None
-        self.sort_by, self.desc, self.filter = sort, desc, filt
-        rows = list(res.get("rows") or [])
-        self.total = int(res.get("total", len(rows)))
-        if append:
-            start = len(self.rows_)
-            self.rows_.extend(rows)
-            self._add_rows(rows, start)
-        else:
-            self.columns_ = list(res.get("columns") or [])
-            self.rows_ = rows
-            self._rebuild(keep)
+            self.error = why
         self.post_message(self.Loaded(self))
 
     def _load_more(self, *, to_end: bool = False) -> None:
@@ -291,13 +275,8 @@ class EngineTable(DataTable):
         self._more = True
         gen = self._gen
         params, name, limit = dict(self.params), self.table_name, self.page_size
-        sort, desc, filt, offset, total = (
-            self.sort_by,
-            self.desc,
-            self.filter,
-            len(self.rows_),
-            self.total,
-        )
+        sort, desc, filt = self.sort_by, self.desc, self.filter
+        offset, total = len(self.rows_), self.total
         ask = PageRequest(gen, sort, desc, filt, None, append=True, to_end=to_end)
 
         def fetch(client: EngineAPI) -> dict:

@@ -17,7 +17,7 @@ from workbench.components.engine_table import EngineTable
 from workbench.components.pane import Pane
 from workbench.render.cells import Col
 from workbench.render.draw import fmt_duration, progress_bar
-from workbench.services.engine import engine_of
+from workbench.services.engine import answer, engine_of
 from workbench.services.messages import JobCancelled
 from workbench.services.watch import ACTIVE
 
@@ -194,6 +194,7 @@ class JobsPane(Pane):
             quiet=True,
         )
 
+    @answer
     def on_jobs_pane_log_loaded(self, event: LogLoaded) -> None:
         if self._log_for != event.jid:
             return

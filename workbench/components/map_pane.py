@@ -12,7 +12,7 @@ from textual.widgets import Static
 from workbench.components.heatmap import HeatMap
 from workbench.components.pane import Pane
 from workbench.render.draw import legend
-from workbench.services.engine import TableRows, engine_of
+from workbench.services.engine import TableRows, answer, engine_of
 from workbench.services.export import ExportSource
 from workbench.services.messages import HeadSelected, StepChanged
 from workbench.services.query import Query
@@ -79,6 +79,7 @@ class MapPane(Pane):
 
         engine_of(self).fetch_rows(self, "head map", "head_map", params, self.MapLoaded)
 
+    @answer
     def on_map_pane_map_loaded(self, event: MapLoaded) -> None:
         if event.rows is None:
             self.error = str(event.error)

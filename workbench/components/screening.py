@@ -18,7 +18,7 @@ from workbench.components.heads import head_of
 from workbench.components.pane import Pane
 from workbench.components.screen_map import ScreenMapView
 from workbench.render.cells import Col, fmt_signed
-from workbench.services.engine import TableRows, engine_of
+from workbench.services.engine import TableRows, answer, engine_of
 from workbench.services.messages import HeadSelected, OpenHeadDetail
 
 SCREEN_COLS = [
@@ -168,6 +168,7 @@ class ScreeningPane(Pane):
             quiet=True,
         )
 
+    @answer
     def on_screening_pane_map_loaded(self, event: MapLoaded) -> None:
         if tuple(sorted(event.params.items())) != self._map_key:
             return

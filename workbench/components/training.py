@@ -17,7 +17,7 @@ from workbench.components.curve_plot import CurvePlot
 from workbench.components.head_sparks import HeadSparks
 from workbench.components.pane import Pane
 from workbench.render.draw import SERIES_COLORS
-from workbench.services.engine import TableRows, engine_of
+from workbench.services.engine import TableRows, answer, engine_of
 from workbench.services.export import ExportSource
 
 TOP_HEADS = 3
@@ -90,6 +90,7 @@ class TrainingPane(Pane):
             quiet=True,  # most runs have none stored: said in the pane, not as a toast
         )
 
+    @answer
     def on_training_pane_curves_loaded(self, event: CurvesLoaded) -> None:
         if event.rows is None:
             self.error = str(event.error)
@@ -99,6 +100,7 @@ class TrainingPane(Pane):
             self.data = event.rows
             self._draw()
 
+    @answer
     def on_training_pane_emergence_loaded(self, event: EmergenceLoaded) -> None:
         if event.params["run"] != self.run_dir():
             return

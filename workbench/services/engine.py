@@ -3,9 +3,11 @@ message on the UI thread, so a slow or dead engine never freezes the workbench."
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TypeVar
 
+from textual.css.query import NoMatches
 from textual.dom import DOMNode
 from textual.message import Message
 from textual.worker import Worker, get_current_worker
@@ -13,6 +15,8 @@ from textual.worker import Worker, get_current_worker
 from engine.service.client import EngineAPI
 
 T = TypeVar("T")
+N = TypeVar("N", bound=DOMNode)
+M = TypeVar("M", bound=Message)
 
 
 class EngineCallFailed(Message):
@@ -118,6 +122,29 @@ class Engine:
             group=group,
             quiet=quiet,
         )
+
+
+def quitting(node: DOMNode) -> bool:
+    app = node.app
+    return bool(app._exit or app._closing)
+
+
+def answer(handler: Callable[[N, M], None]) -> Callable[[N, M], None]:
+    """For the handler of an engine answer: an answer that arrives while the app quits, or
+    after the widgets it was for were torn down (a screen popped), is dropped."""
+
+    @functools.wraps(handler)
+    def handle(node: N, message: M) -> None:
+        if quitting(node):
+            return
+        try:
+            handler(node, message)
+        except NoMatches:
+            if quitting(node) or not node.is_attached:
+                return
+            raise
+
+    return handle
 
 
 def engine_of(node: DOMNode) -> Engine:
