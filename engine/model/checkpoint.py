@@ -19,6 +19,8 @@ from engine.core.errors import UserError
 if TYPE_CHECKING:  # torch and diffusers load only when a model is: describe() stays cheap
     from diffusers import PixArtTransformer2DModel
 
+    from engine.store.cache import Store
+
 # Re-exported: they are the checkpoint format's names.
 from engine.core.fs import sha256_file  # noqa: E402,F401
 from engine.model.format import FORMAT, WEIGHTS  # noqa: E402,F401
@@ -96,6 +98,20 @@ def read_meta(path: str | os.PathLike) -> tuple[Path, dict]:
         )
     _check_meta_types(meta, where)
     return p, meta
+
+
+def store_for_path(
+    checkpoint: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+) -> Store:
+    """The cache (engine.store.cache.Store) of a checkpoint named by path, keyed by the hash in
+    its metadata without loading the model (no torch): what table requests read."""
+    from types import SimpleNamespace
+
+    from engine.store.cache import Store
+
+    path, meta = read_meta(checkpoint)
+    ref = SimpleNamespace(path=path, hash=meta["hashes"]["transformer"])
+    return Store.for_checkpoint(ref, cache_dir)
 
 
 # workbench.json fields every reader uses, and the types they must have.

@@ -42,8 +42,7 @@ def _run_dir(ckpt_path: Path) -> Path | None:
 
 def checkpoint_facts(ckpt: str | os.PathLike, cache_dir, curves: str | None = None) -> dict:
     """Everything the report says about one checkpoint, from its cache (None where missing)."""
-    from engine.model.checkpoint import describe, read_meta
-    from engine.store.cache import store_for_path
+    from engine.model.checkpoint import describe, read_meta, store_for_path
 
     path, meta = read_meta(ckpt)
     info = describe(path)
