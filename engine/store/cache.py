@@ -139,7 +139,7 @@ class Store:
         return [p for p in (self.base, self.path) if p is not None and p.exists()]
 
     @contextlib.contextmanager
-    def open_run(self, kind: str, run: str) -> Iterator[h5py.Group]:
+    def _open_run(self, kind: str, run: str) -> Iterator[h5py.Group]:
         """One run's group, from whichever layer holds it (the user's file first)."""
         check_kind(kind)
         check_run_name(run)
@@ -192,13 +192,13 @@ class Store:
         return best
 
     def attrs(self, kind: str, run: str) -> dict:
-        with self.open_run(kind, run) as g:
+        with self._open_run(kind, run) as g:
             return {k: h5.decode(v) for k, v in g.attrs.items()}
 
     def read(self, kind: str, run: str, name: str | None = None, index=None):
         """One dataset of a run (`index`: only that part of it, e.g. a tuple of slices), or
         (name None) all of its datasets as {relative path: array}. Text is a list of str."""
-        with self.open_run(kind, run) as g:
+        with self._open_run(kind, run) as g:
             if name is None:
                 return h5.read_group(g)
             ds = g.get(name)
@@ -208,7 +208,7 @@ class Store:
 
     def read_some(self, kind: str, run: str, names) -> dict:
         """The named datasets of a run only (not, say, its images), in one opening."""
-        with self.open_run(kind, run) as g:
+        with self._open_run(kind, run) as g:
             missing = [n for n in names if not isinstance(g.get(n), h5py.Dataset)]
             if missing:
                 raise UserError(f"{kind} run {run!r} has no {missing[0]!r}")
@@ -217,7 +217,7 @@ class Store:
     def datasets(self, kind: str, run: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         """{relative path: (shape, dtype)} of a run's datasets, without reading them."""
         out: dict = {}
-        with self.open_run(kind, run) as g:
+        with self._open_run(kind, run) as g:
             g.visititems(
                 lambda n, obj: (
                     out.__setitem__(n, (obj.shape, obj.dtype))
