@@ -6,9 +6,10 @@
 - `regular_file`: a file about to be read whole (prompts, metadata) is a regular file no
   bigger than a bound: a FIFO would block forever and /dev/zero never ends.
 - `atomic_replace` / `write_atomic`: the one way a file is replaced whole (the cache's
-  copy-on-write, job and engine records, configs, exported tables): written beside the target,
-  flushed to disk, renamed over it and the folder flushed, so a reader, a crash or a power cut
-  sees the old file or the new one, never a mix.
+  copy-on-write, the engine's address file, configs, exported tables): written beside the
+  target, flushed to disk, renamed over it and the folder flushed, so a reader, a crash or a
+  power cut sees the old file or the new one, never a mix. `staged_folder` is the same for a
+  folder (datasets, sample sets, exported and imported checkpoints).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +155,26 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = 
             f.write(data.encode() if isinstance(data, str) else data)
         if mode is not None:
             os.chmod(tmp, mode)
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | os.PathLike, create: bool = True) -> Iterator[Path]:
+    """Yield a hidden sibling `.<name>.partial` of `out` to fill (made empty first when
+    `create`; else absent, for a copy to create); when the block ends normally it replaces
+    `out` (a folder there is removed first) and the parent folder is fsynced. On any error
+    (or ctrl+c, SIGTERM) it is removed: `out` is the old folder (or none) or the complete new
+    one, never a half-written one."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if create:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        fsync_path(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -253,9 +253,7 @@ def export_checkpoint(
     optionally with the transformer in float16; the new hash goes into workbench.json.
     `curves`: also copy the run's metrics.jsonl up to this step (a run's kept history,
     `RUN/history/step-N/`, counts as that run's)."""
-    import shutil
-
-    from engine.core.fs import check_tree
+    from engine.core.fs import check_tree, staged_folder
 
     p, meta = read_meta(src)
     if meta.get("source") == "pipeline":
@@ -272,14 +270,8 @@ def export_checkpoint(
     weights = p / "transformer" / WEIGHTS
     if sha256_file(weights) != meta["hashes"]["transformer"]:
         raise UserError(f"{weights} does not match its hash; export from an intact checkpoint")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_folder(out, create=False) as tmp:  # no partial folder is ever left behind
         _export_into(p, tmp, meta, weights, fp16, curves)
-        tmp.rename(out)
-    except BaseException:  # an error, ctrl+c or SIGTERM: no partial folder is left behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -35,6 +35,7 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from engine.core.errors import UserError
+from engine.core.fs import write_atomic
 from engine.core.settings import settings
 from engine.data.prompts import eval_prompts
 from engine.data.render import render_batch
@@ -51,7 +52,6 @@ from engine.train.state import (
     ema_copy,
     latest_step_dir,
     load_optimizer_state,
-    write_atomic,
     write_checkpoint,
 )
 
