@@ -87,12 +87,12 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     try:
         with atomic_replace(p) as tmp:
             try:
-                f = open(tmp, "x", encoding="utf-8")
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except OSError as e:  # read-only file system, or a permission os.access did not see
                 raise UserError(
                     f"cannot write {str(p)!r}: {_reason(e)}; choose another path"
                 ) from None
-            with f:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             os.chmod(tmp, mode)  # the replaced file's mode (a new one: what open() would give)
     except OSError as e:  # a full disk, mostly: the old file (if any) is kept as it was

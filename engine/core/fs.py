@@ -151,7 +151,8 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = 
     """Replace `path` with `data` (text is written as UTF-8) through `atomic_replace`; `mode`:
     the file's permission bits (default: what a new file gets). Raises OSError."""
     with atomic_replace(path) as tmp:
-        with open(tmp, "xb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
         if mode is not None:
             os.chmod(tmp, mode)
