@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.core.errors import UserError
@@ -32,7 +32,7 @@ CHECKPOINT_ROOTS = ("checkpoints", "runs")
 
 @dataclass(frozen=True)
 class Settings:
-    environ: Mapping[str, str]
+    environ: Mapping[str, str] = field(repr=False)  # never printed: it may hold secrets
 
     def get(self, name: str) -> str | None:
         """The variable's value, None when it is unset or blank."""
