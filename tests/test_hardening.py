@@ -552,12 +552,11 @@ def test_metadata_fifo_and_metrics_step(tmp_path):
 
 @pytest.mark.parametrize("kind", ["good", "shape", "dtype", "missing"])
 def test_synopsis_flows_of_the_wrong_shape_or_dtype(tmp_path, kind):
-    import contextlib
-
     import h5py
     import numpy as np
 
     from engine.probe.ranking import BRANCHES, IMAGE_CATS, TEXT_CATS, parse_query, query_values
+    from engine.store.cache import Store
 
     path = tmp_path / "c.h5"
     shape = (2, 3, 4, len(BRANCHES), 5, len(IMAGE_CATS), len(TEXT_CATS))
@@ -570,16 +569,10 @@ def test_synopsis_flows_of_the_wrong_shape_or_dtype(tmp_path, kind):
         elif kind == "dtype":
             g.create_dataset("cross", shape=(2,), dtype=h5py.string_dtype())
 
-    class Store:
-        @contextlib.contextmanager
-        def open_run(self, kind_, run):
-            with h5py.File(path, "r") as f:
-                yield f[f"{kind_}/{run}"]
-
     q = parse_query("relation->object1")
     if kind == "good":
-        assert query_values(Store(), "run-1", q).shape == (2, 3, 4, 5)
+        assert query_values(Store(path), "run-1", q).shape == (2, 3, 4, 5)
         return
     with pytest.raises(UserError) as e:
-        query_values(Store(), "run-1", q)
+        query_values(Store(path), "run-1", q)
     assert "/synopsis/run-1/cross" in str(e.value) and str(path) in str(e.value)

@@ -90,7 +90,7 @@ class _Engine:
 def _stored(checkpoint: Path, cache: Path) -> dict:
     """Every ablation run in the checkpoint's cache: arrays and provenance, without the fields
     that differ between any two runs (creation time, seconds taken, the process's command)."""
-    from engine.store.cache import store_for_path
+    from engine.model.checkpoint import store_for_path
 
     store = store_for_path(checkpoint, cache)
     out = {}

@@ -11,8 +11,8 @@ import pytest
 from test_engine_server import Engine, _short_tmp, wait_for
 from typer.testing import CliRunner
 
+from engine.model.checkpoint import store_for_path
 from engine.probe.screening import load_screening
-from engine.store.cache import store_for_path
 
 
 def test_screen_in_the_cli_and_as_an_engine_job_store_the_same_result(nano_ckpt, tmp_path):

@@ -293,20 +293,15 @@ def _check_flows(world, spec):
     import numpy as np
 
     from engine.probe.ranking import parse_query, query_values
+    from engine.store.cache import Store
 
     shape, dtype = spec
     path = world / "flows.h5"
     with h5py.File(path, "w") as f:
         f.create_group("synopsis/r")["cross"] = np.zeros(shape, dtype=dtype)
 
-    class Store:
-        @contextlib.contextmanager
-        def open_run(self, kind, run):
-            with h5py.File(path, "r") as f:
-                yield f[f"{kind}/{run}"]
-
     try:
-        vals = query_values(Store(), "r", parse_query("relation->object1"))
+        vals = query_values(Store(path), "r", parse_query("relation->object1"))
         assert vals.ndim == 4
     except UserError as e:
         assert str(path) in str(e) and "\n" not in str(e)

@@ -8,7 +8,6 @@ import json
 import os
 import stat
 import sys
-import tempfile
 from enum import StrEnum
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.core.errors import UserError
+from engine.core.fs import atomic_replace
 
 
 class Format(StrEnum):
@@ -71,7 +71,7 @@ def print_rows(rows: list[dict], title: str | None = None, columns: list[str] | 
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a whole file or nothing: temp file in the same folder, then rename."""
+    """Write a whole file or nothing (engine.core.fs.atomic_replace), with one-line errors."""
     p = Path(path)
     if not p.parent.is_dir():
         raise UserError(
@@ -85,23 +85,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
         )
     mode = _target_mode(p)
     try:
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    except OSError as e:  # read-only file system, or a permission os.access did not see
-        raise UserError(f"cannot write {str(p)!r}: {_reason(e)}; choose another path") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, mode)  # the replaced file's mode (a new one: what open() would give)
-        os.replace(tmp, p)
+        with atomic_replace(p) as tmp:
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except OSError as e:  # read-only file system, or a permission os.access did not see
+                raise UserError(
+                    f"cannot write {str(p)!r}: {_reason(e)}; choose another path"
+                ) from None
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.chmod(tmp, mode)  # the replaced file's mode (a new one: what open() would give)
     except OSError as e:  # a full disk, mostly: the old file (if any) is kept as it was
-        Path(tmp).unlink(missing_ok=True)
         raise UserError(
             f"cannot write {str(p)!r}: {_reason(e)}; nothing was written, free space or "
             "choose another path"
         ) from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _target_mode(p: Path) -> int:

@@ -5,13 +5,22 @@
   file (FIFO, socket, device) is refused with a message naming it, before anything is copied.
 - `regular_file`: a file about to be read whole (prompts, metadata) is a regular file no
   bigger than a bound: a FIFO would block forever and /dev/zero never ends.
+- `atomic_replace` / `write_atomic`: the one way a file is replaced whole (the cache's
+  copy-on-write, the engine's address file, configs, exported tables): written beside the
+  target, flushed to disk, renamed over it and the folder flushed, so a reader, a crash or a
+  power cut sees the old file or the new one, never a mix. `staged_folder` is the same for a
+  folder (datasets, sample sets, exported and imported checkpoints).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import secrets
+import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 from engine.core.errors import UserError
@@ -107,3 +116,66 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's: its entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_replace(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary path beside `path` (nothing there yet) to write the new file
+    in. When the block ends normally the file is fsynced, renamed over `path` and the folder
+    fsynced: the rename is durable and whoever opens `path` gets the old file or the complete
+    new one. When it raises (or is interrupted) the temporary file is removed and `path` is
+    untouched. Concurrent writers of one path need a lock of their own: the last rename wins."""
+    path = Path(path)
+    # unique per call, so two writers never share a temporary; hidden and not *.h5 or *.json,
+    # so listings of the folder skip one that a killed writer left behind
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, path)
+        fsync_path(path.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes, mode: int | None = None) -> None:
+    """Replace `path` with `data` (text is written as UTF-8) through `atomic_replace`; `mode`:
+    the file's permission bits (default: what a new file gets). Raises OSError."""
+    with atomic_replace(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        if mode is not None:
+            os.chmod(tmp, mode)
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | os.PathLike, create: bool = True) -> Iterator[Path]:
+    """Yield a hidden sibling `.<name>.partial` of `out` to fill (made empty first when
+    `create`; else absent, for a copy to create); when the block ends normally it replaces
+    `out` (a folder there is removed first) and the parent folder is fsynced. On any error
+    (or ctrl+c, SIGTERM) it is removed: `out` is the old folder (or none) or the complete new
+    one, never a half-written one."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    if create:
+        tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+        fsync_path(out.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

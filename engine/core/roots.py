@@ -11,24 +11,23 @@ import os
 from pathlib import Path
 
 from engine.core.errors import UserError
+from engine.core.settings import settings
 
-_cache: Path = Path("cache").resolve()
+_cache: Path | None = None  # None until configured: the settings' cache folder
 _roots: list[Path] = []
 
 
-def default_roots() -> list[Path]:
-    """./checkpoints and ./runs, those that exist."""
-    return [p.resolve() for p in (Path("checkpoints"), Path("runs")) if p.is_dir()]
-
-
 def configure(cache: str | os.PathLike, roots: list[str | os.PathLike] | None = None) -> None:
+    """The folders of this engine; `roots` None: the default ones (engine.core.settings)."""
     global _cache, _roots
     _cache = Path(cache).resolve()
-    _roots = [Path(r).resolve() for r in roots] if roots is not None else default_roots()
+    _roots = (
+        [Path(r).resolve() for r in roots] if roots is not None else settings().checkpoint_roots
+    )
 
 
 def cache_dir() -> Path:
-    return _cache
+    return _cache if _cache is not None else settings().cache_dir.resolve()
 
 
 def checkpoint_roots() -> list[Path]:
@@ -36,7 +35,7 @@ def checkpoint_roots() -> list[Path]:
 
 
 def allowed() -> list[Path]:
-    return [_cache, *_roots]
+    return [cache_dir(), *_roots]
 
 
 def _inside(p: Path, root: Path) -> bool:

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -20,6 +18,7 @@ from PIL import Image
 
 from engine.core import limits
 from engine.core.errors import UserError
+from engine.core.fs import staged_folder
 from engine.data.render import render_batch
 from engine.data.scenes import Scene, sample_scenes
 
@@ -59,23 +58,6 @@ def check_output_folder(out: str | os.PathLike, overwrite: bool) -> None:
         raise UserError(f"parent folder {str(out.parent)!r} does not exist; create it first")
     if not os.access(out.parent, os.W_OK):
         raise UserError(f"cannot write in {str(out.parent)!r}; choose a writable location")
-
-
-@contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of `out`; on success it replaces `out`, on any error (or
-    ctrl+c) it is removed, so `out` is either the old folder or the complete new one."""
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _chunks(n: int, seed: int) -> Iterator[tuple[int, list[Scene]]]:

@@ -17,9 +17,8 @@ are taken. Flips count samples that went correct -> wrong (`lost`) and wrong -> 
 (`gained`).
 
 Cache. The baseline sample set of (checkpoint, prompts, seeds, steps, cfg, batch size, device)
-is stored once as ablation run `baseline-<key>` and reused by later runs and sweeps. Each
-intervention is run `ablate-NNNN`, each sweep `sweep-NNNN`; all record their provenance. Images
-are stored while a run's images take at most `IMAGE_BUDGET` bytes (attribute images_stored).
+is stored once as run `baseline-<key>`, reused by later runs and sweeps; each intervention is run
+`ablate-NNNN`, each sweep `sweep-NNNN`, with provenance; images up to `IMAGE_BUDGET` bytes a run.
 
 Sweeps. `run_sweep(ckpt, "mask-head *.* tokens=relation", ...)` runs one intervention per head
 against the one (cached) baseline: N heads cost N + 1 sample sets, not 2N. Its table
@@ -61,6 +60,7 @@ from engine.intervene.results import (  # noqa: F401  (re-exported)
 )
 from engine.intervene.sample import preflight
 from engine.intervene.spec import expand_sweep, parse_spec
+from engine.store.cache import Store
 
 IMAGE_BUDGET = 32 << 20  # bytes of images stored per run
 # How sweeps sample (both on by default; benchmarks/ablation_sweep.py times them off):
@@ -313,7 +313,7 @@ def run_ablation(
     seed: int = 0,
     steps: int = 14,
     cfg: float = 4.5,
-    store=None,
+    store: Store | None = None,
     progress: Progress | None = None,
     batch_size: int = 32,
     resamples: int = DEFAULT_RESAMPLES,
@@ -321,8 +321,8 @@ def run_ablation(
 ) -> dict:
     """Baseline (cached) + one sample set per spec, scored and compared; see the module doc.
 
-    `ckpt` is a loaded checkpoint or its path; `store` an `engine.store.cache.Store` (None: nothing
-    cached or written). Returns a JSON-ready dict; `result["interventions"][i]["metrics"][m]`
+    `ckpt` is a loaded checkpoint or its path; `store` where the baseline is cached and
+    the run written (None: neither). Returns a JSON-ready dict; `result["interventions"][i]["metrics"][m]`
     has baseline, intervened, delta, ci_low, ci_high, lost and gained.
     """
     if not specs:
@@ -393,7 +393,7 @@ def run_sweep(
     seed: int = 0,
     steps: int = 14,
     cfg: float = 4.5,
-    store=None,
+    store: Store | None = None,
     progress: Progress | None = None,
     batch_size: int = 32,
     resamples: int = DEFAULT_RESAMPLES,

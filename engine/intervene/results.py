@@ -13,6 +13,7 @@ import numpy as np
 
 from engine.core.columns import ABLATIONS, SWEEP
 from engine.core.errors import UserError
+from engine.store.cache import Store
 
 KIND = "ablation"
 
@@ -47,7 +48,7 @@ ABLATION_COLUMNS = list(ABLATIONS)  # the served table's columns (engine.core.co
 SWEEP_COLUMNS = list(SWEEP)
 
 
-def _runs_by_role(store, role: str) -> list[tuple[str, dict]]:
+def _runs_by_role(store: Store, role: str) -> list[tuple[str, dict]]:
     out = []
     for run in store.runs(KIND):
         attrs = store.attrs(KIND, run)
@@ -57,26 +58,13 @@ def _runs_by_role(store, role: str) -> list[tuple[str, dict]]:
     return out
 
 
-def _read_some(store, run: str, names) -> dict:
-    """Only the named datasets of a run (not its images)."""
-    with store.open_run(KIND, run) as g:
-        out = {}
-        for name in names:
-            ds = g[name]
-            value = ds[()]
-            if ds.dtype.kind in "OS":
-                value = [v.decode() if isinstance(v, bytes) else v for v in value]
-            out[name] = value
-        return out
-
-
-def ablation_rows(store, metric: str | None = None) -> list[dict]:
+def ablation_rows(store: Store, metric: str | None = None) -> list[dict]:
     """Every stored intervention run, one row per metric (oldest first): ABLATION_COLUMNS plus
     lost, gained, created."""
     rows = []
     keys = ("metrics", "baseline", "intervened", "delta", "ci_low", "ci_high", "lost", "gained")
     for run, attrs in _runs_by_role(store, "intervention"):
-        data = _read_some(store, run, keys)
+        data = store.read_some(KIND, run, keys)
         names = list(data["metrics"])
         for j, m in enumerate(names):
             if metric and m != metric:
@@ -99,7 +87,7 @@ def ablation_rows(store, metric: str | None = None) -> list[dict]:
     return rows
 
 
-def sweep_runs(store) -> list[dict]:
+def sweep_runs(store: Store) -> list[dict]:
     """The stored sweeps: run, sweep template, n, steps, created (oldest first)."""
     return [
         {
@@ -113,7 +101,7 @@ def sweep_runs(store) -> list[dict]:
     ]
 
 
-def sweep_rows(store, run: str | None = None, metric: str | None = None) -> list[dict]:
+def sweep_rows(store: Store, run: str | None = None, metric: str | None = None) -> list[dict]:
     """The [layer, head, metric] table of a sweep (the newest if `run` is None), one row per
     covered cell: SWEEP_COLUMNS plus baseline, intervened, lost, gained, n, run, sweep.
     Empty when there is no sweep."""
@@ -127,7 +115,7 @@ def sweep_rows(store, run: str | None = None, metric: str | None = None) -> list
         raise UserError(f"ablation run {run!r} is not a sweep; sweeps: "
                         f"{', '.join(r['run'] for r in sweep_runs(store)) or 'none'}")  # fmt: skip
     keys = ("metrics", "baseline", "covered", "intervened", "delta", "ci_low", "ci_high")
-    data = _read_some(store, run, (*keys, "lost", "gained"))
+    data = store.read_some(KIND, run, (*keys, "lost", "gained"))
     # Columns are named by the metric list stored with the sweep, so a sweep written before a
     # metric was added still reads (it simply lacks that metric's rows).
     names = list(data["metrics"])
@@ -146,7 +134,7 @@ def sweep_rows(store, run: str | None = None, metric: str | None = None) -> list
     return [r for r in rows if metric is None or r["metric"] == metric]
 
 
-def head_deltas(store, metric: str = "spatial", run: str | None = None) -> dict:
+def head_deltas(store: Store, metric: str = "spatial", run: str | None = None) -> dict:
     """{(layer, head): (delta, ci_low, ci_high)} of a sweep (the newest if run is None)."""
     return {
         (r["layer"], r["head"]): (r["delta"], r["ci_low"], r["ci_high"])
@@ -155,7 +143,7 @@ def head_deltas(store, metric: str = "spatial", run: str | None = None) -> dict:
     }
 
 
-def _write_new(store, prefix: str, arrays: dict, attrs: dict) -> str:
+def _write_new(store: Store, prefix: str, arrays: dict, attrs: dict) -> str:
     """Write a run named PREFIX-NNNN (the next free number; retried if a concurrent writer
     took it first)."""
     for _ in range(20):

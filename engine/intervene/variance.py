@@ -36,6 +36,7 @@ import torch
 
 from engine.core.errors import UserError
 from engine.data.prompts import Prompt
+from engine.store.cache import Store
 
 FACTORS: tuple[str, ...] = ("shape1", "shape2", "color", "relation", "phrasing")
 SHARES: tuple[str, ...] = (*FACTORS, "overlap", "residual")
@@ -174,7 +175,9 @@ def variance_rows(stages: dict) -> list[dict]:
     return [{"stage": stage, **r} for stage, rows in stages.items() for r in rows]
 
 
-def run_variance(ckpt, prompts: Sequence[Prompt], store=None, prompts_label: str = "eval") -> dict:
+def run_variance(
+    ckpt, prompts: Sequence[Prompt], store: Store | None = None, prompts_label: str = "eval"
+) -> dict:
     """The decomposition for a checkpoint's text encoder and caption projection, stored as a
     `variance` run when `store` is given. Returns {checkpoint, encoder, prompts, n, run, rows}."""
     from engine.model.checkpoint import load_checkpoint

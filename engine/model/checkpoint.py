@@ -19,6 +19,8 @@ from engine.core.errors import UserError
 if TYPE_CHECKING:  # torch and diffusers load only when a model is: describe() stays cheap
     from diffusers import PixArtTransformer2DModel
 
+    from engine.store.cache import Store
+
 # Re-exported: they are the checkpoint format's names.
 from engine.core.fs import sha256_file  # noqa: E402,F401
 from engine.model.format import FORMAT, WEIGHTS  # noqa: E402,F401
@@ -96,6 +98,20 @@ def read_meta(path: str | os.PathLike) -> tuple[Path, dict]:
         )
     _check_meta_types(meta, where)
     return p, meta
+
+
+def store_for_path(
+    checkpoint: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+) -> Store:
+    """The cache (engine.store.cache.Store) of a checkpoint named by path, keyed by the hash in
+    its metadata without loading the model (no torch): what table requests read."""
+    from types import SimpleNamespace
+
+    from engine.store.cache import Store
+
+    path, meta = read_meta(checkpoint)
+    ref = SimpleNamespace(path=path, hash=meta["hashes"]["transformer"])
+    return Store.for_checkpoint(ref, cache_dir)
 
 
 # workbench.json fields every reader uses, and the types they must have.
@@ -237,9 +253,7 @@ def export_checkpoint(
     optionally with the transformer in float16; the new hash goes into workbench.json.
     `curves`: also copy the run's metrics.jsonl up to this step (a run's kept history,
     `RUN/history/step-N/`, counts as that run's)."""
-    import shutil
-
-    from engine.core.fs import check_tree
+    from engine.core.fs import check_tree, staged_folder
 
     p, meta = read_meta(src)
     if meta.get("source") == "pipeline":
@@ -256,14 +270,8 @@ def export_checkpoint(
     weights = p / "transformer" / WEIGHTS
     if sha256_file(weights) != meta["hashes"]["transformer"]:
         raise UserError(f"{weights} does not match its hash; export from an intact checkpoint")
-    tmp = out.with_name(f".{out.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with staged_folder(out, create=False) as tmp:  # no partial folder is ever left behind
         _export_into(p, tmp, meta, weights, fp16, curves)
-        tmp.rename(out)
-    except BaseException:  # an error, ctrl+c or SIGTERM: no partial folder is left behind
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 from engine.core.errors import UserError
-from engine.core.fs import sha256_file
+from engine.core.fs import sha256_file, staged_folder
 
 PIPELINE_CLASSES = ("PixArtAlphaPipeline", "PixArtSigmaPipeline")
 PARTS = ("transformer", "text_encoder", "tokenizer", "vae", "scheduler")
@@ -251,24 +251,21 @@ def import_pipeline(directory: str | os.PathLike, out: str | os.PathLike, progre
         "hashes": hashes,
         "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    tmp = dst.with_name(f".{dst.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
     try:
-        (tmp / "transformer").mkdir(parents=True)
-        shutil.copy2(root / "transformer" / "config.json", tmp / "transformer" / "config.json")
-        write_config(
-            tmp,
-            {
-                "spec": meta["text"],
-                "kind": "pipeline-t5",
-                "tokenizer": str(root / "tokenizer"),
-                "dim": info["caption_channels"],
-            },
-        )
-        (tmp / "workbench.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        tmp.rename(dst)
+        with staged_folder(dst) as tmp:
+            (tmp / "transformer").mkdir()
+            shutil.copy2(root / "transformer" / "config.json", tmp / "transformer" / "config.json")
+            write_config(
+                tmp,
+                {
+                    "spec": meta["text"],
+                    "kind": "pipeline-t5",
+                    "tokenizer": str(root / "tokenizer"),
+                    "dim": info["caption_channels"],
+                },
+            )
+            (tmp / "workbench.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise UserError(
             f"cannot write {str(dst)!r} ({e.strerror or e}); check the folder"
         ) from None

@@ -10,7 +10,8 @@ from PIL import Image
 
 from engine.core import limits
 from engine.core.errors import UserError
-from engine.data.files import check_output_folder, staged_folder
+from engine.core.fs import staged_folder
+from engine.data.files import check_output_folder
 from engine.data.prompts import Prompt, eval_prompts, parse_prompt, read_prompts_file
 
 

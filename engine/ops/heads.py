@@ -41,7 +41,7 @@ class Heads(Operation):
             raise UserError(f"param 'top' must be positive (got {self.top})")
 
     def run(self, report: Reporter) -> dict:
-        from engine.store.cache import store_for_path
+        from engine.model.checkpoint import store_for_path
 
         store = store_for_path(self.checkpoint, self.cache)
         params = {"run": self.synopsis_run, "query": self.query, "steps": self.steps, "agg": self.agg,

@@ -118,10 +118,9 @@ class Screen(Operation):
     def _screening(self, report: Reporter):
         """(Screening, store or None, seconds screened or None when a stored run was used)."""
         from engine.data.relations import RELATIONS
-        from engine.model.checkpoint import load_checkpoint, read_meta
+        from engine.model.checkpoint import load_checkpoint, read_meta, store_for_path
         from engine.probe.screening import results as R
         from engine.probe.screening.method import screen_params
-        from engine.store.cache import store_for_path
 
         store = None if self.no_cache else store_for_path(self.checkpoint, self.cache)
         if store is not None and not self.recompute:

@@ -8,11 +8,11 @@ engine's resumable `train` job run this class. Its fields are engine.train.confi
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core.errors import UserError
+from engine.core.settings import settings
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter
 
@@ -106,7 +106,7 @@ class Train(Operation):
         from engine.train.loop import train
 
         out, resume = Path(self.out), self.resume
-        single = int(os.environ.get("WORLD_SIZE", "1")) == 1  # one process may tidy the folder
+        single = settings().world_size == 1  # one process may tidy the folder
         if resume and single and not (out / "latest").exists() and _only_config(out):
             report.log("no checkpoint written yet; starting the run from step 0")
             (out / "train_config.json").unlink()

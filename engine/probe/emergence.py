@@ -22,8 +22,9 @@ with `synopsis_score` [S, L, H] and `synopsis_spatial` [S] when asked; attribute
 `num_heads`, plus the store's provenance. A new request reuses every stored step whose checkpoint
 hash is unchanged (same params and code version) and screens only the new checkpoints.
 
-**Modules**: this one computes and reads it through any store object (engine.store.cache.Store's
-methods); engine.store.emergence finds a run's own cache file; engine.ops.emergence is the
+**Modules**: this one computes it, stores it as plain arrays and attributes through an
+engine.store.cache.Store and reads it back (`stored_emergence`); engine.store.emergence names a
+run's own cache file; engine.ops.emergence is the
 operation (`dit-workbench emergence`, job kind `emergence`); engine.service.probe_tables serves
 the `emergence` table and engine.report its section of the reproduction report.
 
@@ -43,6 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.core.errors import UserError
+from engine.store.cache import Store
+from engine.store.emergence import run_store
 
 KIND = "emergence"
 METHOD_VERSION = 1
@@ -184,7 +187,7 @@ def params_key(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
 
 
-def load_emergence(store, name: str | None = None) -> HeadEmergence | None:
+def load_emergence(store: Store, name: str | None = None) -> HeadEmergence | None:
     """A stored emergence run (default: the newest), or None when there is none."""
     name = name or store.latest_run(KIND)
     if name is None:
@@ -194,10 +197,21 @@ def load_emergence(store, name: str | None = None) -> HeadEmergence | None:
     )
 
 
+def stored_emergence(run: str | os.PathLike, cache_dir=None) -> HeadEmergence:
+    """The newest stored emergence of a run, or a UserError saying how to make it."""
+    store = run_store(run_folder(run), cache_dir)
+    e = load_emergence(store) if store.path.exists() else None
+    if e is None:
+        raise UserError(
+            f"no emergence stored for {str(run)!r}; run `dit-workbench emergence {run}`"
+        )
+    return e
+
+
 # --- computing -----------------------------------------------------------------------------
 
 
-def _synopsis_of(ckpt, n: int, steps: int, store) -> tuple[np.ndarray, float]:
+def _synopsis_of(ckpt, n: int, steps: int, store: Store) -> tuple[np.ndarray, float]:
     """A small synopsis (n evaluation prompts, one seed) stored in `store` (the checkpoint's
     own cache); each head's relation->object1 score [L, H] and the samples' spatial accuracy."""
     from engine.data.prompts import eval_prompts
@@ -216,13 +230,13 @@ def _synopsis_of(ckpt, n: int, steps: int, store) -> tuple[np.ndarray, float]:
 
 def compute_emergence(
     run: str | os.PathLike,
-    store,
+    store: Store,
     synopsis: int = 0,
     synopsis_steps: int = SYNOPSIS_STEPS,
     recompute: bool = False,
     progress: Callable[[int, int, int], None] | None = None,
     device: str = "auto",
-    checkpoint_store: Callable[[object], object] | None = None,
+    checkpoint_store: Callable[[object], Store] | None = None,
 ) -> HeadEmergence:
     """Screen every kept checkpoint of `run` (reusing stored steps with unchanged hashes) and
     store the result in `store` (the run's own cache: engine.store.emergence.run_store) as a new

@@ -1,4 +1,4 @@
-"""Ranked head tables from a stored synopsis run (numpy and h5py only: no model, no torch).
+"""Ranked head tables from a stored synopsis run (numpy and the store only: no model, no torch).
 
 A query names where attention flows: "TEXT->IMAGE" for cross-attention (a text category to an
 image category, e.g. relation->object1: how much the tokens of object 1 read the relation
@@ -19,6 +19,7 @@ import numpy as np
 
 from engine.core.errors import UserError
 from engine.probe.synopsis import BRANCHES, IMAGE_CATS, KIND, TEXT_CATS
+from engine.store.cache import Store
 
 HEAD_COLUMNS = ["layer", "head", "score", "rank", "peak_step", "z", "n_samples"]
 CORRECT_METRIC = "spatial"  # --correct-only keeps samples the evaluator scores right on this
@@ -80,7 +81,7 @@ def parse_steps(text: str | None, n_steps: int) -> list[int]:
     return sorted(out)
 
 
-def resolve_run(store, run: str | None) -> str:
+def resolve_run(store: Store, run: str | None) -> str:
     """`run`, or the newest complete synopsis run; a clear error if there is none."""
     if run:
         if not store.has_run(KIND, run):
@@ -95,63 +96,54 @@ def resolve_run(store, run: str | None) -> str:
     return found
 
 
-def query_values(store, run: str, query: Query, branch: str = "cond") -> np.ndarray:
+def query_values(store: Store, run: str, query: Query, branch: str = "cond") -> np.ndarray:
     """[sample, step, layer, head] values of the query (NaN where the image category is empty)."""
     b = BRANCHES.index(branch)
-    with store.open_run(KIND, run) as g:
-        if query.attn == "cross":
-            ds = _flows(g, "cross", len(TEXT_CATS))
-            idx = (IMAGE_CATS.index(query.target), TEXT_CATS.index(query.source))
-        else:
-            if "self" not in g:
-                raise UserError(
-                    f"synopsis run {run!r} has no self-attention summary; "
-                    "run `dit-workbench synopsis CKPT --self-attn`"
-                )
-            ds = _flows(g, "self", len(IMAGE_CATS))
-            idx = (IMAGE_CATS.index(query.target), IMAGE_CATS.index(query.source))
-        try:
-            vals = ds[:, :, :, b, :, idx[0], idx[1]]
-        except (OSError, ValueError) as e:
+    if query.attn == "cross":
+        name = _flows(store, run, "cross", len(TEXT_CATS))
+        idx = (IMAGE_CATS.index(query.target), TEXT_CATS.index(query.source))
+    else:
+        if "self" not in store.datasets(KIND, run):
             raise UserError(
-                f"cannot read {ds.name} in cache {ds.file.filename} "
-                f"({' '.join(str(e).split())[:120]}); the file is damaged: move it away to "
-                "rebuild it"
-            ) from None
+                f"synopsis run {run!r} has no self-attention summary; "
+                "run `dit-workbench synopsis CKPT --self-attn`"
+            )
+        name = _flows(store, run, "self", len(IMAGE_CATS))
+        idx = (IMAGE_CATS.index(query.target), IMAGE_CATS.index(query.source))
+    everything = slice(None)
+    vals = store.read(KIND, run, name, index=(everything,) * 3 + (b, everything, *idx))
     return np.asarray(vals, dtype=np.float32)
 
 
-def _flows(g, name: str, sources: int):
+def _flows(store: Store, run: str, name: str, sources: int) -> str:
     """The synopsis flow dataset `name`, checked to be numbers of shape [sample, step, layer,
     branch, head, image category, source category] before it is read: a cache damaged or
     written by something else gives one line naming the file and the dataset."""
-    import h5py
-
-    ds = g.get(name)
+    shape, dtype = store.datasets(KIND, run).get(name, (None, None))
     want = (len(BRANCHES), len(IMAGE_CATS), sources)
     if (
-        not isinstance(ds, h5py.Dataset)
-        or ds.ndim != 7
-        or (ds.shape[3], *ds.shape[5:]) != want
-        or ds.dtype.kind not in "fiu"
+        shape is None
+        or len(shape) != 7
+        or (shape[3], *shape[5:]) != want
+        or dtype.kind not in "fiu"
     ):
-        got = f"shape {ds.shape}, {ds.dtype}" if isinstance(ds, h5py.Dataset) else "missing"
+        got = f"shape {shape}, {dtype}" if shape is not None else "missing"
         raise UserError(
-            f"cannot read {g.name}/{name} in cache {g.file.filename}: {got}, expected numbers "
-            f"[sample, step, layer, {want[0]}, head, {want[1]}, {want[2]}]; the file is damaged "
-            "or not a synopsis: move it away to rebuild it"
+            f"cannot read /{KIND}/{run}/{name} in cache {store.source(KIND, run)}: {got}, "
+            f"expected numbers [sample, step, layer, {want[0]}, head, {want[1]}, {want[2]}]; "
+            "the file is damaged or not a synopsis: move it away to rebuild it"
         )
-    return ds
+    return name
 
 
-def _sample_filter(store, run: str, correct_only: bool) -> np.ndarray | None:
+def _sample_filter(store: Store, run: str, correct_only: bool) -> np.ndarray | None:
     if not correct_only:
         return None
     return np.asarray(store.read(KIND, run, f"eval/{CORRECT_METRIC}"), dtype=bool)
 
 
 def rank_heads(
-    store,
+    store: Store,
     run: str | None = None,
     query: str = "relation->object1",
     steps: str | None = None,
@@ -204,7 +196,7 @@ def rank_heads(
     return [{c: r[c] for c in HEAD_COLUMNS} for r in rows]
 
 
-def head_map(store, run: str | None, query: str, step: str | int = "all", agg: str = "max"):
+def head_map(store: Store, run: str | None, query: str, step: str | int = "all", agg: str = "max"):
     """[layer, head] matrix of the query at one step (mean over samples), or ("all") the score."""
     run = resolve_run(store, run)
     if str(step) == "all":
@@ -223,7 +215,7 @@ def head_map(store, run: str | None, query: str, step: str | int = "all", agg: s
         return np.nanmean(vals[:, s], axis=0)
 
 
-def head_detail(store, run: str | None, layer: int, head: int, category: str = "relation"):
+def head_detail(store: Store, run: str | None, layer: int, head: int, category: str = "relation"):
     """Rows (sample, prompt, step, map 8x8) of the stored per-token maps of one head."""
     run = resolve_run(store, run)
     if category not in TEXT_CATS:
@@ -233,12 +225,12 @@ def head_detail(store, run: str | None, layer: int, head: int, category: str = "
     if not (0 <= layer < layers and 0 <= head < heads):
         raise UserError(f"head {layer}.{head} is out of range: layers 0-{layers - 1}, "
                         f"heads 0-{heads - 1}")  # fmt: skip
-    with store.open_run(KIND, run) as g:
-        if "detail_maps" not in g:
-            return []
-        maps = np.asarray(g["detail_maps"][:, :, layer, head, :, TEXT_CATS.index(category)],
-                          dtype=np.float32)  # [d, S, Q]  # fmt: skip
-        prompts = [p.decode() if isinstance(p, bytes) else p for p in g["prompts"][: len(maps)]]
+    if "detail_maps" not in store.datasets(KIND, run):
+        return []
+    every = slice(None)
+    index = (every, every, layer, head, every, TEXT_CATS.index(category))
+    maps = np.asarray(store.read(KIND, run, "detail_maps", index=index), dtype=np.float32)
+    prompts = store.read(KIND, run, "prompts")[: len(maps)]
     side = int(round(maps.shape[-1] ** 0.5))
     return [
         {
@@ -252,19 +244,18 @@ def head_detail(store, run: str | None, layer: int, head: int, category: str = "
     ]
 
 
-def sample_images(store, run: str | None) -> list[dict]:
+def sample_images(store: Store, run: str | None) -> list[dict]:
     run = resolve_run(store, run)
-    with store.open_run(KIND, run) as g:
-        if "detail_images" not in g:
-            return []
-        imgs = g["detail_images"][()]
-        prompts = [p.decode() if isinstance(p, bytes) else p for p in g["prompts"][: len(imgs)]]
+    if "detail_images" not in store.datasets(KIND, run):
+        return []
+    imgs = store.read(KIND, run, "detail_images")
+    prompts = store.read(KIND, run, "prompts")[: len(imgs)]
     return [
         {"sample": i, "prompt": prompts[i], "image": imgs[i].tolist()} for i in range(len(imgs))
     ]
 
 
-def run_summary(store, run: str) -> dict:
+def run_summary(store: Store, run: str) -> dict:
     a = store.attrs(KIND, run)
     return {
         k: a.get(k) for k in ("n_samples", "steps", "cfg", "encoder", "complete", "created")

@@ -42,6 +42,7 @@ import numpy as np
 from engine.core import limits
 from engine.core.errors import UserError
 from engine.data.prompts import Prompt
+from engine.store.cache import Store
 
 KIND = "synopsis"
 IMAGE_CATS = ("object1", "object2", "background")
@@ -189,7 +190,7 @@ def run_synopsis(
     steps: int = 14,
     cfg: float = 4.5,
     batch_size: int = 32,
-    store=None,
+    store: Store | None = None,
     progress: Callable[[int, int], None] | None = None,
     detail: int = 8,
     self_attn: bool = False,
@@ -258,7 +259,7 @@ def run_synopsis(
     return run
 
 
-def _resume_point(store, run: str, detail: int) -> tuple[int | None, float]:
+def _resume_point(store: Store, run: str, detail: int) -> tuple[int | None, float]:
     """(samples already done, seconds spent on them); done is None when the run is complete.
     A staging file a killed run left is continued when it is consistent; else the cache's
     partial run is copied into a fresh staging file and continued; a run stored before a

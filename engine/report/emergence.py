@@ -26,8 +26,8 @@ def emergence_section(run: str | os.PathLike | None, cache_dir=None, top: int = 
         pass_rows,
         run_curves,
         step_rows,
+        stored_emergence,
     )
-    from engine.store.emergence import stored_emergence
     from engine.train.history import history_steps
 
     out = ["### Emergence of the relation head", ""]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.core.errors import UserError
+from engine.store.cache import Store
 
 PAPER = {
     "relation_accuracy": {
@@ -42,8 +43,7 @@ def _run_dir(ckpt_path: Path) -> Path | None:
 
 def checkpoint_facts(ckpt: str | os.PathLike, cache_dir, curves: str | None = None) -> dict:
     """Everything the report says about one checkpoint, from its cache (None where missing)."""
-    from engine.model.checkpoint import describe, read_meta
-    from engine.store.cache import store_for_path
+    from engine.model.checkpoint import describe, read_meta, store_for_path
 
     path, meta = read_meta(ckpt)
     info = describe(path)
@@ -69,7 +69,7 @@ def checkpoint_facts(ckpt: str | os.PathLike, cache_dir, curves: str | None = No
     return facts
 
 
-def _synopsis_facts(store, missing: list) -> dict | None:
+def _synopsis_facts(store: Store, missing: list) -> dict | None:
     from engine.probe.ranking import rank_heads
     from engine.probe.synopsis import KIND
 
@@ -82,13 +82,14 @@ def _synopsis_facts(store, missing: list) -> dict | None:
     from engine.eval.evaluate import relation_signal
 
     metrics, signal = {}, None
-    with store.open_run(KIND, run) as g:
-        for m, ds in g["eval"].items():
-            metrics[m] = float(np.mean(ds[()]))
-        if "color_centres" in g:
-            texts = [t.decode() if isinstance(t, bytes) else str(t) for t in g["prompts"][()]]
-            rel = [parse_prompt(t).relation for t in texts]
-            signal = relation_signal(g["color_centres"][()], rel)
+    stored = store.datasets(KIND, run)
+    evals = sorted(name for name in stored if name.startswith("eval/"))
+    for name, values in store.read_some(KIND, run, evals).items():
+        metrics[name.removeprefix("eval/")] = float(np.mean(values))
+    if "color_centres" in stored:
+        d = store.read_some(KIND, run, ["prompts", "color_centres"])
+        rel = [parse_prompt(t).relation for t in d["prompts"]]
+        signal = relation_signal(d["color_centres"], rel)
     if signal is None:
         missing.append("colour placement: the synopsis predates it; run `dit-workbench synopsis` "
                        "again")  # fmt: skip
@@ -105,7 +106,7 @@ def _synopsis_facts(store, missing: list) -> dict | None:
     }
 
 
-def _screening_facts(store, facts: dict, missing: list) -> dict | None:
+def _screening_facts(store: Store, facts: dict, missing: list) -> dict | None:
     from engine.probe.screening import KIND, best_rows, compare_rankings, load_screening
 
     run = store.latest_run(KIND)
@@ -125,7 +126,7 @@ def _screening_facts(store, facts: dict, missing: list) -> dict | None:
     return out
 
 
-def _ablation_facts(store, facts: dict, missing: list) -> dict | None:
+def _ablation_facts(store: Store, facts: dict, missing: list) -> dict | None:
     from engine.intervene.results import sweep_rows, sweep_runs
 
     sweeps = sweep_runs(store)
@@ -165,7 +166,7 @@ def _ablation_facts(store, facts: dict, missing: list) -> dict | None:
 WORD_KINDS = ("insert-filler", "drop-words", "swap-words", "embed-add")
 
 
-def _word_facts(store) -> list[dict]:
+def _word_facts(store: Store) -> list[dict]:
     """Stored word-level interventions: one row per (intervention, metric), newest run wins."""
     from engine.intervene.results import ablation_rows
 
@@ -176,7 +177,7 @@ def _word_facts(store) -> list[dict]:
     return list(rows.values())
 
 
-def _variance_facts(store, missing: list) -> dict | None:
+def _variance_facts(store: Store, missing: list) -> dict | None:
     runs = store.runs("variance")
     if not runs:
         missing.append("variance decomposition: run `dit-workbench variance CKPT`")

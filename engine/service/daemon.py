@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from engine.core.errors import UserError
+from engine.core.fs import write_atomic
 
 SOCKET_NAME = "engine.sock"
 _UNIX_PATH_MAX = 107  # sun_path is 108 bytes on Linux, including the terminating NUL
@@ -59,10 +60,7 @@ def read_info(cache: str | os.PathLike) -> dict | None:
 
 
 def write_info(cache: str | os.PathLike, info: dict) -> None:
-    d = run_dir(cache)
-    tmp = d / "engine.json.tmp"
-    tmp.write_text(json.dumps(info) + "\n")
-    os.replace(tmp, d / "engine.json")
+    write_atomic(run_dir(cache) / "engine.json", json.dumps(info) + "\n")
 
 
 def socket_for(cache: str | os.PathLike) -> Path:

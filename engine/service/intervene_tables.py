@@ -9,7 +9,7 @@ from engine.core.errors import UserError
 
 
 def _store(params: dict):
-    from engine.store.cache import store_for_path
+    from engine.model.checkpoint import store_for_path
 
     if "checkpoint" not in params:
         raise UserError("this table needs checkpoint=CKPT")

@@ -12,7 +12,7 @@ from engine.core.errors import UserError
 
 
 def _store(params: dict):
-    from engine.store.cache import store_for_path
+    from engine.model.checkpoint import store_for_path
 
     if not params.get("checkpoint"):
         raise UserError("this table needs checkpoint=CKPT")
@@ -119,8 +119,7 @@ def emergence_table(params: dict) -> tuple[list[str], list[list]]:
     """The stored emergence of run=RUN, one row per kept step x head: the head's mean `metric`
     over relations (cosine by default), its rank at the last step, the first step it reached
     `threshold` (0.5 by default), and its synopsis score when one was stored."""
-    from engine.probe.emergence import HEAD_THRESHOLD, first_pass, head_name
-    from engine.store.emergence import stored_emergence
+    from engine.probe.emergence import HEAD_THRESHOLD, first_pass, head_name, stored_emergence
 
     if not params.get("run"):
         raise UserError("table 'emergence' needs run=RUN (a training run folder)")

@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from engine import __version__
 from engine.core import columns, roots
 from engine.core.errors import UserError
+from engine.core.settings import IDLE_EXIT_ENV, IDLE_EXIT_S, settings
 from engine.service import daemon, tables
 from engine.service.gates import Activity, ActivityGate, TokenGate
 from engine.service.records import JobRecords
@@ -33,24 +34,14 @@ from engine.service.scheduler import Scheduler
 
 log = logging.getLogger("engine.service.server")
 
-# An engine with no running or queued job, no open request (an event stream counts) and no
-# request for this long exits by itself; 0 keeps it running. `--idle-exit` or this variable.
-IDLE_EXIT_ENV = "DIT_WORKBENCH_ENGINE_IDLE_EXIT"
-IDLE_EXIT_S = 600.0
 JOB_COLUMNS = columns.JOBS
 
 
 def idle_exit_default() -> float:
-    raw = os.environ.get(IDLE_EXIT_ENV)
-    if raw is None or not raw.strip():
-        return IDLE_EXIT_S
-    try:
-        value = float(raw)
-    except ValueError:
-        raise UserError(f"{IDLE_EXIT_ENV}={raw!r} is not a number of seconds") from None
-    if value < 0:
-        raise UserError(f"{IDLE_EXIT_ENV} must be 0 (never) or a number of seconds")
-    return value
+    """An engine with no running or queued job, no open request (an event stream counts) and
+    no request for this long exits by itself; 0 keeps it running. `--idle-exit` or
+    $DIT_WORKBENCH_ENGINE_IDLE_EXIT (engine.core.settings)."""
+    return settings().idle_exit_s
 
 
 async def _exit_when_idle(state) -> None:

@@ -212,7 +212,7 @@ def _stored_runs(checkpoint: Path) -> dict[str, list[str]]:
     """{kind: run names} in the checkpoint's cache (the user's over the shipped one); an
     unreadable cache file lists nothing rather than hiding the checkpoint."""
     from engine.core.columns import RESULT_KINDS
-    from engine.store.cache import store_for_path
+    from engine.model.checkpoint import store_for_path
 
     try:
         store = store_for_path(checkpoint, roots.cache_dir())

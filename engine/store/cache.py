@@ -14,11 +14,18 @@ it and never written (a checkout stays clean). It is read beneath the user's cac
 are listed from both, a run of the same name in the user's file wins, and every write (and
 every delete) goes to the user's file only.
 
-Writes are copy-on-write: a run is written into a copy of the file, which is flushed and then
-renamed over the original, so a reader (or a crash, even SIGKILL) only ever sees the old file
-or the new one, never half a run. An advisory lock serialises writers. Caches are small
-(megabytes), so copying the file per run costs milliseconds. The dataset-level reads and
-writes beneath these are in engine.store.h5.
+Writes are copy-on-write, all through `Store._rewrite`: a run is written (or a run deleted) in a
+copy of the file, which is flushed to disk and renamed over the original, the folder flushed
+after (engine.core.fs.atomic_replace), so a reader (or a crash, even SIGKILL or a power cut)
+only ever sees the old file or the new one, never half a run. An advisory lock serialises
+writers. Caches are small (megabytes), so copying the file per run costs milliseconds. The
+dataset-level reads and writes beneath these are in engine.store.h5.
+
+This package is infrastructure: it imports only engine.core and knows nothing of models or
+probes. Whatever computes results receives a `Store` and reads and writes through its methods
+(runs, attrs, read, write_run, ...); only this package opens the HDF5 files. A checkpoint is
+named by its folder and its weights' hash (`CheckpointRef`); finding those from a checkpoint's
+metadata is the model layer's `store_for_path`.
 """
 
 from __future__ import annotations
@@ -28,14 +35,17 @@ import fcntl
 import os
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Protocol
 
 import h5py
 import numpy as np
 
 from engine import __version__
 from engine.core.errors import UserError
+from engine.core.fs import atomic_replace
+from engine.core.settings import settings
 from engine.store import h5
 
 FORMAT = "dit-workbench-cache/1"
@@ -44,23 +54,37 @@ _RUN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SHIPPED = "cache.h5"  # a checkpoint's own read-only results, read beneath the user's cache
 
 
+class CheckpointRef(Protocol):
+    """What the store needs of a checkpoint: its folder and its weights' sha256 (a loaded
+    model checkpoint is one)."""
+
+    path: str | os.PathLike
+    hash: str
+
+
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("DIT_WORKBENCH_CACHE", "cache"))
+    """$DIT_WORKBENCH_CACHE, else ./cache (engine.core.settings)."""
+    return settings().cache_dir
 
 
-def cache_path(ckpt, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The cache file of a loaded checkpoint: <cache>/<run name>-<hash12>.h5."""
-    path = Path(ckpt.path).resolve()
-    run = path.parent.parent if path.parent.name == "history" else path.parent  # --keep-history
-    name = run.name if path.name.startswith("step-") else path.name
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:48] or "checkpoint"
-    step = f"-{path.name}" if path.name.startswith("step-") else ""
+def cache_folder(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache folder (default: default_cache_dir()); refused when a file is in its place."""
     folder = Path(cache_dir or default_cache_dir())
     if folder.exists() and not folder.is_dir():
         raise UserError(
             f"cache folder {str(folder)!r} is a file; give a folder with --cache (it is created)"
         )
-    return folder / f"{name}{step}-{ckpt.hash[:12]}.h5"
+    return folder
+
+
+def cache_path(ckpt: CheckpointRef, cache_dir: str | os.PathLike | None = None) -> Path:
+    """The cache file of a checkpoint: <cache>/<run name>-<hash12>.h5."""
+    path = Path(ckpt.path).resolve()
+    run = path.parent.parent if path.parent.name == "history" else path.parent  # --keep-history
+    name = run.name if path.name.startswith("step-") else path.name
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:48] or "checkpoint"
+    step = f"-{path.name}" if path.name.startswith("step-") else ""
+    return cache_folder(cache_dir) / f"{name}{step}-{ckpt.hash[:12]}.h5"
 
 
 def check_kind(kind: str) -> str:
@@ -90,6 +114,7 @@ class Store:
         self.path = Path(path)
         self.checkpoint_hash = checkpoint_hash
         self.base = Path(base) if base is not None and Path(base).is_file() else None
+        self.checkpoint_path: str | None = None  # recorded in the file's attributes
         for layer in self._layers():
             found = h5.file_attrs(layer).get("checkpoint_hash") if checkpoint_hash else None
             if found and found != checkpoint_hash:
@@ -100,7 +125,9 @@ class Store:
                 )
 
     @classmethod
-    def for_checkpoint(cls, ckpt, cache_dir: str | os.PathLike | None = None) -> Store:
+    def for_checkpoint(
+        cls, ckpt: CheckpointRef, cache_dir: str | os.PathLike | None = None
+    ) -> Store:
         store = cls(cache_path(ckpt, cache_dir), ckpt.hash, base=Path(ckpt.path) / SHIPPED)
         store.checkpoint_path = str(Path(ckpt.path).resolve())
         return store
@@ -112,7 +139,7 @@ class Store:
         return [p for p in (self.base, self.path) if p is not None and p.exists()]
 
     @contextlib.contextmanager
-    def open_run(self, kind: str, run: str) -> Iterator[h5py.Group]:
+    def _open_run(self, kind: str, run: str) -> Iterator[h5py.Group]:
         """One run's group, from whichever layer holds it (the user's file first)."""
         check_kind(kind)
         check_run_name(run)
@@ -165,25 +192,50 @@ class Store:
         return best
 
     def attrs(self, kind: str, run: str) -> dict:
-        with self.open_run(kind, run) as g:
+        with self._open_run(kind, run) as g:
             return {k: h5.decode(v) for k, v in g.attrs.items()}
 
-    def read(self, kind: str, run: str, name: str | None = None) -> dict | np.ndarray:
-        """One dataset of a run, or (name None) all of its datasets as {relative path: array}."""
-        with self.open_run(kind, run) as g:
-            if name is not None:
-                if name not in g:
-                    raise UserError(f"{kind} run {run!r} has no {name!r}")
-                return h5.read_dataset(g[name])
-            out = {}
+    def read(self, kind: str, run: str, name: str | None = None, index=None):
+        """One dataset of a run (`index`: only that part of it, e.g. a tuple of slices), or
+        (name None) all of its datasets as {relative path: array}. Text is a list of str."""
+        with self._open_run(kind, run) as g:
+            if name is None:
+                return h5.read_group(g)
+            ds = g.get(name)
+            if not isinstance(ds, h5py.Dataset):
+                raise UserError(f"{kind} run {run!r} has no {name!r}")
+            return h5.read_dataset(ds, index)
+
+    def read_some(self, kind: str, run: str, names) -> dict:
+        """The named datasets of a run only (not, say, its images), in one opening."""
+        with self._open_run(kind, run) as g:
+            missing = [n for n in names if not isinstance(g.get(n), h5py.Dataset)]
+            if missing:
+                raise UserError(f"{kind} run {run!r} has no {missing[0]!r}")
+            return {n: h5.read_dataset(g[n]) for n in names}
+
+    def datasets(self, kind: str, run: str) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """{relative path: (shape, dtype)} of a run's datasets, without reading them."""
+        out: dict = {}
+        with self._open_run(kind, run) as g:
             g.visititems(
                 lambda n, obj: (
-                    out.__setitem__(n, h5.read_dataset(obj))
+                    out.__setitem__(n, (obj.shape, obj.dtype))
                     if isinstance(obj, h5py.Dataset)
                     else None
                 )
             )
-            return out
+        return out
+
+    def source(self, kind: str, run: str) -> Path:
+        """The file that holds the run (the user's cache, or the checkpoint's shipped one)."""
+        check_kind(kind)
+        check_run_name(run)
+        for layer in reversed(self._layers()):
+            with h5.open_readonly(layer) as f:
+                if kind in f and run in f[kind]:
+                    return layer
+        raise UserError(f"no {kind} run {run!r} in {self.path}")
 
     # writing
 
@@ -213,28 +265,15 @@ class Store:
             run = check_run_name(run) if run is not None else self.new_run_name(kind)
             if self.has_run(kind, run) and not overwrite:
                 raise UserError(f"{kind} run {run!r} already exists in {self.path}")
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            try:
-                if self.path.exists():
-                    shutil.copyfile(self.path, tmp)
-                with h5py.File(tmp, "a") as f:
-                    self._init_file(f)
-                    parent = f.require_group(kind)
-                    if run in parent:
-                        del parent[run]
-                    g = parent.create_group(run)
-                    for key, value in self._provenance(attrs).items():
-                        g.attrs[key] = h5.attr_value(value)
-                    for name, arr in arrays.items():
-                        h5.write_dataset(g, name, arr)
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-                h5.fsync_dir(self.path.parent)
-            except OSError as e:  # a full disk, mostly: the old file is still the cache
-                raise h5.write_error(self.path, e) from None
-            finally:
-                tmp.unlink(missing_ok=True)
+
+            def add(f: h5py.File) -> None:
+                g = _without_run(f, kind, run).create_group(run)
+                for key, value in self._provenance(attrs).items():
+                    g.attrs[key] = h5.attr_value(value)
+                for name, arr in arrays.items():
+                    h5.write_dataset(g, name, arr)
+
+            self._rewrite(add)
         return run
 
     # A run written batch by batch (the synopsis): rows are appended to resizable datasets in
@@ -286,14 +325,7 @@ class Store:
             with h5py.File(path, "r") as f:
                 g = f["run"]
                 attrs = {k: h5.decode(v) for k, v in g.attrs.items()}
-                out: dict = {}
-                g.visititems(
-                    lambda n, obj: (
-                        out.__setitem__(n, h5.read_dataset(obj))
-                        if isinstance(obj, h5py.Dataset)
-                        else None
-                    )
-                )
+                out = h5.read_group(g)
         except (OSError, KeyError, ValueError, RuntimeError):
             path.unlink(missing_ok=True)
             return None
@@ -306,27 +338,16 @@ class Store:
         """Copy the staged run into the cache file (copy-on-write: readers and a crash see
         the old file or the new one), with `attrs` added; then remove the staging file."""
         staging = self.staging_path(kind, run)
+
+        def add(f: h5py.File) -> None:
+            parent = _without_run(f, kind, run)
+            with h5py.File(staging, "r") as src:
+                src.copy(src["run"], parent, run)  # chunks copied as they are
+            for key, value in (attrs or {}).items():
+                parent[run].attrs[key] = h5.attr_value(value)
+
         with self._lock():
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            try:
-                if self.path.exists():
-                    shutil.copyfile(self.path, tmp)
-                with h5py.File(staging, "r") as src, h5py.File(tmp, "a") as f:
-                    self._init_file(f)
-                    parent = f.require_group(kind)
-                    if run in parent:
-                        del parent[run]
-                    src.copy(src["run"], parent, run)  # chunks copied as they are
-                    for key, value in (attrs or {}).items():
-                        parent[run].attrs[key] = h5.attr_value(value)
-                with open(tmp, "rb+") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-                h5.fsync_dir(self.path.parent)
-            except OSError as e:
-                raise h5.write_error(self.path, e) from None
-            finally:
-                tmp.unlink(missing_ok=True)
+            self._rewrite(add)
         staging.unlink(missing_ok=True)
 
     def delete_run(self, kind: str, run: str) -> None:
@@ -338,25 +359,25 @@ class Store:
                 )
             if not self.has_run(kind, run):
                 raise UserError(f"no {kind} run {run!r} in {self.path}")
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            try:
-                with h5py.File(self.path, "r") as src, h5py.File(tmp, "w") as dst:
-                    # Copying (not deleting in place) also gives the space back.
-                    for k, v in src.attrs.items():
-                        dst.attrs[k] = v
-                    for name in src:
-                        if name != kind:
-                            src.copy(src[name], dst, name)
-                        else:
-                            dst.create_group(kind)
-                            for r in src[kind]:
-                                if r != run:
-                                    src.copy(src[kind][r], dst[kind], r)
-                os.replace(tmp, self.path)
-            except OSError as e:
-                raise h5.write_error(self.path, e) from None
-            finally:
-                tmp.unlink(missing_ok=True)
+            self._rewrite(lambda f: None, drop=(kind, run))
+
+    def _rewrite(self, edit: Callable[[h5py.File], None], drop: tuple[str, str] | None = None):
+        """The one copy-on-write path of every change to the cache file (the caller holds the
+        lock): a copy of the file (without run `drop` = (kind, run): copying the rest, not
+        deleting in place, also gives its space back) is changed by `edit`, then replaces the
+        file through engine.core.fs.atomic_replace (fsynced, renamed, folder fsynced). Any
+        OSError (a full disk, mostly) leaves the old file as the cache."""
+        try:
+            with atomic_replace(self.path) as tmp:
+                if drop is not None:
+                    _copy_without(self.path, tmp, *drop)
+                elif self.path.exists():
+                    shutil.copyfile(self.path, tmp)
+                with h5py.File(tmp, "a") as f:
+                    self._init_file(f)
+                    edit(f)
+        except OSError as e:
+            raise h5.write_error(self.path, e) from None
 
     def _init_file(self, f: h5py.File) -> None:
         if "format" not in f.attrs:
@@ -364,7 +385,7 @@ class Store:
             f.attrs["created"] = h5.now()
         if self.checkpoint_hash:
             f.attrs["checkpoint_hash"] = self.checkpoint_hash
-        if getattr(self, "checkpoint_path", None):
+        if self.checkpoint_path:
             f.attrs["checkpoint_path"] = self.checkpoint_path
 
     def _provenance(self, attrs: Mapping | None) -> dict:
@@ -397,16 +418,24 @@ class Store:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def store_for_path(
-    checkpoint: str | os.PathLike, cache_dir: str | os.PathLike | None = None
-) -> Store:
-    """The cache of a checkpoint named by path, read from its metadata without loading the
-    model (no torch): what the engine uses to answer table requests."""
-    from types import SimpleNamespace
+def _without_run(f: h5py.File, kind: str, run: str) -> h5py.Group:
+    """The kind's group, with the run about to be replaced removed."""
+    parent = f.require_group(kind)
+    if run in parent:
+        del parent[run]
+    return parent
 
-    from engine.model.checkpoint import read_meta
 
-    path, meta = read_meta(checkpoint)
-    return Store.for_checkpoint(
-        SimpleNamespace(path=path, hash=meta["hashes"]["transformer"]), cache_dir
-    )
+def _copy_without(src_path: Path, dst_path: Path, kind: str, run: str) -> None:
+    """A new file holding everything of `src_path` except run `kind`/`run`."""
+    with h5py.File(src_path, "r") as src, h5py.File(dst_path, "w") as dst:
+        for k, v in src.attrs.items():
+            dst.attrs[k] = v
+        for name in src:
+            if name != kind:
+                src.copy(src[name], dst, name)
+                continue
+            dst.create_group(kind)
+            for r in src[kind]:
+                if r != run:
+                    src.copy(src[kind][r], dst[kind], r)

@@ -1,7 +1,7 @@
 """Where a training run's emergence is stored: the run's own cache file (not a checkpoint's,
-since it spans all of the run's checkpoints), and reading the newest one back.
+since it spans all of the run's checkpoints).
 
-What is stored and how it is computed: engine.probe.emergence.
+What is stored, how it is computed and read back: the probe layer's emergence module.
 """
 
 from __future__ import annotations
@@ -11,9 +11,7 @@ import os
 import re
 from pathlib import Path
 
-from engine.core.errors import UserError
-from engine.probe.emergence import HeadEmergence, load_emergence, run_folder
-from engine.store.cache import Store, default_cache_dir
+from engine.store.cache import Store, cache_folder
 
 
 def run_store(run: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Store:
@@ -21,22 +19,6 @@ def run_store(run: str | os.PathLike, cache_dir: str | os.PathLike | None = None
     path = Path(run).resolve()
     ident = hashlib.sha256(str(path).encode()).hexdigest()
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", path.name)[:48] or "run"
-    folder = Path(cache_dir or default_cache_dir())
-    if folder.exists() and not folder.is_dir():
-        raise UserError(
-            f"cache folder {str(folder)!r} is a file; give a folder with --cache (it is created)"
-        )
-    store = Store(folder / f"{name}-history-{ident[:12]}.h5")
+    store = Store(cache_folder(cache_dir) / f"{name}-history-{ident[:12]}.h5")
     store.checkpoint_path = str(path)
     return store
-
-
-def stored_emergence(run: str | os.PathLike, cache_dir=None) -> HeadEmergence:
-    """The newest stored emergence of a run, or a UserError saying how to make it."""
-    store = run_store(run_folder(run), cache_dir)
-    e = load_emergence(store) if store.path.exists() else None
-    if e is None:
-        raise UserError(
-            f"no emergence stored for {str(run)!r}; run `dit-workbench emergence {run}`"
-        )
-    return e

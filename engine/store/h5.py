@@ -1,11 +1,10 @@
 """Low-level HDF5 of the cache: opening read-only, dataset writes, appends and reads with
-one-line errors for damaged bytes, attribute values, and the fsyncs of an atomic replace."""
+one-line errors for damaged bytes, and attribute values."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,14 +50,6 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def decode(v):
     if isinstance(v, bytes):
         v = v.decode()
@@ -102,16 +93,28 @@ def append_dataset(g: h5py.Group, name: str, arr: np.ndarray) -> None:
     ds[n:] = arr
 
 
-def read_dataset(ds: h5py.Dataset):
-    """A dataset's values; damaged bytes (a chunk that does not inflate, text that is not
-    UTF-8) give one line naming the file and the dataset."""
+def read_dataset(ds: h5py.Dataset, index=None):
+    """A dataset's values (`index`: only that part); damaged bytes (a chunk that does not
+    inflate, text that is not UTF-8) give one line naming the file and the dataset."""
     try:
+        values = ds[() if index is None else index]
         if h5py.check_string_dtype(ds.dtype) is not None:
-            return [s.decode() if isinstance(s, bytes) else s for s in ds[()]]
-        return ds[()]
+            return [s.decode() if isinstance(s, bytes) else s for s in np.atleast_1d(values)]
+        return values
     except (OSError, ValueError, UnicodeDecodeError) as e:
         reason = " ".join(str(e).split())[:120] or type(e).__name__
         raise UserError(
             f"cannot read {ds.name} in cache {ds.file.filename} ({reason}); the file is "
             "damaged: move it away to rebuild it"
         ) from None
+
+
+def read_group(g: h5py.Group) -> dict:
+    """All datasets under a group, as {relative path: values}."""
+    out: dict = {}
+    g.visititems(
+        lambda n, obj: (
+            out.__setitem__(n, read_dataset(obj)) if isinstance(obj, h5py.Dataset) else None
+        )
+    )
+    return out

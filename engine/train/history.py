@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 from engine.core.errors import UserError
+from engine.core.fs import staged_folder
 
 HISTORY = "history"
 _STEP = re.compile(r"^step-(\d+)$")
@@ -34,15 +34,12 @@ def save_history(ckdir: str | os.PathLike, run: str | os.PathLike) -> Path:
     root = history_dir(run)
     root.mkdir(parents=True, exist_ok=True)
     final = root / ckdir.name
-    tmp = root / f".{ckdir.name}.new"
-    shutil.rmtree(tmp, ignore_errors=True)
-    export_checkpoint(ckdir, tmp, fp16=True, curves=False)
-    meta_path = tmp / "workbench.json"
-    meta = json.loads(meta_path.read_text())
-    meta["history"] = True  # what kind of copy it is; exported_from names the full checkpoint
-    meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    with staged_folder(final, create=False) as tmp:
+        export_checkpoint(ckdir, tmp, fp16=True, curves=False)
+        meta_path = tmp / "workbench.json"
+        meta = json.loads(meta_path.read_text())
+        meta["history"] = True  # what kind of copy it is; exported_from names the full checkpoint
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
     return final
 
 

@@ -35,6 +35,8 @@ from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from engine.core.errors import UserError
+from engine.core.fs import write_atomic
+from engine.core.settings import settings
 from engine.data.prompts import eval_prompts
 from engine.data.render import render_batch
 from engine.data.scenes import sample_scenes
@@ -50,7 +52,6 @@ from engine.train.state import (
     ema_copy,
     latest_step_dir,
     load_optimizer_state,
-    write_atomic,
     write_checkpoint,
 )
 
@@ -60,7 +61,7 @@ def _resolve_train_device(spec: str):
     from engine.core.device import resolve_device
 
     dev = resolve_device(spec)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if settings().world_size > 1:
         if spec not in ("auto", "cuda") and dev.type == "cuda":
             raise UserError(
                 f"--device {spec} under a multi-process launch: each process uses its own "

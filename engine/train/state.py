@@ -78,12 +78,6 @@ def ema_copy(model, ema):
     return shadow.eval()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def append_line(path: Path, line: str) -> None:
     """Append one JSON line and flush it to disk: a crash loses at most the line being written."""
     with open(path, "a") as f:

@@ -22,9 +22,9 @@ jobs_app = typer.Typer(
 def _default_cache(value: Path | None) -> Path:
     """--cache, else $DIT_WORKBENCH_CACHE, else ./cache: the same rule as every other command,
     so `jobs` never starts a second engine on another cache."""
-    import os
+    from engine.core.settings import settings
 
-    return value if value is not None else Path(os.environ.get("DIT_WORKBENCH_CACHE") or "cache")
+    return value if value is not None else settings().cache_dir
 
 
 _CACHE = typer.Option(

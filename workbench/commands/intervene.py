@@ -246,7 +246,7 @@ def ablate(
 
 def _list(ckpt: Path, sweep: bool, cache, metrics, format: Format, out) -> None:
     from engine.intervene.ablate import ABLATION_COLUMNS, ablation_rows, sweep_rows
-    from engine.store.cache import store_for_path
+    from engine.model.checkpoint import store_for_path
 
     store = store_for_path(ckpt, cache)
     if sweep:

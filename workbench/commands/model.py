@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import typer
 
 from engine.core.device import DEVICE_HELP
+from engine.core.settings import settings
 from workbench.ops import build_op, run_op
 from workbench.output import Format, dump_json, print_rows
 
@@ -94,7 +94,7 @@ def train(
     op = build_op(Train, params)
     with _TrainReporter(steps) as report:
         op.run(report)
-    if os.environ.get("RANK", "0") == "0":
+    if settings().rank == 0:
         typer.echo(f"done: {out}/latest", err=True)
 
 
@@ -107,7 +107,7 @@ class _TrainReporter:
         self._on = lambda rec: None
 
     def __enter__(self):
-        if os.environ.get("RANK", "0") != "0":
+        if settings().rank != 0:
             return self
         if not sys.stdout.isatty():
             self._on = lambda rec: print(json.dumps(rec), flush=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,7 +11,9 @@ from engine.core.errors import UserError
 
 
 def default_cache() -> Path:
-    return Path(os.environ.get("DIT_WORKBENCH_CACHE", "cache"))
+    from engine.core.settings import settings
+
+    return settings().cache_dir
 
 
 def open_workbench(

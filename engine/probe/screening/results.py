@@ -19,6 +19,7 @@ from engine.probe.screening.method import (
     direction_of,
     head_summary,
 )
+from engine.store.cache import Store
 
 KIND = "screening"
 
@@ -108,7 +109,7 @@ def _params_key(params: dict) -> str:
     return json.dumps(params, sort_keys=True)
 
 
-def save_screening(store, s: Screening, run: str | None = None) -> str:
+def save_screening(store: Store, s: Screening, run: str | None = None) -> str:
     """Store a screening as a new run of kind "screening" (atomic, with provenance)."""
     attrs = {
         "params": _params_key(s.params),
@@ -125,7 +126,7 @@ def save_screening(store, s: Screening, run: str | None = None) -> str:
     return name
 
 
-def load_screening(store, run: str) -> Screening:
+def load_screening(store: Store, run: str) -> Screening:
     attrs = store.attrs(KIND, run)
     try:
         params = json.loads(attrs.get("params", "{}"))
@@ -134,7 +135,7 @@ def load_screening(store, run: str) -> Screening:
     return Screening.from_arrays(store.read(KIND, run), params, run)
 
 
-def find_screening(store, params: dict) -> str | None:
+def find_screening(store: Store, params: dict) -> str | None:
     """The newest stored run screened with these params, or None."""
     from engine import __version__
 
@@ -248,7 +249,7 @@ def map_detail(s: Screening, layer: int, head: int, relation: str) -> dict:
     }
 
 
-def synopsis_head_scores(store, run: str | None = None, query: str = "relation->object1"):
+def synopsis_head_scores(store: Store, run: str | None = None, query: str = "relation->object1"):
     """(run, {(layer, head): score}) of a stored synopsis ranking for `query` (default run: the
     newest complete one)."""
     from engine.probe.ranking import rank_heads
@@ -266,7 +267,7 @@ def synopsis_head_scores(store, run: str | None = None, query: str = "relation->
 
 def compare_with_synopsis(
     s: Screening,
-    store,
+    store: Store,
     relation: str = "all",
     metric: str = "cosine",
     query: str = "relation->object1",
