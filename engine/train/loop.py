@@ -32,9 +32,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from safetensors.torch import load_file
 
 from engine.core.errors import UserError
+from engine.core.sampling import SamplingSettings
 from engine.data.prompts import eval_prompts
 from engine.data.render import render_batch
 from engine.data.scenes import sample_scenes
@@ -43,16 +43,7 @@ from engine.model.codec import build_codec
 from engine.model.presets import build_transformer, get_preset
 from engine.model.sampler import model_kwargs, sample_images, train_scheduler
 from engine.train.config import TrainConfig  # noqa: F401  (re-exported: engine.train.loop.TrainConfig)
-from engine.train.state import (
-    EMA,
-    Batches,
-    append_line,
-    ema_copy,
-    latest_step_dir,
-    load_optimizer_state,
-    write_atomic,
-    write_checkpoint,
-)
+from engine.train.state import TrainState, append_line, ema_copy, latest_step_dir, write_atomic
 
 
 def _resolve_train_device(spec: str):
@@ -169,42 +160,22 @@ def train(
     model.to(dev)
     fused = {"fused": True} if dev.type == "cuda" else {}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    step, epoch, pos = 0, 0, 0
-    noise_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-    ema_state = None
+    state = TrainState.fresh(model, opt, cfg, dev, accel.scaler)
     if state_dir is not None:
-        model.load_state_dict(load_file(state_dir / "train_state" / "model.safetensors"))
-        opt.load_state_dict(load_optimizer_state(state_dir / "train_state"))
-        st = json.loads((state_dir / "train_state" / "state.json").read_text())
-        step, epoch, pos = st["step"], st["epoch"], st["pos"]
-        rng = load_file(state_dir / "train_state" / "rng.safetensors")["noise"]
-        try:
-            noise_gen.set_state(rng)
-        except RuntimeError:  # saved by another kind of device: its stream cannot go on here
-            noise_gen.manual_seed(cfg.seed + 1 + step)
-            print("note: run resumed on another kind of device; noise reseeded", file=sys.stderr)
-        ema_state = st["ema"]
-    ema = EMA(model.parameters(), cfg.ema_decay)
-    if ema_state is not None:
-        shadow = load_file(state_dir / "train_state" / "ema.safetensors")
-        ema.shadow_params = [shadow[n].to(dev) for n, _ in model.named_parameters()]
-        ema.optimization_step = ema_state["optimization_step"]
+        state.restore(state_dir, cfg)
     # Every rank has checked the run folder above; only now may rank 0 write into it.
     accel.wait_for_everyone()
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
 
-    model, opt = accel.prepare(model, opt)
-    scaler_file = state_dir / "train_state" / "scaler.json" if state_dir is not None else None
-    if accel.scaler is not None and scaler_file is not None and scaler_file.is_file():
-        accel.scaler.load_state_dict(json.loads(scaler_file.read_text()))
+    model, state.opt = accel.prepare(model, opt)
+    state.model = accel.unwrap_model(model)
     model.train()
     forward = torch.compile(model) if cfg.compile else model
-    params = list(accel.unwrap_model(model).parameters())
+    params = list(state.model.parameters())
     sched = train_scheduler()
     alphas = sched.alphas_cumprod.to(dev)
-    batches = Batches(cfg.n_train, cfg.batch, cfg.data_seed, epoch, pos, device=dev)
     rank, world = accel.process_index, accel.num_processes
     eval_set = _fixed_eval_set(cfg.eval_prompts)
     latent_shape = (codec.channels, codec.latent_size, codec.latent_size)
@@ -215,8 +186,9 @@ def train(
     # Scoring the eval images (CPU detection) runs on a thread while training goes on.
     scores = _DeferredScores(out / "metrics.jsonl", progress or _emit, cfg.batch, eval_set)
     try:
-        while step < cfg.steps:
-            idx = batches.next()
+        while state.step < cfg.steps:
+            idx = state.batches.next()
+            noise_gen = state.noise_gen
             B = len(idx)
             t = torch.randint(0, T, (B,), generator=noise_gen, device=dev)
             noise = torch.randn((B, *latent_shape), generator=noise_gen, device=dev)
@@ -240,10 +212,11 @@ def train(
                 )[0]
             loss = F.mse_loss(pred.float(), noise)
             accel.backward(loss)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            ema.step(params)
-            step += 1
+            state.opt.step()
+            state.opt.zero_grad(set_to_none=True)
+            state.ema.step(params)
+            state.step += 1
+            step = state.step
             seen += B
             loss_acc += loss.detach()
             loss_n += 1
@@ -253,7 +226,7 @@ def train(
                     "step": step,
                     "loss": mean_loss,
                     "img_per_s": seen / (time.perf_counter() - t0),
-                    "epoch": batches.epoch,
+                    "epoch": state.batches.epoch,
                     "time": time.time(),
                 }
                 (progress or _emit)(rec)
@@ -262,22 +235,9 @@ def train(
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 accel.wait_for_everyone()
                 if main:
-                    raw = accel.unwrap_model(model)
-                    ema_model = ema_copy(raw, ema)  # one copy serves the checkpoint and its metrics
-                    ckdir = write_checkpoint(
-                        out,
-                        cfg,
-                        raw,
-                        ema,
-                        ema_model,
-                        opt,
-                        text_encoder,
-                        codec,
-                        step,
-                        batches,
-                        noise_gen,
-                        accel.scaler,
-                    )
+                    # one EMA copy serves the checkpoint and its metrics
+                    ema_model = ema_copy(state.model, state.ema)
+                    ckdir = state.save(out, cfg, ema_model, text_encoder, codec)
                     if cfg.keep_history:  # fp16 EMA weights of every checkpoint, never pruned
                         from engine.train.history import save_history
 
@@ -299,7 +259,7 @@ def train(
             json.dumps({"world_size": world, "param_sha256": digests}) + "\n"
         )
     accel.end_training()
-    del model, opt  # the last references to the DDP wrapper, before the group goes down
+    del model, opt, state  # the last references to the DDP wrapper, before the group goes down
     _shutdown_distributed(accel)
     return out
 
@@ -346,7 +306,8 @@ def _eval_images(ckdir, ema_model, text_encoder, codec, eval_set, cfg):
     try:
         ck = Checkpoint(ckdir, {}, ema_model, text_encoder, codec)
         prompts = [p.text for p in eval_set]
-        imgs = sample_images(ck, prompts, [0] * len(eval_set), steps=cfg.eval_steps, cfg=cfg.cfg)
+        sampling = SamplingSettings(steps=cfg.eval_steps, cfg=cfg.cfg)
+        imgs = sample_images(ck, prompts, [0] * len(eval_set), sampling)
         return imgs.numpy(), time.perf_counter() - t0, None
     except Exception as e:  # noqa: BLE001
         return None, time.perf_counter() - t0, f"{type(e).__name__}: {e}"
