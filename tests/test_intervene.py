@@ -296,7 +296,7 @@ def test_noop_interventions_are_bit_identical(ckpt):
         assert captions == TEXTS
     # a mask that does hit the relation tokens changes the images
     images, _ = sample_intervened(
-        ckpt, parse_spec("mask-head 0.0 tokens=relation + mask-head 1.0"), TEXTS, seeds, STEPS
+        ckpt, parse_spec("mask-head 0.0 tokens=relation + mask-head 1.0"), TEXTS, seeds, SAMPLING
     )
     assert not torch.equal(images, plain)
 
