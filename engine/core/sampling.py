@@ -2,8 +2,8 @@
 images per forward pass and the first seed, in one object that is checked once (by the
 operation, before a model is loaded) and passed whole down to the sampler.
 
-The defaults are the paper's (14 steps, guidance 4.5). Torch-free: the engine checks a job's
-settings with it before queueing.
+The defaults are the paper's, written here only. Torch-free: the engine checks a job's settings
+with it before queueing.
 """
 
 from __future__ import annotations

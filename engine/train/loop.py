@@ -26,8 +26,9 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -151,11 +152,11 @@ def train(
     if codec.spec != "pixel":
         with torch.no_grad():
             codec.to(dev)
-            data = torch.cat([codec.encode(images[i : i + 64]) for i in range(0, len(images), 64)])
+            x = torch.cat([codec.encode(images[i : i + 64]) for i in range(0, len(images), 64)])
     else:
-        data = images.to(dev)  # uint8 on the device: encoding a batch there is one kernel
-    cap_of, cap_emb, cap_mask = cap_of.to(dev), cap_emb.to(dev), cap_mask.to(dev)
-    null_emb, null_mask = null_emb.to(dev), null_mask.to(dev)
+        x = images.to(dev)  # uint8 on the device: encoding a batch there is one kernel
+    data = _TrainingSet(codec, x, cap_of.to(dev), cap_emb.to(dev), cap_mask.to(dev),
+                        null_emb.to(dev), null_mask.to(dev))  # fmt: skip
 
     model.to(dev)
     fused = {"fused": True} if dev.type == "cuda" else {}
@@ -173,13 +174,8 @@ def train(
     state.model = accel.unwrap_model(model)
     model.train()
     forward = torch.compile(model) if cfg.compile else model
-    params = list(state.model.parameters())
-    sched = train_scheduler()
-    alphas = sched.alphas_cumprod.to(dev)
-    rank, world = accel.process_index, accel.num_processes
+    train_step = _Stepper(forward, accel, train_scheduler().alphas_cumprod.to(dev), cfg)
     eval_set = _fixed_eval_set(cfg.eval_prompts)
-    latent_shape = (codec.channels, codec.latent_size, codec.latent_size)
-    T = sched.config.num_train_timesteps
 
     t0, seen, loss_n = time.perf_counter(), 0, 0
     loss_acc = torch.zeros((), device=dev)
@@ -187,38 +183,10 @@ def train(
     scores = _DeferredScores(out / "metrics.jsonl", progress or _emit, cfg.batch, eval_set)
     try:
         while state.step < cfg.steps:
-            idx = state.batches.next()
-            noise_gen = state.noise_gen
-            B = len(idx)
-            t = torch.randint(0, T, (B,), generator=noise_gen, device=dev)
-            noise = torch.randn((B, *latent_shape), generator=noise_gen, device=dev)
-            drop = torch.rand(B, generator=noise_gen, device=dev) < cfg.null_caption_p
-            mine = slice(rank, B, world)
-            idx, t, noise, drop = idx[mine], t[mine], noise[mine], drop[mine]
-            x0 = codec.encode(data[idx]) if codec.spec == "pixel" else data[idx]
-            ab = alphas[t].view(-1, 1, 1, 1)
-            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-            ci = cap_of[idx]
-            emb = torch.where(drop.view(-1, 1, 1), null_emb.expand(len(ci), -1, -1), cap_emb[ci])
-            msk = torch.where(drop.view(-1, 1), null_mask.expand(len(ci), -1), cap_mask[ci])
-            with accel.autocast():
-                pred = forward(
-                    xt,
-                    encoder_hidden_states=emb,
-                    encoder_attention_mask=msk,
-                    timestep=t,
-                    **model_kwargs(),
-                    return_dict=False,
-                )[0]
-            loss = F.mse_loss(pred.float(), noise)
-            accel.backward(loss)
-            state.opt.step()
-            state.opt.zero_grad(set_to_none=True)
-            state.ema.step(params)
-            state.step += 1
+            loss, B = train_step(state, data)
             step = state.step
             seen += B
-            loss_acc += loss.detach()
+            loss_acc += loss
             loss_n += 1
             if main and (step % cfg.log_every == 0 or step == cfg.steps):
                 mean_loss = loss_acc.item() / loss_n  # the host sync: every log_every steps
@@ -256,10 +224,11 @@ def train(
     digests = gather_object([_param_digest(accel.unwrap_model(model))])
     if main:
         (out / "ranks.json").write_text(
-            json.dumps({"world_size": world, "param_sha256": digests}) + "\n"
+            json.dumps({"world_size": accel.num_processes, "param_sha256": digests}) + "\n"
         )
     accel.end_training()
-    del model, opt, state  # the last references to the DDP wrapper, before the group goes down
+    # the last references to the DDP wrapper, dropped before the group goes down
+    del model, opt, state, forward, train_step
     _shutdown_distributed(accel)
     return out
 
@@ -297,6 +266,71 @@ def _param_digest(model) -> str:
     for _, p in sorted(model.named_parameters()):
         h.update(p.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+@dataclass
+class _TrainingSet:
+    """The training set on the device: images (uint8, or the codec's latents), each image's
+    caption index, the unique captions' embeddings and masks, and the null caption's."""
+
+    codec: Any
+    x: torch.Tensor
+    cap_of: torch.Tensor
+    cap_emb: torch.Tensor
+    cap_mask: torch.Tensor
+    null_emb: torch.Tensor
+    null_mask: torch.Tensor
+
+    def inputs(self, idx: torch.Tensor, drop: torch.Tensor):
+        """(clean latents, caption embeddings, masks) of images `idx`, captions `drop`ped to
+        the null caption where it is set."""
+        x0 = self.codec.encode(self.x[idx]) if self.codec.spec == "pixel" else self.x[idx]
+        ci = self.cap_of[idx]
+        null = self.null_emb.expand(len(ci), -1, -1)
+        emb = torch.where(drop.view(-1, 1, 1), null, self.cap_emb[ci])
+        msk = torch.where(drop.view(-1, 1), self.null_mask.expand(len(ci), -1), self.cap_mask[ci])
+        return x0, emb, msk
+
+
+class _Stepper:
+    """One optimiser step on a TrainState: the global batch's noise, timesteps and caption
+    dropout drawn from the state's generator (every rank draws all of them and keeps its own
+    slice), the noise-prediction loss, backward, AdamW and the EMA."""
+
+    def __init__(self, forward, accel, alphas: torch.Tensor, cfg: TrainConfig):
+        self.forward, self.accel, self.alphas, self.cfg = forward, accel, alphas, cfg
+
+    def __call__(self, state: TrainState, data: _TrainingSet) -> tuple[torch.Tensor, int]:
+        """(the step's loss, still on the device; the global batch size)."""
+        accel, alphas, gen, dev = self.accel, self.alphas, state.noise_gen, self.alphas.device
+        codec = data.codec
+        idx = state.batches.next()
+        B = len(idx)
+        t = torch.randint(0, len(alphas), (B,), generator=gen, device=dev)
+        shape = (codec.channels, codec.latent_size, codec.latent_size)
+        noise = torch.randn((B, *shape), generator=gen, device=dev)
+        drop = torch.rand(B, generator=gen, device=dev) < self.cfg.null_caption_p
+        mine = slice(accel.process_index, B, accel.num_processes)
+        idx, t, noise, drop = idx[mine], t[mine], noise[mine], drop[mine]
+        x0, emb, msk = data.inputs(idx, drop)
+        ab = alphas[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        with accel.autocast():
+            pred = self.forward(
+                xt,
+                encoder_hidden_states=emb,
+                encoder_attention_mask=msk,
+                timestep=t,
+                **model_kwargs(),
+                return_dict=False,
+            )[0]
+        loss = F.mse_loss(pred.float(), noise)
+        accel.backward(loss)
+        state.opt.step()
+        state.opt.zero_grad(set_to_none=True)
+        state.ema.step(state.model.parameters())
+        state.step += 1
+        return loss.detach(), B
 
 
 def _eval_images(ckdir, ema_model, text_encoder, codec, eval_set, cfg):
