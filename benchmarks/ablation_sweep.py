@@ -46,6 +46,7 @@ def main() -> None:
 
     import torch
 
+    from engine.core.sampling import SamplingSettings
     from engine.data.prompts import eval_prompts
     from engine.eval.evaluate import METRICS
     from engine.intervene.ablate import run_ablation, run_sweep
@@ -66,11 +67,11 @@ def main() -> None:
     prompts = eval_prompts()
     cells = expand_sweep(args.sweep, ckpt.num_layers, ckpt.num_heads, args.steps)
     heads = len(cells)
-    kw = dict(n=args.n, seed=0, steps=args.steps, cfg=4.5, resamples=args.resamples,
-              batch_size=args.batch_size)  # fmt: skip
+    sampling = SamplingSettings(steps=args.steps, batch_size=args.batch_size)
+    kw = dict(n=args.n, sampling=sampling, resamples=args.resamples)
     from engine.intervene.sample import pack_rows
 
-    pack = pack_rows(ckpt, args.batch_size, [c for _, _, c in cells], args.steps)
+    pack = pack_rows(ckpt, sampling, [c for _, _, c in cells])
     print(
         f"{ckpt.meta.get('preset')} checkpoint on {ckpt.transformer.device}, {ckpt.num_layers} "
         f"layers x {ckpt.num_heads} heads; sweep {args.sweep!r} over {heads} heads; n={args.n} "
@@ -82,8 +83,7 @@ def main() -> None:
     from engine.intervene import ablate
 
     store = Store(os.path.join(tmp.name, "cache.h5"), ckpt.hash)
-    base = ablate._Context(ckpt, prompts, args.n, 0, args.steps, 4.5, store, None,
-                           args.batch_size, "eval").baseline()  # fmt: skip
+    base = ablate._Context(ckpt, prompts, args.n, sampling, store, None, "eval").baseline()
     print(f"baseline: {args.n} images sampled and cached (not timed): {base[0]}")
     images = heads * args.n
     timed = {}

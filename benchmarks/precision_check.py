@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.core import device as D
+from engine.core.sampling import SamplingSettings
 from engine.data.prompts import eval_prompts
 from engine.eval.evaluate import METRICS, evaluate_arrays
 from engine.model.checkpoint import load_checkpoint
@@ -27,9 +28,9 @@ from engine.model.sampler import sample_images
 
 def run(ck, texts, seeds, precision: str, batch: int) -> tuple[np.ndarray, float]:
     D.INFERENCE_PRECISION["cuda"] = precision
-    sample_images(ck, texts[:2], seeds[:2], steps=2)  # warm-up
+    sample_images(ck, texts[:2], seeds[:2], sampling=SamplingSettings(steps=2))  # warm-up
     t0 = time.perf_counter()
-    imgs = sample_images(ck, texts, seeds, steps=14, cfg=4.5, batch_size=batch).numpy()
+    imgs = sample_images(ck, texts, seeds, SamplingSettings(batch_size=batch)).numpy()
     return imgs, len(texts) / (time.perf_counter() - t0)
 
 

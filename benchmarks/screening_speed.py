@@ -77,6 +77,7 @@ def time_synopsis(ck, n_prompts: int, steps: int, cfg: float) -> float:
     object masks, reduction, storage) and its relation->object1 ranking, end to end."""
     import tempfile
 
+    from engine.core.sampling import SamplingSettings
     from engine.probe.ranking import rank_heads
     from engine.probe.synopsis import run_synopsis
     from engine.store.cache import Store
@@ -84,8 +85,8 @@ def time_synopsis(ck, n_prompts: int, steps: int, cfg: float) -> float:
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         store = Store(Path(d) / "c.h5", "0" * 64)
-        run = run_synopsis(ck, synopsis_prompts(n_prompts), 1, 0, steps, cfg, 32, store,
-                           detail=0)  # fmt: skip
+        sampling = SamplingSettings(steps=steps, cfg=cfg)
+        run = run_synopsis(ck, synopsis_prompts(n_prompts), 1, sampling, store, detail=0)
         rows = rank_heads(store, run, "relation->object1")
         assert len(rows) == ck.num_layers * ck.num_heads
         return time.perf_counter() - t0

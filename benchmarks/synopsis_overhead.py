@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from engine.core.sampling import SamplingSettings  # noqa: E402
 from engine.data.prompts import eval_prompts  # noqa: E402
 from engine.model.checkpoint import Checkpoint  # noqa: E402
 from engine.model.codec import build_codec  # noqa: E402
@@ -66,7 +67,8 @@ def sample(ck, texts, seeds, steps, capture: bool):
     emb, mask = enc.encode(texts)
     null, null_mask = enc.encode([""])
     noise = initial_noise(texts, seeds, (codec.channels, codec.latent_size, codec.latent_size))
-    args = (emb, mask, null.expand(n, -1, -1), null_mask.expand(n, -1), noise, steps, 4.5)
+    sampling = SamplingSettings(steps=steps)
+    args = (emb, mask, null.expand(n, -1, -1), null_mask.expand(n, -1), noise, sampling)
     if not capture:
         return codec.decode(denoise(tr, *args))
     cats = enc.tokenize([""]).categories * n + enc.tokenize(texts).categories
@@ -131,7 +133,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as d:
         store = Store(Path(d) / "c.h5", ck.hash)
-        run = run_synopsis(ck, prompts, 1, 0, args.steps, 4.5, 32, store, detail=0)
+        run = run_synopsis(ck, prompts, 1, SamplingSettings(steps=args.steps), store, detail=0)
         with h5py.File(store.path) as f:
             g = f["synopsis"][run]
             stored = raw = 0

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.core.device import inference_autocast, resolve_device
+from engine.core.sampling import SamplingSettings
 from engine.model.checkpoint import load_checkpoint
 from engine.model.presets import build_transformer, get_preset
 from engine.model.sampler import model_kwargs, sample_images
@@ -135,10 +136,10 @@ def _sync(dev) -> None:
 def sampling(run: str, dev, n: int) -> float:
     ck = load_checkpoint(run, device=str(dev))
     texts = ["red square is above blue circle"] * n
-    sample_images(ck, texts[:2], [0, 1], steps=2)  # warm-up
+    sample_images(ck, texts[:2], [0, 1], sampling=SamplingSettings(steps=2))  # warm-up
     _sync(dev)
     t0 = time.perf_counter()
-    sample_images(ck, texts, list(range(n)), steps=14, cfg=4.5, batch_size=min(n, 1024))
+    sample_images(ck, texts, list(range(n)), SamplingSettings(batch_size=min(n, 1024)))
     _sync(dev)
     return n / (time.perf_counter() - t0)
 

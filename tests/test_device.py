@@ -53,13 +53,13 @@ def test_autocast_is_a_no_op_on_cpu():
 
 
 def test_cpu_sampling_is_bit_exact_between_runs(nano_ckpt):
+    from engine.core.sampling import SamplingSettings
     from engine.model.checkpoint import load_checkpoint
     from engine.model.sampler import sample_images
 
-    a = sample_images(
-        load_checkpoint(nano_ckpt, device="cpu"), ["red circle above blue square"] * 2, [0, 1], 2
-    )
-    b = sample_images(load_checkpoint(nano_ckpt), ["red circle above blue square"] * 2, [0, 1], 2)
+    texts, two = ["red circle above blue square"] * 2, SamplingSettings(steps=2)
+    a = sample_images(load_checkpoint(nano_ckpt, device="cpu"), texts, [0, 1], two)
+    b = sample_images(load_checkpoint(nano_ckpt), texts, [0, 1], two)
     assert torch.equal(a, b)
 
 
@@ -185,16 +185,17 @@ def test_device_module_prints_what_auto_resolves_to():
 @gpu
 @needs_cuda
 def test_gpu_sampling_runs_on_cuda_and_repeats_exactly(nano_ckpt):
+    from engine.core.sampling import SamplingSettings
     from engine.model.checkpoint import load_checkpoint
     from engine.model.sampler import sample_images
 
     ck = load_checkpoint(nano_ckpt, device="cuda")
     assert next(ck.transformer.parameters()).is_cuda
-    texts, seeds = ["red circle above blue square"] * 4, [0, 1, 2, 3]
-    a = sample_images(ck, texts, seeds, 4)
-    b = sample_images(ck, texts, seeds, 4)
+    texts, seeds, four = ["red circle above blue square"] * 4, [0, 1, 2, 3], SamplingSettings(4)
+    a = sample_images(ck, texts, seeds, four)
+    b = sample_images(ck, texts, seeds, four)
     assert torch.equal(a, b)  # same device and seed: same images
-    cpu = sample_images(load_checkpoint(nano_ckpt, device="cpu"), texts, seeds, 4)
+    cpu = sample_images(load_checkpoint(nano_ckpt, device="cpu"), texts, seeds, four)
     # bf16 on the GPU vs float32 on the CPU: close, not equal
     assert (a.float() - cpu.float()).abs().mean() < 8
 

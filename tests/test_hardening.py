@@ -438,20 +438,20 @@ def test_sample_streams_to_disk_with_the_same_images(nano_ckpt, tmp_path):
     import numpy as np
     from PIL import Image
 
+    from engine.core.sampling import SamplingSettings
     from engine.data.prompts import parse_prompt
     from engine.model.checkpoint import load_checkpoint
     from engine.model.sample_files import write_samples
     from engine.model.sampler import sample_images
 
     prompts = [parse_prompt("red square above blue circle"), parse_prompt("circle left of square")]
-    out = write_samples(nano_ckpt, tmp_path / "s", prompts, 3, 7, 2, 4.5, 4)
+    sampling = SamplingSettings(steps=2, batch_size=4, seed=7)
+    out = write_samples(nano_ckpt, tmp_path / "s", prompts, 3, sampling)
     ref = sample_images(
         load_checkpoint(nano_ckpt),
         [p.text for p in prompts for _ in range(3)],
         [7 + k for _ in prompts for k in range(3)],
-        2,
-        4.5,
-        4,
+        sampling,
     )
     meta = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert [m["seed"] for m in meta] == [7, 8, 9, 7, 8, 9]

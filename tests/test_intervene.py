@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from engine.core.errors import UserError
+from engine.core.sampling import SamplingSettings
 from engine.data.prompts import eval_prompts, parse_prompt
 from engine.eval.evaluate import METRICS
 from engine.intervene.ablate import (
@@ -30,6 +31,7 @@ from engine.intervene.variance import FACTORS, factor_levels, shares, variance_d
 from engine.text.base import MAX_LENGTH, Tokens
 
 STEPS = 2  # denoising steps in model tests: enough to exercise every step-dependent path
+SAMPLING = SamplingSettings(steps=STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -287,14 +289,14 @@ def test_noop_interventions_are_bit_identical(ckpt):
     from engine.model.sampler import sample_images
 
     seeds = [0, 1]
-    plain = sample_images(ckpt, TEXTS, seeds, STEPS)
+    plain = sample_images(ckpt, TEXTS, seeds, SAMPLING)
     for spec in ("mask-head 0.0 tokens=none", 'embed-add "+above -below" scale=0'):
-        images, captions = sample_intervened(ckpt, parse_spec(spec), TEXTS, seeds, STEPS)
+        images, captions = sample_intervened(ckpt, parse_spec(spec), TEXTS, seeds, SAMPLING)
         assert torch.equal(images, plain), spec
         assert captions == TEXTS
     # a mask that does hit the relation tokens changes the images
     images, _ = sample_intervened(
-        ckpt, parse_spec("mask-head 0.0 tokens=relation + mask-head 1.0"), TEXTS, seeds, STEPS
+        ckpt, parse_spec("mask-head 0.0 tokens=relation + mask-head 1.0"), TEXTS, seeds, SAMPLING
     )
     assert not torch.equal(images, plain)
 
@@ -307,7 +309,7 @@ def test_noop_ablation_has_exactly_zero_delta(ckpt, tmp_path):
     res = run_ablation(
         ckpt,
         ["mask-head 0.0 tokens=none", 'embed-add "+above -below" scale=0'],
-        prompts, n=2, seed=0, steps=STEPS, store=store, resamples=200,
+        prompts, n=2, sampling=SAMPLING, store=store, resamples=200,
     )  # fmt: skip
     assert not res["baseline_reused"] and res["baseline_run"].startswith("baseline-")
     for entry in res["interventions"]:
@@ -322,7 +324,7 @@ def test_noop_ablation_has_exactly_zero_delta(ckpt, tmp_path):
     # the baseline is cached: a second run samples only the intervention
     done = []
     again = run_ablation(
-        ckpt, ["zero-head 2.2"], prompts, n=2, seed=0, steps=STEPS, store=store,
+        ckpt, ["zero-head 2.2"], prompts, n=2, sampling=SAMPLING, store=store,
         resamples=200, progress=lambda d, t: done.append((d, t)),
     )  # fmt: skip
     assert again["baseline_reused"] and again["baseline_run"] == res["baseline_run"]
@@ -352,8 +354,8 @@ def test_masking_every_head_from_relation_removes_the_relation(ckpt):
         for layer in range(ckpt.num_layers)
         for head in range(ckpt.num_heads)
     )
-    plain, _ = sample_intervened(ckpt, Composite(), texts, [0, 0], STEPS, noise=noise)
-    masked, _ = sample_intervened(ckpt, parse_spec(every), texts, [0, 0], STEPS, noise=noise)
+    plain, _ = sample_intervened(ckpt, Composite(), texts, [0, 0], SAMPLING, noise=noise)
+    masked, _ = sample_intervened(ckpt, parse_spec(every), texts, [0, 0], SAMPLING, noise=noise)
     assert not torch.equal(plain[0], plain[1])  # the model does read the relation word
     assert torch.equal(masked[0], masked[1])
 
@@ -363,13 +365,13 @@ def test_patch_from_the_same_prompt_is_a_noop(ckpt):
     from engine.model.sampler import sample_images
 
     text = "red square is above blue circle"
-    plain = sample_images(ckpt, [text, text], [0, 1], STEPS)
+    plain = sample_images(ckpt, [text, text], [0, 1], SAMPLING)
     for spec in (f'patch 1.2 from="{text}"', f'patch 0.1 from="{text}" attn=self branch=both'):
-        images, _ = sample_intervened(ckpt, parse_spec(spec), [text, text], [0, 1], STEPS)
+        images, _ = sample_intervened(ckpt, parse_spec(spec), [text, text], [0, 1], SAMPLING)
         assert torch.equal(images, plain), spec
     other, _ = sample_intervened(
         ckpt, parse_spec('patch 0.0 from="triangle is below circle" branch=both'),
-        [text, text], [0, 1], STEPS,
+        [text, text], [0, 1], SAMPLING,
     )  # fmt: skip
     assert not torch.equal(other, plain)
 
@@ -379,7 +381,9 @@ def test_sweep_fills_the_ablation_table(ckpt, tmp_path):
 
     store = Store.for_checkpoint(ckpt, tmp_path)
     prompts = [parse_prompt(t) for t in TEXTS]
-    res = run_sweep(ckpt, "zero-head 2.*", prompts, n=2, steps=STEPS, store=store, resamples=100)
+    res = run_sweep(
+        ckpt, "zero-head 2.*", prompts, n=2, sampling=SAMPLING, store=store, resamples=100
+    )
     assert res["sample_sets"] == 3 + 1  # N heads -> N + 1 sample sets
     rows = sweep_rows(store)
     assert len(rows) == 3 * len(METRICS) == len(res["cells"])

@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from engine.core.errors import UserError
+from engine.core.sampling import SamplingSettings
 from engine.model.checkpoint import load_checkpoint
 from engine.model.codec import PixelCodec, build_codec
 from engine.model.presets import PRESETS, build_transformer, get_preset
@@ -125,9 +126,9 @@ def test_sampling_same_seed_same_image_any_batch(run_dir):
         "circle is left of triangle",
         "red triangle is below square",
     ]
-    a = sample_images(ck, texts, [0, 0, 1], steps=3, batch_size=3)
-    b = sample_images(ck, texts[1:2], [0], steps=3, batch_size=1)
-    c = sample_images(ck, texts, [0, 0, 1], steps=3, batch_size=2)
+    a = sample_images(ck, texts, [0, 0, 1], sampling=SamplingSettings(steps=3, batch_size=3))
+    b = sample_images(ck, texts[1:2], [0], sampling=SamplingSettings(steps=3, batch_size=1))
+    c = sample_images(ck, texts, [0, 0, 1], sampling=SamplingSettings(steps=3, batch_size=2))
     assert a.shape == (3, 32, 32, 3) and a.dtype == torch.uint8
     assert torch.equal(a, c)
     assert (a[1].int() - b[0].int()).abs().max() <= 1  # batch-size-1 matmuls may round differently
@@ -186,8 +187,8 @@ def test_export_fp16_drops_train_state_and_samples_alike(run_dir, tmp_path):
     a, b = load_checkpoint(run_dir), load_checkpoint(out)  # the new hash verifies
     assert b.hash != a.hash and next(b.transformer.parameters()).dtype == torch.float32
     prompts = ["red square is above blue circle"]
-    x = sample_images(a, prompts, seeds=[0], steps=2)
-    y = sample_images(b, prompts, seeds=[0], steps=2)
+    x = sample_images(a, prompts, seeds=[0], sampling=SamplingSettings(steps=2))
+    y = sample_images(b, prompts, seeds=[0], sampling=SamplingSettings(steps=2))
     assert (x.float() - y.float()).abs().mean() < 2.0  # uint8 levels
     r = cli("export", run_dir, "--out", out)
     assert r.returncode == 2 and "exists" in r.stderr and "Traceback" not in r.stderr

@@ -18,6 +18,7 @@ import pytest
 from clirunner import run_cli
 
 from engine.core.errors import UserError
+from engine.core.sampling import SamplingSettings
 
 FREE = "a cat on a green car"
 OURS = "red triangle is to the upper left of blue circle"
@@ -270,9 +271,11 @@ def test_sampling_uses_the_pipelines_scheduler(ckpt):
     assert schedule_timesteps(3, ck.transformer) == [
         int(t) for t in (sched.set_timesteps(3) or sched.timesteps)
     ]
-    a = sample_images(ck, [OURS, FREE], [0, 1], steps=2)
+    a = sample_images(ck, [OURS, FREE], [0, 1], sampling=SamplingSettings(steps=2))
     assert a.shape == (2, 32, 32, 3) and a.dtype == torch.uint8
-    assert torch.equal(a[:1], sample_images(ck, [OURS], [0], steps=2))  # paired seeds
+    assert torch.equal(
+        a[:1], sample_images(ck, [OURS], [0], sampling=SamplingSettings(steps=2))
+    )  # paired seeds
 
 
 def test_pool_tokens_is_the_block_mean():
@@ -334,16 +337,20 @@ def test_token_masks_and_word_interventions_on_t5_pieces(ckpt):
     from engine.model.sampler import sample_images
 
     ck = load_checkpoint(ckpt)
-    plain = sample_images(ck, [OURS, FREE], [0, 0], steps=2)
+    plain = sample_images(ck, [OURS, FREE], [0, 0], sampling=SamplingSettings(steps=2))
     masked, _ = sample_intervened(ck, parse_spec("mask-head 1.1 tokens=relation", 2, 2, 2),
-                                  [OURS, FREE], [0, 0], steps=2)  # fmt: skip
+                                  [OURS, FREE], [0, 0], sampling=SamplingSettings(steps=2))  # fmt: skip
     # the relation's pieces ("up", "per", the lone start piece of "left"...) are masked: the
     # image changes; the free caption has no relation token, so masking changes nothing
     assert not torch.equal(masked[0], plain[0])
     assert torch.equal(masked[1], plain[1])
-    _, captions = sample_intervened(ck, parse_spec("drop-words relation"), [OURS], [0], steps=2)
+    _, captions = sample_intervened(
+        ck, parse_spec("drop-words relation"), [OURS], [0], sampling=SamplingSettings(steps=2)
+    )
     assert captions == ["red triangle is blue circle"]
-    added, _ = sample_intervened(ck, parse_spec('embed-add "+above -below"'), [OURS], [0], steps=2)
+    added, _ = sample_intervened(
+        ck, parse_spec('embed-add "+above -below"'), [OURS], [0], sampling=SamplingSettings(steps=2)
+    )
     assert not torch.equal(added[0], plain[0])
 
 
@@ -458,7 +465,7 @@ def test_pixart_alpha_with_size_conditions(tmp_path):
     kw = model_kwargs(model.transformer, 3)["added_cond_kwargs"]
     assert torch.equal(kw["resolution"], torch.tensor([[32.0, 32.0]] * 3))
     assert torch.equal(kw["aspect_ratio"], torch.ones(3, 1))
-    images = sample_images(model, [OURS], [0], steps=2)
+    images = sample_images(model, [OURS], [0], sampling=SamplingSettings(steps=2))
     assert images.shape == (1, 32, 32, 3)
 
 

@@ -14,6 +14,7 @@ import torch
 from diffusers import PixArtTransformer2DModel
 
 from engine.core.errors import UserError
+from engine.core.sampling import SamplingSettings
 from engine.data.prompts import parse_prompt
 from engine.model.checkpoint import load_checkpoint
 from engine.model.sampler import denoise, sample_images
@@ -49,12 +50,12 @@ def test_text_categories_agree_with_the_encoders():
 
 
 def test_capture_leaves_images_unchanged(ckpt):
-    plain = sample_images(ckpt, TEXTS, [0, 1], steps=3)
+    plain = sample_images(ckpt, TEXTS, [0, 1], sampling=SamplingSettings(steps=3))
     tok = ckpt.text_encoder.tokenize(TEXTS)
     null = ckpt.text_encoder.tokenize([""]).categories
     cap = CrossCapture(category_onehot(null * 2 + tok.categories), 3, ckpt.num_layers)
     with hooked(ckpt.transformer, [cap], schedule_timesteps(3)):
-        captured = sample_images(ckpt, TEXTS, [0, 1], steps=3)
+        captured = sample_images(ckpt, TEXTS, [0, 1], sampling=SamplingSettings(steps=3))
     assert torch.equal(plain, captured)
     mass = cap.array()  # [S, L, 2B, H, Q, C]
     assert mass.shape == (3, ckpt.num_layers, 4, ckpt.num_heads, 64, 7)
@@ -106,11 +107,15 @@ def test_any_pixart_transformer_works():
     emb, mask = torch.randn(2, 20, 24), torch.ones(2, 20, dtype=torch.long)
     mask[:, 12:] = 0
     noise = torch.randn(2, 4, 16, 16)
-    plain = denoise(tr, emb, mask, emb * 0, mask, noise, steps=2, cfg=2.0)
+    plain = denoise(
+        tr, emb, mask, emb * 0, mask, noise, sampling=SamplingSettings(steps=2, cfg=2.0)
+    )
     cats = [["relation"] * 12 + ["pad"] * 8] * 4
     cap = CrossCapture(category_onehot(cats), 2, 2)
     with hooked(tr, [cap], schedule_timesteps(2)):
-        captured = denoise(tr, emb, mask, emb * 0, mask, noise, steps=2, cfg=2.0)
+        captured = denoise(
+            tr, emb, mask, emb * 0, mask, noise, sampling=SamplingSettings(steps=2, cfg=2.0)
+        )
     assert torch.equal(plain, captured)
     assert cap.array().shape == (2, 2, 4, 4, 64, 7)
 
@@ -118,7 +123,7 @@ def test_any_pixart_transformer_works():
 def test_ranking_and_queries(ckpt, tmp_path):
     store = Store.for_checkpoint(ckpt, tmp_path)
     prompts = [parse_prompt(t) for t in TEXTS]
-    run = run_synopsis(ckpt, prompts, n_per_prompt=2, steps=3, batch_size=3, store=store,
+    run = run_synopsis(ckpt, prompts, n_per_prompt=2, sampling=SamplingSettings(steps=3, batch_size=3), store=store,
                        detail=2, self_attn=True)  # fmt: skip
     rows = rank_heads(store, run, "relation->object1")
     assert len(rows) == 9 and [r["rank"] for r in rows] == list(range(1, 10))
@@ -142,7 +147,9 @@ def test_ranking_and_queries(ckpt, tmp_path):
 def test_resume_continues_an_interrupted_run(ckpt, tmp_path):
     prompts = [parse_prompt(t) for t in TEXTS]
     whole = Store(tmp_path / "a.h5", ckpt.hash)
-    run = run_synopsis(ckpt, prompts, n_per_prompt=2, steps=2, batch_size=2, store=whole)
+    run = run_synopsis(
+        ckpt, prompts, n_per_prompt=2, sampling=SamplingSettings(steps=2, batch_size=2), store=whole
+    )
 
     class Stop(Exception):
         pass
@@ -153,10 +160,19 @@ def test_resume_continues_an_interrupted_run(ckpt, tmp_path):
 
     part = Store(tmp_path / "b.h5", ckpt.hash)
     with pytest.raises(Stop):
-        run_synopsis(ckpt, prompts, n_per_prompt=2, steps=2, batch_size=2, store=part,
+        run_synopsis(ckpt, prompts, n_per_prompt=2, sampling=SamplingSettings(steps=2, batch_size=2), store=part,
                      progress=stop_after_first)  # fmt: skip
     assert part.attrs("synopsis", run)["complete"] is False
-    assert run_synopsis(ckpt, prompts, n_per_prompt=2, steps=2, batch_size=2, store=part) == run
+    assert (
+        run_synopsis(
+            ckpt,
+            prompts,
+            n_per_prompt=2,
+            sampling=SamplingSettings(steps=2, batch_size=2),
+            store=part,
+        )
+        == run
+    )
     a, b = whole.read("synopsis", run), part.read("synopsis", run)
     assert part.attrs("synopsis", run)["complete"] is True
     np.testing.assert_array_equal(a["cross"], b["cross"])

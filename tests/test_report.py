@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.core.sampling import SamplingSettings
 from engine.data.prompts import parse_prompt
 from engine.intervene.ablate import run_sweep
 from engine.intervene.variance import run_variance
@@ -28,10 +29,12 @@ def test_report_from_a_tiny_checkpoint(nano_ckpt, tmp_path):
 
     prompts = [parse_prompt(t) for t in ("red square is above blue circle",
                                          "blue triangle left of red circle")]  # fmt: skip
-    run = run_synopsis(ck, prompts, n_per_prompt=1, steps=2, store=store, detail=1)
+    run = run_synopsis(
+        ck, prompts, n_per_prompt=1, sampling=SamplingSettings(steps=2), store=store, detail=1
+    )
     save_screening(store, screen(ck))
     for tokens in ("relation", "shape1,shape2"):
-        run_sweep(ck, f"mask-head *.* tokens={tokens}", prompts, n=2, steps=2, store=store,
+        run_sweep(ck, f"mask-head *.* tokens={tokens}", prompts, n=2, sampling=SamplingSettings(steps=2), store=store,
                   resamples=50)  # fmt: skip
     run_variance(ck, prompts, store)
     out = tmp_path / "reproduction.md"

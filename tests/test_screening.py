@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from engine.core.errors import UserError
+from engine.core.sampling import SamplingSettings
 from engine.data.relations import RELATIONS
 from engine.probe import screening as S
 
@@ -484,7 +485,9 @@ def test_cli_compare_with_a_stored_synopsis_ranking(nano_ckpt, tmp_path, capsys)
     store = Store.for_checkpoint(ck, cache)
     S.save_screening(store, s)
     prompts = [parse_prompt("red square is above blue circle")]
-    run = run_synopsis(ck, prompts, n_per_prompt=2, steps=2, store=store, detail=0)
+    run = run_synopsis(
+        ck, prompts, n_per_prompt=2, sampling=SamplingSettings(steps=2), store=store, detail=0
+    )
     syn = {(r["layer"], r["head"]): r["score"] for r in rank_heads(store, run)}
     mean = s.summary("cosine")["mean"]
     keys = sorted(syn)

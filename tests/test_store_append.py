@@ -53,12 +53,13 @@ def ckpt(nano_ckpt):
 
 
 def test_synopsis_killed_after_a_batch_continues_from_its_staging_file(ckpt, tmp_path):
+    from engine.core.sampling import SamplingSettings
     from engine.data.prompts import parse_prompt
     from engine.probe.synopsis import run_synopsis
 
     prompts = [parse_prompt(t) for t in ("red circle above blue square",
                                          "blue triangle left of red circle")]  # fmt: skip
-    kw = dict(n_per_prompt=2, steps=2, batch_size=2)
+    kw = dict(n_per_prompt=2, sampling=SamplingSettings(steps=2, batch_size=2))
     whole = Store(tmp_path / "a.h5", ckpt.hash)
     run = run_synopsis(ckpt, prompts, store=whole, **kw)
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.core.sampling import SamplingSettings
 from engine.data.prompts import parse_prompt
 from engine.intervene import ablate
 from engine.intervene import sample as sample_mod
@@ -31,6 +32,7 @@ from engine.intervene.sample import (
 from engine.intervene.spec import parse_spec
 
 STEPS = 2
+SAMPLING = SamplingSettings(steps=STEPS)
 TEXTS = [
     "red square is above blue circle",
     "triangle is to the left of circle",
@@ -57,7 +59,7 @@ def _spec(ckpt, text):
 def _by_set(ckpt, comps, batch_size, pack, texts=TEXTS):
     """Each set's images [N, H, W, 3] assembled from sample_packed's forward batches."""
     rows = {i: [None] * len(texts) for i in range(len(comps))}
-    batches = sample_packed(ckpt, comps, texts, SEEDS, STEPS, 4.5, batch_size, pack)
+    batches = sample_packed(ckpt, comps, texts, SEEDS, SAMPLING.with_batch_size(batch_size), pack)
     for pieces, images in batches:
         assert len(images) == sum(p.size for p in pieces)
         r = 0
@@ -79,14 +81,14 @@ def test_packed_sets_match_each_set_alone(ckpt):
     ]
     comps = [_spec(ckpt, s) for s in specs]
     texts = [t for t in TEXTS if t != "circle"] + ["circle"]  # "circle" alone in the last chunk
-    plan = plan_packs(ckpt, comps, texts, STEPS, 2, 3)
+    plan = plan_packs(ckpt, comps, texts, SAMPLING.with_batch_size(2), 3)
     assert max(len({p.set for p in pieces}) for _, pieces in plan) > 1  # sets share batches
     assert all(sum(p.size for p in pieces) <= 3 for _, pieces in plan)
     # the mask's chunk of "circle" alone installs no hook: it goes with the unhooked sets
     masked = [path for path, pieces in plan if any(p.set == 0 for p in pieces)]
     assert frozenset() in masked and any(masked)
-    alone = {i: sample_intervened(ckpt, c, texts, SEEDS, STEPS, 4.5, 2)[0] for i, c in
-             enumerate(comps)}  # fmt: skip
+    by_two = SAMPLING.with_batch_size(2)
+    alone = {i: sample_intervened(ckpt, c, texts, SEEDS, by_two)[0] for i, c in enumerate(comps)}
     packed = _by_set(ckpt, comps, 2, 3, texts)
     for i, spec in enumerate(specs):
         diff = (packed[i].int() - alone[i].int()).abs()
@@ -95,7 +97,8 @@ def test_packed_sets_match_each_set_alone(ckpt):
     # one set per batch of its own chunk's size: bit for bit
     same = _by_set(ckpt, comps[:2], len(texts), len(texts), texts)
     for i in range(2):
-        whole = sample_intervened(ckpt, comps[i], texts, SEEDS, STEPS, 4.5, len(texts))[0]
+        at_once = SAMPLING.with_batch_size(len(texts))
+        whole = sample_intervened(ckpt, comps[i], texts, SEEDS, at_once)[0]
         assert torch.equal(same[i], whole), specs[i]
 
 
@@ -124,14 +127,13 @@ def test_intervention_on_rows_lo_hi_leaves_other_rows_alone(ckpt, spec):
     steps = sample_mod.schedule_timesteps(STEPS, tr)
     batch = Batch(texts, texts, enc.tokenize(texts), enc.tokenize([""]), enc, STEPS, x0, 1, 3)
     sample_mod._record_packed(ckpt, [comp], [sample_mod.Piece(0, 0, 4)], batch, null,
-                              null_mask, steps, STEPS, 4.5, None)  # fmt: skip
+                              null_mask, steps, SAMPLING, None)  # fmt: skip
     hooks = comp.hooks(batch)
     path = attention_path(hooks, ckpt.num_layers, STEPS)
     edited = comp.edit_embedding(batch, emb)
-    got = sample_mod._denoise(tr, hooks, steps, edited, mask, null, null_mask, x0, STEPS, 4.5)
+    got = sample_mod._denoise(tr, hooks, steps, edited, mask, null, null_mask, x0, SAMPLING)
     plain_hooks = [_Path(path)] if path else []
-    plain = sample_mod._denoise(tr, plain_hooks, steps, emb, mask, null, null_mask, x0,
-                                STEPS, 4.5)  # fmt: skip
+    plain = sample_mod._denoise(tr, plain_hooks, steps, emb, mask, null, null_mask, x0, SAMPLING)
     for r in (0, 3):
         assert torch.equal(got[r], plain[r]), (spec, r)
     for r in (1, 2):
@@ -141,7 +143,7 @@ def test_intervention_on_rows_lo_hi_leaves_other_rows_alone(ckpt, spec):
 def test_forced_path_changes_nothing_but_the_path(ckpt):
     """`_Path` alone only reroutes attention: the same images within float rounding."""
     comp = _spec(ckpt, "mask-head 0.1 tokens=relation")
-    plain, _ = sample_intervened(ckpt, Composite(), TEXTS, SEEDS, STEPS)
+    plain, _ = sample_intervened(ckpt, Composite(), TEXTS, SEEDS, SAMPLING)
     enc = ckpt.text_encoder
     batch = Batch(TEXTS, TEXTS, enc.tokenize(TEXTS), enc.tokenize([""]), enc, STEPS)
     path = attention_path(comp.hooks(batch), ckpt.num_layers, STEPS)
@@ -177,7 +179,7 @@ def sweep_mode():
 
 
 def test_packed_sweep_cells_equal_one_head_at_a_time(ckpt, sweep_mode):
-    kw = dict(n=3, steps=STEPS, batch_size=2, resamples=200)
+    kw = dict(n=3, sampling=SAMPLING.with_batch_size(2), resamples=200)
     out = {}
     for pack in (False, True):
         sweep_mode.update(pack=pack, overlap=pack)
@@ -198,8 +200,8 @@ def test_overlapped_scoring_matches_sequential_order(ckpt, sweep_mode, monkeypat
     """Scores of batch k are computed in a worker thread while batch k + 1 samples; the sets
     come out in order with the values of the sequential loop."""
     comps = [_spec(ckpt, f"zero-head {layer}.0") for layer in range(3)]
-    ctx = ablate._Context(ckpt, PROMPTS, 4, 0, STEPS, 4.5, None, None, 2, "t")
-    n_batches = len(plan_packs(ckpt, comps, ctx.texts, STEPS, 2, 2))
+    ctx = ablate._Context(ckpt, PROMPTS, 4, SAMPLING.with_batch_size(2), None, None, "t")
+    n_batches = len(plan_packs(ckpt, comps, ctx.texts, ctx.sampling, 2))
     sweep_mode.update(pack=True, overlap=False)
     sequential = list(ablate._scored_sets(ctx, comps))
 
@@ -242,7 +244,7 @@ def test_overlapped_scoring_matches_sequential_order(ckpt, sweep_mode, monkeypat
 
 
 def test_scoring_error_in_the_worker_reaches_the_caller(ckpt, sweep_mode, monkeypatch):
-    ctx = ablate._Context(ckpt, PROMPTS, 2, 0, STEPS, 4.5, None, None, 1, "t")
+    ctx = ablate._Context(ckpt, PROMPTS, 2, SAMPLING.with_batch_size(1), None, None, "t")
 
     def broken(images, ps):
         raise ValueError("evaluator broke")
@@ -253,14 +255,15 @@ def test_scoring_error_in_the_worker_reaches_the_caller(ckpt, sweep_mode, monkey
 
 
 def test_pack_rows_from_free_memory(ckpt):
+    paper = SamplingSettings()  # 14 steps, 32 images per forward pass
     mask = [_spec(ckpt, "mask-head 0.0 tokens=relation")]
-    assert pack_rows(ckpt, 32, mask, 14) == 32  # the CPU keeps the requested batch size
+    assert pack_rows(ckpt, paper, mask) == 32  # the CPU keeps the requested batch size
     gib = 1 << 30
-    big = pack_rows(ckpt, 32, mask, 14, free_bytes=gib)
+    big = pack_rows(ckpt, paper, mask, free_bytes=gib)
     assert 32 < big <= 4096
-    assert pack_rows(ckpt, 32, mask, 14, free_bytes=gib // 8) < big
-    assert pack_rows(ckpt, 32, mask, 14, free_bytes=1) == 1
-    assert pack_rows(ckpt, 32, mask, 14, free_bytes=1 << 50) == 4096  # limits.MAX_BATCH
+    assert pack_rows(ckpt, paper, mask, free_bytes=gib // 8) < big
+    assert pack_rows(ckpt, paper, mask, free_bytes=1) == 1
+    assert pack_rows(ckpt, paper, mask, free_bytes=1 << 50) == 4096  # limits.MAX_BATCH
     # a self-attention probabilities patch records [2, heads, Q, Q] per step: fewer rows fit
     probs = [_spec(ckpt, f'patch 0.0 from="{SOURCE}" what=probs attn=self')]
-    assert pack_rows(ckpt, 32, probs, 14, free_bytes=gib) < big
+    assert pack_rows(ckpt, paper, probs, free_bytes=gib) < big

@@ -24,7 +24,7 @@ MAX_IMAGES = 1_000_000  # images one sample run writes (prompts x n); streamed t
 MAX_SAMPLER_STEPS = 1000  # the noise schedule has 1000 training steps: more cannot help
 MAX_BATCH = 4096  # images per forward pass
 MAX_SEED = 2**62  # seeds are stored as int64; seed + image index must still fit
-MAX_CFG = 100.0  # classifier-free guidance scale (paper: 4.5)
+MAX_CFG = 100.0  # classifier-free guidance scale (engine.core.sampling has the default)
 MAX_RENDER_SIZE = 2048  # dataset render --size, pixels per side
 MAX_RENDER_SCENES = 10_000_000  # dataset render --n
 MAX_EVAL_PIXELS = 4096 * 4096  # an image `evaluate` decodes (width x height, from its header)
@@ -113,35 +113,6 @@ IMAGES_PER_PROMPT = Bound(1, MAX_IMAGES, integer=True)
 POSITIVE = Bound(1, None, integer=True)
 NON_NEGATIVE = Bound(0, None, integer=True)
 RESAMPLES = Bound(1, 1_000_000, integer=True)
-
-
-def check_sampling(
-    seed: int,
-    steps: int,
-    cfg: float,
-    batch_size: int,
-    counts: dict[str, int] | None = None,
-    n_prompts: int | None = None,
-    cli: bool = True,
-) -> None:
-    """The numbers every sampling command and job shares, checked before a model is loaded.
-
-    `counts`: images-per-prompt options by name ({"n": 4}); with `n_prompts`, their product
-    is held to MAX_IMAGES. Names are the CLI's (`--batch-size`) or, with cli=False, the
-    engine's (`param 'batch_size'`)."""
-
-    def name(s: str) -> str:
-        return f"--{s.replace('_', '-')}" if cli else f"param {s!r}"
-
-    for k, v in (counts or {}).items():
-        IMAGES_PER_PROMPT.check(name(k), v)
-        if n_prompts is not None:
-            check_count(f"{name(k)} {v} x {n_prompts} prompts", v * n_prompts, MAX_IMAGES,
-                        "images")  # fmt: skip
-    SEED.check(name("seed"), seed)
-    SAMPLER_STEPS.check(name("steps"), steps)
-    CFG.check(name("cfg"), cfg)
-    BATCH.check(name("batch_size"), batch_size)
 
 
 # --- model sizes: checked from config.json before a model is built --------------------------

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.core.errors import UserError
+from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
 from engine.data.prompts import Prompt
 from engine.eval.evaluate import METRICS, evaluate_arrays
 from engine.intervene.base import Composite
@@ -162,22 +163,20 @@ def _summary_arrays(stats: dict) -> dict[str, np.ndarray]:
 
 
 class _Context:
-    """What one ablation or sweep call shares: model, samples, store, progress."""
+    """What one ablation or sweep call shares: model, samples, sampling settings, store,
+    progress."""
 
-    def __init__(self, ckpt, prompts, n, seed, steps, cfg, store, progress, batch_size, label):
+    def __init__(self, ckpt, prompts, n, sampling: SamplingSettings, store, progress, label):
         from engine.model.checkpoint import load_checkpoint
 
         if isinstance(ckpt, (str, Path)):
             ckpt = load_checkpoint(ckpt)
-        from engine.core import limits
-
-        limits.check_sampling(seed, steps, cfg, batch_size, {"n": n})
         self.ckpt = ckpt
-        self.prompts, self.seeds = draw_samples(prompts, n, seed)
+        self.prompts, self.seeds = draw_samples(prompts, n, sampling.seed)
         self.texts = [p.text for p in self.prompts]
         ckpt.text_encoder.tokenize(self.texts)  # unknown words fail before any sampling
-        self.n, self.seed, self.steps, self.cfg = n, seed, steps, cfg
-        self.store, self.batch_size, self.label = store, batch_size, label
+        self.n, self.sampling = n, sampling
+        self.store, self.label = store, label
         self.progress = progress
         self.done = 0
         self.total = 0
@@ -190,13 +189,14 @@ class _Context:
         self.device = f"{param.device.type}:{dtype}"
 
     def params(self) -> dict:
+        s = self.sampling
         return {
             "prompts": self.label,
             "n": self.n,
-            "seed": self.seed,
-            "steps": self.steps,
-            "cfg": self.cfg,
-            "batch_size": self.batch_size,
+            "seed": s.seed,
+            "steps": s.steps,
+            "cfg": s.cfg,
+            "batch_size": s.batch_size,
             "device": self.device,
         }
 
@@ -206,9 +206,9 @@ class _Context:
                 "checkpoint": self.ckpt.hash,
                 "texts": self.texts,
                 "seeds": self.seeds,
-                "steps": self.steps,
-                "cfg": self.cfg,
-                "batch_size": self.batch_size,
+                "steps": self.sampling.steps,
+                "cfg": self.sampling.cfg,
+                "batch_size": self.sampling.batch_size,
                 "device": self.device,
             },
             sort_keys=True,
@@ -224,14 +224,7 @@ class _Context:
         from engine.intervene.sample import sample_intervened
 
         return sample_intervened(
-            self.ckpt,
-            composite,
-            self.texts,
-            self.seeds,
-            self.steps,
-            self.cfg,
-            self.batch_size,
-            progress=self.tick,
+            self.ckpt, composite, self.texts, self.seeds, self.sampling, progress=self.tick
         )
 
     def images_arrays(self, images) -> tuple[dict, bool]:
@@ -310,12 +303,9 @@ def run_ablation(
     specs: Sequence[str | Composite],
     prompts: Sequence[Prompt],
     n: int = 25,
-    seed: int = 0,
-    steps: int = 14,
-    cfg: float = 4.5,
+    sampling: SamplingSettings = DEFAULT_SAMPLING,
     store: Store | None = None,
     progress: Progress | None = None,
-    batch_size: int = 32,
     resamples: int = DEFAULT_RESAMPLES,
     prompts_label: str = "eval",
 ) -> dict:
@@ -327,9 +317,11 @@ def run_ablation(
     """
     if not specs:
         raise UserError("give at least one --intervention SPEC (or a --sweep)")
-    ctx = _Context(ckpt, prompts, n, seed, steps, cfg, store, progress, batch_size, prompts_label)
+    ctx = _Context(ckpt, prompts, n, sampling, store, progress, prompts_label)
     ckpt = ctx.ckpt
-    comps = [_as_composite(s, ckpt, steps) for s in specs]  # every spec checked before sampling
+    comps = [
+        _as_composite(s, ckpt, sampling.steps) for s in specs
+    ]  # every spec checked before sampling
     for comp in comps:
         preflight(ckpt.text_encoder, comp, ctx.texts)
     ctx.total = sum(_sets_per_intervention(c) for c in comps) * len(ctx.texts)
@@ -390,12 +382,9 @@ def run_sweep(
     template: str,
     prompts: Sequence[Prompt],
     n: int = 25,
-    seed: int = 0,
-    steps: int = 14,
-    cfg: float = 4.5,
+    sampling: SamplingSettings = DEFAULT_SAMPLING,
     store: Store | None = None,
     progress: Progress | None = None,
-    batch_size: int = 32,
     resamples: int = DEFAULT_RESAMPLES,
     prompts_label: str = "eval",
 ) -> dict:
@@ -405,9 +394,9 @@ def run_sweep(
     sweep run), `sample_sets` (sets sampled by this call) and `cells`: one row per covered
     (layer, head, metric) with delta, ci_low, ci_high, baseline, intervened, lost, gained.
     """
-    ctx = _Context(ckpt, prompts, n, seed, steps, cfg, store, progress, batch_size, prompts_label)
+    ctx = _Context(ckpt, prompts, n, sampling, store, progress, prompts_label)
     ckpt = ctx.ckpt
-    cells = expand_sweep(template, ckpt.num_layers, ckpt.num_heads, steps)
+    cells = expand_sweep(template, ckpt.num_layers, ckpt.num_heads, sampling.steps)
     preflight(ckpt.text_encoder, cells[0][2], ctx.texts)
     per_set = _sets_per_intervention(cells[0][2])
     ctx.total = len(cells) * per_set * len(ctx.texts)
@@ -500,8 +489,7 @@ def _scored_sets(ctx: _Context, comps: Sequence[Composite]) -> Iterator[np.ndarr
             if left[p.set] == 0:
                 ready[p.set] = per[p.set]
 
-    batches = sample_packed(ctx.ckpt, comps, ctx.texts, ctx.seeds, ctx.steps, ctx.cfg,
-                            ctx.batch_size, progress=ctx.tick)  # fmt: skip
+    batches = sample_packed(ctx.ckpt, comps, ctx.texts, ctx.seeds, ctx.sampling, progress=ctx.tick)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ablate-eval") as pool:
         for pieces, images in batches:
             if SWEEP["overlap"]:

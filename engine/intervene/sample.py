@@ -14,14 +14,15 @@ from dataclasses import dataclass
 
 import torch
 
+from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
 from engine.intervene.base import Batch, Composite
 from engine.model.sampler import denoise, initial_noise
 from engine.probe.hooks import CROSS, SELF, Hook, Site, hooked, schedule_timesteps
 
 
-def _denoise(tr, hooks, timesteps, emb, mask, null, null_mask, noise, steps, cfg):
+def _denoise(tr, hooks, timesteps, emb, mask, null, null_mask, noise, sampling):
     n = emb.shape[0]
-    args = (tr, emb, mask, null.expand(n, -1, -1), null_mask.expand(n, -1), noise, steps, cfg)
+    args = (tr, emb, mask, null.expand(n, -1, -1), null_mask.expand(n, -1), noise, sampling)
     if not hooks:
         return denoise(*args)
     with hooked(tr, hooks, timesteps, cfg=True):
@@ -34,9 +35,7 @@ def sample_intervened(
     composite: Composite,
     texts: Sequence[str],
     seeds: Sequence[int],
-    steps: int = 14,
-    cfg: float = 4.5,
-    batch_size: int = 32,
+    sampling: SamplingSettings = DEFAULT_SAMPLING,
     progress: Callable[[int], None] | None = None,
     noise: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, list[str]]:
@@ -51,6 +50,7 @@ def sample_intervened(
     shape = (codec.channels, codec.latent_size, codec.latent_size)
     null, null_mask = enc.encode([""])
     null_tokens = enc.tokenize([""])
+    steps, batch_size = sampling.steps, sampling.batch_size
     timesteps = schedule_timesteps(steps, tr)
     out, captions_out = [], []
     for start in range(0, len(texts), batch_size):
@@ -65,11 +65,9 @@ def sample_intervened(
         batch = Batch(bt, captions, tokens, null_tokens, enc, steps, x0)
         emb = composite.edit_embedding(batch, emb)
         if composite.needs_source:
-            _record_sources(
-                ckpt, composite, batch, null, null_mask, timesteps, steps, cfg, Recorder
-            )
+            _record_sources(ckpt, composite, batch, null, null_mask, timesteps, sampling, Recorder)
         hooks = composite.hooks(batch)
-        lat = _denoise(tr, hooks, timesteps, emb, mask, null, null_mask, x0, steps, cfg)
+        lat = _denoise(tr, hooks, timesteps, emb, mask, null, null_mask, x0, sampling)
         batch.recordings.clear()
         out.append(codec.decode(lat).cpu())
         captions_out.extend(captions)
@@ -94,7 +92,7 @@ def preflight(encoder, composite: Composite, texts: Sequence[str]) -> None:
             p.direction(encoder)
 
 
-def _record_sources(ckpt, composite, batch, null, null_mask, timesteps, steps, cfg, Recorder):
+def _record_sources(ckpt, composite, batch, null, null_mask, timesteps, sampling, Recorder):
     """One plain run per distinct source prompt, recording what the patches need."""
     enc, tr = ckpt.text_encoder, ckpt.transformer
     by_source: dict[str, dict] = {}
@@ -104,10 +102,8 @@ def _record_sources(ckpt, composite, batch, null, null_mask, timesteps, steps, c
     for source, keys in by_source.items():
         emb, mask = enc.encode([source] * batch.size)
         recorders = {k: Recorder(k[1], k[2], k[3]) for k in keys}
-        _denoise(
-            tr, list(recorders.values()), timesteps, emb, mask, null, null_mask,
-            batch.noise, steps, cfg,
-        )  # fmt: skip
+        _denoise(tr, list(recorders.values()), timesteps, emb, mask, null, null_mask,
+                 batch.noise, sampling)  # fmt: skip
         for k, r in recorders.items():
             batch.recordings[k] = r.by_step
 
@@ -190,11 +186,11 @@ def plan_packs(
     ckpt,
     composites: Sequence[Composite],
     texts: Sequence[str],
-    steps: int,
-    batch_size: int,
+    sampling: SamplingSettings,
     pack: int,
 ) -> list[tuple[Path, list[Piece]]]:
     """Forward batches of at most `pack` rows: (attention path, pieces in row order)."""
+    steps, batch_size = sampling.steps, sampling.batch_size
     groups: dict[Path, list[Piece]] = {}
     tokenized: dict = {}
     for i, comp in enumerate(composites):
@@ -224,15 +220,17 @@ def plan_packs(
     return out
 
 
-def pack_rows(ckpt, batch_size: int, composites: Sequence[Composite], steps: int,
+def pack_rows(ckpt, sampling: SamplingSettings, composites: Sequence[Composite],
               free_bytes: int | None = None) -> int:  # fmt: skip
-    """Rows per packed forward batch: `batch_size` on the CPU; on CUDA as many as an estimate
-    of their peak memory lets fit in 60% of the free memory (at most limits.MAX_BATCH)."""
+    """Rows per packed forward batch: `sampling.batch_size` on the CPU; on CUDA as many as an
+    estimate of their peak memory lets fit in 60% of the free memory (limits.MAX_BATCH at most)."""
     import torch
 
     from engine.core.limits import MAX_BATCH
     from engine.model.pipeline import synopsis_bytes_per_sample
     from engine.text.base import MAX_LENGTH
+
+    steps, batch_size = sampling.steps, sampling.batch_size
 
     if free_bytes is None:
         dev = next(ckpt.transformer.parameters()).device
@@ -263,28 +261,27 @@ def sample_packed(
     composites: Sequence[Composite],
     texts: Sequence[str],
     seeds: Sequence[int],
-    steps: int = 14,
-    cfg: float = 4.5,
-    batch_size: int = 32,
+    sampling: SamplingSettings = DEFAULT_SAMPLING,
     pack: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[tuple[list[Piece], torch.Tensor]]:
     """Every composite's sample set over (texts, seeds), in packed forward batches.
 
     Yields (pieces, uint8 images [rows, H, W, 3]) per forward batch, rows in piece order. Each
-    row is what `sample_intervened(ckpt, composite, texts, seeds, steps, cfg, batch_size)` gives
+    row is what `sample_intervened(ckpt, composite, texts, seeds, sampling)` gives
     it, up to the rounding of another batch size: on the CPU bit for bit where its forward batch
     has its chunk's size, else within one level in a few pixels. `pack`: rows per forward batch
     (default `pack_rows`).
     """
+    steps, batch_size = sampling.steps, sampling.batch_size
     if pack is None:
-        pack = pack_rows(ckpt, batch_size, composites, steps)
+        pack = pack_rows(ckpt, sampling, composites)
     codec, tr, enc = ckpt.codec, ckpt.transformer, ckpt.text_encoder
     shape = (codec.channels, codec.latent_size, codec.latent_size)
     null, null_mask = enc.encode([""])
     null_tokens = enc.tokenize([""])
     timesteps = schedule_timesteps(steps, tr)
-    for path, pieces in plan_packs(ckpt, composites, texts, steps, batch_size, pack):
+    for path, pieces in plan_packs(ckpt, composites, texts, sampling, pack):
         bt, bs, captions, spans = [], [], [], []
         for p in pieces:
             comp = composites[p.set]
@@ -302,12 +299,12 @@ def sample_packed(
         ]
         for p, view in zip(pieces, views, strict=True):
             emb = composites[p.set].edit_embedding(view, emb)
-        _record_packed(ckpt, composites, pieces, views[0], null, null_mask, timesteps, steps,
-                       cfg, progress)  # fmt: skip
+        _record_packed(ckpt, composites, pieces, views[0], null, null_mask, timesteps, sampling,
+                       progress)  # fmt: skip
         hooks = [h for p, v in zip(pieces, views, strict=True) for h in composites[p.set].hooks(v)]
         if path:
             hooks.append(_Path(path))
-        lat = _denoise(tr, hooks, timesteps, emb, mask, null, null_mask, x0, steps, cfg)
+        lat = _denoise(tr, hooks, timesteps, emb, mask, null, null_mask, x0, sampling)
         recordings.clear()
         images = torch.cat([codec.decode(lat[i : i + batch_size]).cpu()
                             for i in range(0, len(bt), batch_size)])  # fmt: skip
@@ -316,7 +313,7 @@ def sample_packed(
         yield pieces, images
 
 
-def _record_packed(ckpt, composites, pieces, batch, null, null_mask, timesteps, steps, cfg,
+def _record_packed(ckpt, composites, pieces, batch, null, null_mask, timesteps, sampling,
                    progress) -> None:  # fmt: skip
     """One plain run over the whole batch per distinct source prompt, with the recorders every
     piece that patches from it needs (rows of other pieces are recorded and not read)."""
@@ -336,10 +333,8 @@ def _record_packed(ckpt, composites, pieces, batch, null, null_mask, timesteps, 
     for source, keys in by_source.items():
         emb, mask = enc.encode([source] * batch.size)
         recorders = {k: Recorder(k[1], k[2], k[3]) for k in keys}
-        _denoise(
-            tr, list(recorders.values()), timesteps, emb, mask, null, null_mask,
-            batch.noise, steps, cfg,
-        )  # fmt: skip
+        _denoise(tr, list(recorders.values()), timesteps, emb, mask, null, null_mask,
+                 batch.noise, sampling)  # fmt: skip
         for k, r in recorders.items():
             batch.recordings[k] = r.by_step
         if progress:

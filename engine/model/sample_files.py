@@ -8,9 +8,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.core import limits
 from engine.core.errors import UserError
 from engine.core.fs import staged_folder
+from engine.core.sampling import SamplingSettings
 from engine.data.files import check_output_folder
 from engine.data.prompts import Prompt, eval_prompts, parse_prompt, read_prompts_file
 
@@ -31,19 +31,18 @@ def write_samples(
     out,
     prompts: list[Prompt],
     n: int,
-    seed: int,
-    steps: int,
-    cfg: float,
-    batch_size: int,
+    sampling: SamplingSettings,
     overwrite: bool = False,
     progress: Callable[[int], None] | None = None,
     device: str | None = "auto",
 ) -> Path:
+    """`n` images per prompt, seeds `sampling.seed` .. + n - 1; `sampling` as the caller
+    checked it (engine.ops.sample checks it with `n` and the prompts' count)."""
     from engine.model.checkpoint import load_checkpoint
     from engine.model.sampler import sample_images
 
-    limits.check_sampling(seed, steps, cfg, batch_size, {"n": n}, len(prompts))
     out = Path(out)
+    seed, batch_size = sampling.seed, sampling.batch_size
     check_output_folder(out, overwrite)
     ckpt = load_checkpoint(ckpt_path, device=device)
     ckpt.text_encoder.tokenize([p.text for p in prompts])  # unknown words fail before sampling
@@ -56,9 +55,8 @@ def write_samples(
             stop = min(start + batch_size, total)
             items = [(prompts[i // n], seed + i % n) for i in range(start, stop)]
             imgs = sample_images(
-                ckpt, [p.text for p, _ in items], [s for _, s in items], steps, cfg, batch_size,
-                progress,
-            )  # fmt: skip
+                ckpt, [p.text for p, _ in items], [s for _, s in items], sampling, progress
+            )
             for i, ((p, s), img) in enumerate(zip(items, imgs, strict=True), start):
                 name = f"{i:0{width}d}.png"
                 Image.fromarray(img.numpy()).save(tmp / name)
@@ -68,8 +66,8 @@ def write_samples(
                             "file_name": name,
                             "text": p.text,
                             "seed": s,
-                            "steps": steps,
-                            "cfg": cfg,
+                            "steps": sampling.steps,
+                            "cfg": sampling.cfg,
                             "checkpoint": str(ckpt.path),
                             "checkpoint_sha256": ckpt.hash,
                             "shape1": p.shape1,

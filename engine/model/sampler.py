@@ -17,6 +17,7 @@ import torch
 from diffusers import DDPMScheduler, DPMSolverMultistepScheduler
 
 from engine.core.device import inference_autocast
+from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
 
 NOISE = dict(num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear")
 
@@ -100,11 +101,12 @@ def denoise(
     uncond: torch.Tensor,
     uncond_mask: torch.Tensor,
     noise: torch.Tensor,
-    steps: int = 14,
-    cfg: float = 4.5,
+    sampling: SamplingSettings = DEFAULT_SAMPLING,
     on_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """Run DPM-Solver++ from `noise` [B, C, S, S]; returns the final latents."""
+    """Run DPM-Solver++ from `noise` [B, C, S, S] for `sampling.steps` steps at guidance
+    `sampling.cfg`; returns the final latents."""
+    steps, cfg = sampling.steps, sampling.cfg
     device = next(transformer.parameters()).device
     dtype = next(transformer.parameters()).dtype
     sched = sample_scheduler(transformer)
@@ -144,12 +146,12 @@ def sample_images(
     ckpt,
     texts: Sequence[str],
     seeds: Sequence[int],
-    steps: int = 14,
-    cfg: float = 4.5,
-    batch_size: int = 32,
+    sampling: SamplingSettings = DEFAULT_SAMPLING,
     progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """uint8 [N, H, W, 3] images for (text, seed) pairs, batched."""
+    """uint8 [N, H, W, 3] images for (text, seed) pairs, `sampling.batch_size` at a time
+    (`sampling.seed` is not read: each pair carries its seed)."""
+    batch_size = sampling.batch_size
     codec, tr, enc = ckpt.codec, ckpt.transformer, ckpt.text_encoder
     shape = (codec.channels, codec.latent_size, codec.latent_size)
     null, null_mask = enc.encode([""])
@@ -165,8 +167,7 @@ def sample_images(
             null.expand(n, -1, -1),
             null_mask.expand(n, -1),
             initial_noise(bt, bs, shape),
-            steps,
-            cfg,
+            sampling,
         )
         out.append(codec.decode(lat).cpu())
         if progress:

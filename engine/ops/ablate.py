@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from engine.core import limits, roots
 from engine.core.device import check_device
 from engine.core.errors import UserError
+from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
 from engine.data.prompts import prompt_set, resolve_prompt_spec
 from engine.ops.base import Operation, param
 from engine.ops.params import (
@@ -82,10 +83,18 @@ class Ablate(Operation):
     sweep: str | None = param(None, help="a spec whose head is '*': one intervention per head")
     prompts: str = param("eval", help=PROMPTS_HELP)
     n: int = param(25, bound=limits.IMAGES_PER_PROMPT, help="(prompt, seed) samples")
-    seed: int = param(0, bound=limits.SEED, help="seed of the shuffle and first image seed")
-    steps: int = param(14, bound=limits.SAMPLER_STEPS, help="DPM-Solver++ steps")
-    cfg: float = param(4.5, bound=limits.CFG, help="classifier-free guidance scale")
-    batch_size: int = param(32, bound=limits.BATCH, help="images per forward pass")
+    seed: int = param(
+        DEFAULT_SAMPLING.seed, bound=limits.SEED, help="seed of the shuffle and first image seed"
+    )
+    steps: int = param(
+        DEFAULT_SAMPLING.steps, bound=limits.SAMPLER_STEPS, help="DPM-Solver++ steps"
+    )
+    cfg: float = param(
+        DEFAULT_SAMPLING.cfg, bound=limits.CFG, help="classifier-free guidance scale"
+    )
+    batch_size: int = param(
+        DEFAULT_SAMPLING.batch_size, bound=limits.BATCH, help="images per forward pass"
+    )
     resamples: int = param(2000, bound=limits.RESAMPLES, help="paired-bootstrap resamples")
     cache: str | None = param(None, path=True, help=CACHE_HELP)
     no_cache: bool = param(False, help="neither reuse nor store anything")
@@ -104,6 +113,7 @@ class Ablate(Operation):
         if self.interventions and self.sweep:
             raise UserError("give param 'interventions' or param 'sweep', not both")
         check_model_inputs(self, cwd)
+        SamplingSettings.of(self).check({"n": self.n})
         # A malformed spec or a head the model lacks is refused now, not in the queued job.
         from engine.intervene.spec import precheck
         from engine.model.checkpoint import resolve_checkpoint_dir
@@ -126,10 +136,8 @@ class Ablate(Operation):
         def progress(done: int, total: int):
             report.progress(done / max(total, 1), "sample")
 
-        common = dict(n=self.n, seed=self.seed, steps=self.steps, cfg=self.cfg,
-                      store=open_store(self, ckpt), progress=progress,
-                      batch_size=self.batch_size, resamples=self.resamples,
-                      prompts_label=label)  # fmt: skip
+        common = dict(n=self.n, sampling=SamplingSettings.of(self), store=open_store(self, ckpt),
+                      progress=progress, resamples=self.resamples, prompts_label=label)  # fmt: skip
         if self.sweep:
             res = run_sweep(ckpt, self.sweep, prompts, **common)
             report.log(f"sweep {self.sweep!r}: {len(res['cells'])} cells in run {res['run']}")

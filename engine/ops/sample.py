@@ -9,6 +9,7 @@ from pathlib import Path
 
 from engine.core import limits
 from engine.core.device import check_device
+from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter, check_caption_lengths, named_checkpoint
 
@@ -27,10 +28,16 @@ class Sample(Operation):
     prompts_file: str | None = param(None, path=True, help="text file, one caption a line")
     eval_set: bool = param(False, help="the fixed 264-prompt evaluation set")
     n: int = param(1, bound=limits.IMAGES_PER_PROMPT, help="images per prompt")
-    seed: int = param(0, bound=limits.SEED, help="first seed")
-    steps: int = param(14, bound=limits.SAMPLER_STEPS, help="DPM-Solver++ steps")
-    cfg: float = param(4.5, bound=limits.CFG, help="classifier-free guidance scale")
-    batch_size: int = param(32, bound=limits.BATCH, help="images per forward pass")
+    seed: int = param(DEFAULT_SAMPLING.seed, bound=limits.SEED, help="first seed")
+    steps: int = param(
+        DEFAULT_SAMPLING.steps, bound=limits.SAMPLER_STEPS, help="DPM-Solver++ steps"
+    )
+    cfg: float = param(
+        DEFAULT_SAMPLING.cfg, bound=limits.CFG, help="classifier-free guidance scale"
+    )
+    batch_size: int = param(
+        DEFAULT_SAMPLING.batch_size, bound=limits.BATCH, help="images per forward pass"
+    )
     overwrite: bool = param(False, help="replace a non-empty image folder")
     device: str = param("auto", help="auto, cpu, cuda or cuda:N")
 
@@ -57,8 +64,7 @@ class Sample(Operation):
         resolve_checkpoint_dir(self.checkpoint)
         prompts = self._prompts()  # unreadable prompts fail now, not in the queued job
         check_caption_lengths(q.text for q in prompts)
-        limits.check_sampling(self.seed, self.steps, self.cfg, self.batch_size, {"n": self.n},
-                              len(prompts), cli=False)  # fmt: skip
+        SamplingSettings.of(self).check({"n": self.n}, len(prompts))
         check_output_folder(self.out, self.overwrite)
 
     def run(self, report: Reporter) -> dict:
@@ -73,8 +79,7 @@ class Sample(Operation):
             done += k
             report.progress(0.95 * done / total, "sample")
 
-        out = write_samples(self.checkpoint, self.out, prompts, self.n, self.seed, self.steps,
-                            self.cfg, self.batch_size, self.overwrite, progress=step,
-                            device=self.device)  # fmt: skip
+        out = write_samples(self.checkpoint, self.out, prompts, self.n, SamplingSettings.of(self),
+                            self.overwrite, progress=step, device=self.device)  # fmt: skip
         report.progress(1.0, "done")
         return {"out": str(out), "images": total}

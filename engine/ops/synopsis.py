@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from engine.core import limits, roots
 from engine.core.device import check_device
+from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter, check_cache_dir, check_caption_lengths, named_checkpoint
 
@@ -24,10 +25,14 @@ class Synopsis(Operation):
     checkpoint: str = param(path=True, help="checkpoint or training run folder (or its name)")
     prompts: str = param("eval", help="eval (the 264 evaluation prompts) or a prompts file")
     n_per_prompt: int = param(8, bound=limits.IMAGES_PER_PROMPT, help="seeds per prompt")
-    seed: int = param(0, bound=limits.SEED, help="first image seed")
-    steps: int = param(14, bound=limits.SAMPLER_STEPS, help="sampler steps")
-    cfg: float = param(4.5, bound=limits.CFG, help="classifier-free guidance scale")
-    batch_size: int = param(32, bound=limits.BATCH, help="images per forward pass")
+    seed: int = param(DEFAULT_SAMPLING.seed, bound=limits.SEED, help="first image seed")
+    steps: int = param(DEFAULT_SAMPLING.steps, bound=limits.SAMPLER_STEPS, help="sampler steps")
+    cfg: float = param(
+        DEFAULT_SAMPLING.cfg, bound=limits.CFG, help="classifier-free guidance scale"
+    )
+    batch_size: int = param(
+        DEFAULT_SAMPLING.batch_size, bound=limits.BATCH, help="images per forward pass"
+    )
     detail: int = param(8, bound=limits.NON_NEGATIVE, help="samples with full per-token maps")
     self_attn: bool = param(False, help="also summarise self-attention")
     cache: str | None = param(None, path=True, help="cache folder (default: the engine's)")
@@ -47,8 +52,7 @@ class Synopsis(Operation):
         plist = prompt_set(self.prompts)[0]
         if self.prompts != "eval":
             check_caption_lengths(q.text for q in plist)
-        limits.check_sampling(self.seed, self.steps, self.cfg, self.batch_size,
-                              {"n_per_prompt": self.n_per_prompt}, len(plist), cli=False)  # fmt: skip
+        SamplingSettings.of(self).check({"n_per_prompt": self.n_per_prompt}, len(plist))
         check_cache_dir(self.cache)
         self.cache = self.cache or str(roots.cache_dir())
         self.device = check_device(self.device)
@@ -71,9 +75,8 @@ class Synopsis(Operation):
             eta = el / done * (total - done) if done else None
             report.progress(done / max(total, 1), "sample", eta)
 
-        run = run_synopsis(ckpt, prompts, self.n_per_prompt, self.seed, self.steps, self.cfg,
-                           self.batch_size, store, progress, self.detail, self.self_attn,
-                           label)  # fmt: skip
+        run = run_synopsis(ckpt, prompts, self.n_per_prompt, SamplingSettings.of(self), store,
+                           progress, self.detail, self.self_attn, label)  # fmt: skip
         report.log(f"synopsis run {run} stored in {store.path}")
         # free-text prompts: image categories fall back (engine.probe.synopsis says how)
         note = store.attrs(KIND, run).get("image_categories_note")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core.errors import UserError
+from engine.core.sampling import DEFAULT_SAMPLING
 from engine.core.settings import settings
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter
@@ -55,8 +56,10 @@ class Train(Operation):
     seed: int = param(0, help="seed for init, noise and the text encoder")
     eval_every: int = param(500, help="checkpoint and evaluate every K steps")
     eval_prompts: int = param(32, help="prompts sampled at each checkpoint")
-    eval_steps: int = param(14, help="sampler steps of the checkpoint evaluation")
-    cfg: float = param(4.5, help="guidance scale of the checkpoint evaluation")
+    eval_steps: int = param(
+        DEFAULT_SAMPLING.steps, help="sampler steps of the checkpoint evaluation"
+    )
+    cfg: float = param(DEFAULT_SAMPLING.cfg, help="guidance scale of the checkpoint evaluation")
     keep: int = param(3, help="checkpoints kept")
     mixed_precision: str = param("auto", choices=PRECISIONS, help="auto: bf16 on GPU, no on CPU")
     log_every: int = param(10, help="steps between loss lines")

@@ -214,13 +214,14 @@ def stored_emergence(run: str | os.PathLike, cache_dir=None) -> HeadEmergence:
 def _synopsis_of(ckpt, n: int, steps: int, store: Store) -> tuple[np.ndarray, float]:
     """A small synopsis (n evaluation prompts, one seed) stored in `store` (the checkpoint's
     own cache); each head's relation->object1 score [L, H] and the samples' spatial accuracy."""
+    from engine.core.sampling import SamplingSettings
     from engine.data.prompts import eval_prompts
     from engine.probe.ranking import rank_heads
     from engine.probe.synopsis import run_synopsis
 
     ps = eval_prompts()
     prompts = ps[:: max(1, len(ps) // n)][:n]
-    name = run_synopsis(ckpt, prompts, n_per_prompt=1, seed=0, steps=steps, store=store, detail=0)
+    name = run_synopsis(ckpt, prompts, 1, SamplingSettings(steps=steps), store=store, detail=0)
     score = np.full((ckpt.num_layers, ckpt.num_heads), np.nan)
     for r in rank_heads(store, name, query=RELATION_QUERY):
         score[r["layer"], r["head"]] = r["score"]

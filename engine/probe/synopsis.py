@@ -41,6 +41,7 @@ import numpy as np
 
 from engine.core import limits
 from engine.core.errors import UserError
+from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
 from engine.data.prompts import Prompt
 from engine.store.cache import Store
 
@@ -186,10 +187,7 @@ def run_synopsis(
     ckpt,
     prompts: Sequence[Prompt],
     n_per_prompt: int = 8,
-    seed: int = 0,
-    steps: int = 14,
-    cfg: float = 4.5,
-    batch_size: int = 32,
+    sampling: SamplingSettings = DEFAULT_SAMPLING,
     store: Store | None = None,
     progress: Callable[[int, int], None] | None = None,
     detail: int = 8,
@@ -197,19 +195,19 @@ def run_synopsis(
     prompts_label: str = "eval",
 ) -> str:
     """Sample every (prompt, seed) with capture, evaluate, reduce and store; returns the run
-    name. Continues a stored incomplete run with the same parameters."""
-    limits.check_sampling(seed, steps, cfg, batch_size, {"n_per_prompt": n_per_prompt},
-                          len(prompts))  # fmt: skip
+    name. Continues a stored incomplete run with the same parameters. `sampling` comes checked
+    (engine.ops.synopsis checks it with the prompts' count before a model is loaded)."""
     limits.NON_NEGATIVE.check("--detail", detail)
     if store is None:
         raise UserError("the synopsis needs a cache to write to")
-    items = synopsis_items(prompts, n_per_prompt, seed)
+    steps, cfg = sampling.steps, sampling.cfg
+    items = synopsis_items(prompts, n_per_prompt, sampling.seed)
     n_free = sum(is_free(p) for p, _ in items)
     grid = ckpt.codec.latent_size // ckpt.transformer.config.patch_size
     if ckpt.meta.get("source") == "pipeline":
         from engine.model.pipeline import fit_batch
 
-        batch_size = fit_batch(ckpt, batch_size, self_attn)
+        sampling = sampling.with_batch_size(fit_batch(ckpt, sampling.batch_size, self_attn))
     texts, seeds = [p.text for p, _ in items], [s for _, s in items]
     enc, codec = ckpt.text_encoder, ckpt.codec
     enc.tokenize(sorted(set(texts)))  # unknown words fail before any sampling
@@ -219,7 +217,7 @@ def run_synopsis(
         "prompts": prompts_label,
         "n_samples": len(items),
         "n_per_prompt": n_per_prompt,
-        "seed": seed,
+        "seed": sampling.seed,
         "steps": steps,
         "cfg": cfg,
         "encoder": enc.spec,
@@ -249,8 +247,8 @@ def run_synopsis(
     if progress:
         progress(done, len(items))
     try:
-        _sample_batches(ckpt, store, run, attrs, items, done, seconds, steps, cfg, batch_size,
-                        detail, self_attn, grid, progress)  # fmt: skip
+        _sample_batches(ckpt, store, run, attrs, items, done, seconds, sampling, detail,
+                        self_attn, grid, progress)  # fmt: skip
     except BaseException:  # an error, ctrl+c or a cancel: what is done goes into the cache
         if store.read_staged(KIND, run) is not None:
             store.commit_run(KIND, run)
@@ -297,8 +295,8 @@ def _consistent(old: dict, done: int, detail: int) -> bool:
     )
 
 
-def _sample_batches(ckpt, store, run, attrs, items, done, seconds0, steps, cfg, batch_size,
-                    detail, self_attn, grid, progress) -> None:  # fmt: skip
+def _sample_batches(ckpt, store, run, attrs, items, done, seconds0, sampling, detail, self_attn,
+                    grid, progress) -> None:  # fmt: skip
     """Sample, capture, evaluate and append batch after batch from sample `done` on."""
     from engine.eval.detect import Detection
     from engine.eval.evaluate import METRICS, color_centres, evaluate_arrays
@@ -307,6 +305,7 @@ def _sample_batches(ckpt, store, run, attrs, items, done, seconds0, steps, cfg, 
 
     enc, tr, codec = ckpt.text_encoder, ckpt.transformer, ckpt.codec
     texts, seeds = [p.text for p, _ in items], [s for _, s in items]
+    steps, batch_size = sampling.steps, sampling.batch_size
     timesteps = schedule_timesteps(steps, tr)
     shape = (codec.channels, codec.latent_size, codec.latent_size)
     null, null_mask = enc.encode([""])
@@ -326,7 +325,7 @@ def _sample_batches(ckpt, store, run, attrs, items, done, seconds0, steps, cfg, 
         cap = CrossCapture(onehot, steps, ckpt.num_layers, grid)
         uncond = (null.expand(n, -1, -1), null_mask.expand(n, -1))
         with hooked(tr, [cap], timesteps):
-            lat = denoise(tr, emb, mask, *uncond, noise, steps, cfg)
+            lat = denoise(tr, emb, mask, *uncond, noise, sampling)
         images = codec.decode(lat).cpu().numpy()
         masks = soft_masks(images)
         free = np.array([is_free(p) for p, _ in items[start : start + n]])
@@ -348,7 +347,7 @@ def _sample_batches(ckpt, store, run, attrs, items, done, seconds0, steps, cfg, 
                 fine[free] = (0.0, 0.0, 1.0)
             sc = SelfCapture(fine, steps, ckpt.num_layers)
             with hooked(tr, [sc], timesteps):
-                denoise(tr, emb, mask, *uncond, noise, steps, cfg)
+                denoise(tr, emb, mask, *uncond, noise, sampling)
             s = sc.array()  # [S, L, 2n, H, A, A]
             s = np.stack([s[:, :, :n], s[:, :, n:]], axis=2)
             data["self"].append(s.transpose(3, 0, 1, 2, 4, 5, 6).astype(np.float16))

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from engine.core.errors import UserError
+from engine.core.sampling import DEFAULT_SAMPLING
 
 
 @dataclass
@@ -27,8 +28,8 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 500
     eval_prompts: int = 32
-    eval_steps: int = 14
-    cfg: float = 4.5
+    eval_steps: int = DEFAULT_SAMPLING.steps
+    cfg: float = DEFAULT_SAMPLING.cfg
     keep: int = 3
     mixed_precision: str = "no"
     log_every: int = 10

@@ -26,16 +26,17 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from safetensors.torch import load_file
 
 from engine.core.errors import UserError
 from engine.core.fs import write_atomic
+from engine.core.sampling import SamplingSettings
 from engine.core.settings import settings
 from engine.data.prompts import eval_prompts
 from engine.data.render import render_batch
@@ -45,15 +46,7 @@ from engine.model.codec import build_codec
 from engine.model.presets import build_transformer, get_preset
 from engine.model.sampler import model_kwargs, sample_images, train_scheduler
 from engine.train.config import TrainConfig  # noqa: F401  (re-exported: engine.train.loop.TrainConfig)
-from engine.train.state import (
-    EMA,
-    Batches,
-    append_line,
-    ema_copy,
-    latest_step_dir,
-    load_optimizer_state,
-    write_checkpoint,
-)
+from engine.train.state import TrainState, append_line, ema_copy, latest_step_dir
 
 
 def _resolve_train_device(spec: str):
@@ -161,92 +154,41 @@ def train(
     if codec.spec != "pixel":
         with torch.no_grad():
             codec.to(dev)
-            data = torch.cat([codec.encode(images[i : i + 64]) for i in range(0, len(images), 64)])
+            x = torch.cat([codec.encode(images[i : i + 64]) for i in range(0, len(images), 64)])
     else:
-        data = images.to(dev)  # uint8 on the device: encoding a batch there is one kernel
-    cap_of, cap_emb, cap_mask = cap_of.to(dev), cap_emb.to(dev), cap_mask.to(dev)
-    null_emb, null_mask = null_emb.to(dev), null_mask.to(dev)
+        x = images.to(dev)  # uint8 on the device: encoding a batch there is one kernel
+    data = _TrainingSet(codec, x, cap_of.to(dev), cap_emb.to(dev), cap_mask.to(dev),
+                        null_emb.to(dev), null_mask.to(dev))  # fmt: skip
 
     model.to(dev)
     fused = {"fused": True} if dev.type == "cuda" else {}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
-    step, epoch, pos = 0, 0, 0
-    noise_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 1)
-    ema_state = None
+    state = TrainState.fresh(model, opt, cfg, dev, accel.scaler)
     if state_dir is not None:
-        model.load_state_dict(load_file(state_dir / "train_state" / "model.safetensors"))
-        opt.load_state_dict(load_optimizer_state(state_dir / "train_state"))
-        st = json.loads((state_dir / "train_state" / "state.json").read_text())
-        step, epoch, pos = st["step"], st["epoch"], st["pos"]
-        rng = load_file(state_dir / "train_state" / "rng.safetensors")["noise"]
-        try:
-            noise_gen.set_state(rng)
-        except RuntimeError:  # saved by another kind of device: its stream cannot go on here
-            noise_gen.manual_seed(cfg.seed + 1 + step)
-            print("note: run resumed on another kind of device; noise reseeded", file=sys.stderr)
-        ema_state = st["ema"]
-    ema = EMA(model.parameters(), cfg.ema_decay)
-    if ema_state is not None:
-        shadow = load_file(state_dir / "train_state" / "ema.safetensors")
-        ema.shadow_params = [shadow[n].to(dev) for n, _ in model.named_parameters()]
-        ema.optimization_step = ema_state["optimization_step"]
+        state.restore(state_dir, cfg)
     # Every rank has checked the run folder above; only now may rank 0 write into it.
     accel.wait_for_everyone()
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_atomic(out / "train_config.json", json.dumps(asdict(cfg), indent=2) + "\n")
 
-    model, opt = accel.prepare(model, opt)
-    scaler_file = state_dir / "train_state" / "scaler.json" if state_dir is not None else None
-    if accel.scaler is not None and scaler_file is not None and scaler_file.is_file():
-        accel.scaler.load_state_dict(json.loads(scaler_file.read_text()))
+    model, state.opt = accel.prepare(model, opt)
+    state.model = accel.unwrap_model(model)
     model.train()
     forward = torch.compile(model) if cfg.compile else model
-    params = list(accel.unwrap_model(model).parameters())
-    sched = train_scheduler()
-    alphas = sched.alphas_cumprod.to(dev)
-    batches = Batches(cfg.n_train, cfg.batch, cfg.data_seed, epoch, pos, device=dev)
-    rank, world = accel.process_index, accel.num_processes
+    train_step = _Stepper(forward, accel, train_scheduler().alphas_cumprod.to(dev), cfg)
     eval_set = _fixed_eval_set(cfg.eval_prompts)
-    latent_shape = (codec.channels, codec.latent_size, codec.latent_size)
-    T = sched.config.num_train_timesteps
 
     t0, seen, loss_n = time.perf_counter(), 0, 0
     loss_acc = torch.zeros((), device=dev)
     # Scoring the eval images (CPU detection) runs on a thread while training goes on.
     scores = _DeferredScores(out / "metrics.jsonl", progress or _emit, cfg.batch, eval_set)
     try:
-        while step < cfg.steps:
-            idx = batches.next()
-            B = len(idx)
-            t = torch.randint(0, T, (B,), generator=noise_gen, device=dev)
-            noise = torch.randn((B, *latent_shape), generator=noise_gen, device=dev)
-            drop = torch.rand(B, generator=noise_gen, device=dev) < cfg.null_caption_p
-            mine = slice(rank, B, world)
-            idx, t, noise, drop = idx[mine], t[mine], noise[mine], drop[mine]
-            x0 = codec.encode(data[idx]) if codec.spec == "pixel" else data[idx]
-            ab = alphas[t].view(-1, 1, 1, 1)
-            xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
-            ci = cap_of[idx]
-            emb = torch.where(drop.view(-1, 1, 1), null_emb.expand(len(ci), -1, -1), cap_emb[ci])
-            msk = torch.where(drop.view(-1, 1), null_mask.expand(len(ci), -1), cap_mask[ci])
-            with accel.autocast():
-                pred = forward(
-                    xt,
-                    encoder_hidden_states=emb,
-                    encoder_attention_mask=msk,
-                    timestep=t,
-                    **model_kwargs(),
-                    return_dict=False,
-                )[0]
-            loss = F.mse_loss(pred.float(), noise)
-            accel.backward(loss)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            ema.step(params)
-            step += 1
+        while state.step < cfg.steps:
+            loss, B = train_step(state, data)
+            step = state.step
             seen += B
-            loss_acc += loss.detach()
+            loss_acc += loss
             loss_n += 1
             if main and (step % cfg.log_every == 0 or step == cfg.steps):
                 mean_loss = loss_acc.item() / loss_n  # the host sync: every log_every steps
@@ -254,7 +196,7 @@ def train(
                     "step": step,
                     "loss": mean_loss,
                     "img_per_s": seen / (time.perf_counter() - t0),
-                    "epoch": batches.epoch,
+                    "epoch": state.batches.epoch,
                     "time": time.time(),
                 }
                 (progress or _emit)(rec)
@@ -263,22 +205,9 @@ def train(
             if step % cfg.eval_every == 0 or step == cfg.steps:
                 accel.wait_for_everyone()
                 if main:
-                    raw = accel.unwrap_model(model)
-                    ema_model = ema_copy(raw, ema)  # one copy serves the checkpoint and its metrics
-                    ckdir = write_checkpoint(
-                        out,
-                        cfg,
-                        raw,
-                        ema,
-                        ema_model,
-                        opt,
-                        text_encoder,
-                        codec,
-                        step,
-                        batches,
-                        noise_gen,
-                        accel.scaler,
-                    )
+                    # one EMA copy serves the checkpoint and its metrics
+                    ema_model = ema_copy(state.model, state.ema)
+                    ckdir = state.save(out, cfg, ema_model, text_encoder, codec)
                     if cfg.keep_history:  # fp16 EMA weights of every checkpoint, never pruned
                         from engine.train.history import save_history
 
@@ -297,10 +226,11 @@ def train(
     digests = gather_object([_param_digest(accel.unwrap_model(model))])
     if main:
         (out / "ranks.json").write_text(
-            json.dumps({"world_size": world, "param_sha256": digests}) + "\n"
+            json.dumps({"world_size": accel.num_processes, "param_sha256": digests}) + "\n"
         )
     accel.end_training()
-    del model, opt  # the last references to the DDP wrapper, before the group goes down
+    # the last references to the DDP wrapper, dropped before the group goes down
+    del model, opt, state, forward, train_step
     _shutdown_distributed(accel)
     return out
 
@@ -340,6 +270,71 @@ def _param_digest(model) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class _TrainingSet:
+    """The training set on the device: images (uint8, or the codec's latents), each image's
+    caption index, the unique captions' embeddings and masks, and the null caption's."""
+
+    codec: Any
+    x: torch.Tensor
+    cap_of: torch.Tensor
+    cap_emb: torch.Tensor
+    cap_mask: torch.Tensor
+    null_emb: torch.Tensor
+    null_mask: torch.Tensor
+
+    def inputs(self, idx: torch.Tensor, drop: torch.Tensor):
+        """(clean latents, caption embeddings, masks) of images `idx`, captions `drop`ped to
+        the null caption where it is set."""
+        x0 = self.codec.encode(self.x[idx]) if self.codec.spec == "pixel" else self.x[idx]
+        ci = self.cap_of[idx]
+        null = self.null_emb.expand(len(ci), -1, -1)
+        emb = torch.where(drop.view(-1, 1, 1), null, self.cap_emb[ci])
+        msk = torch.where(drop.view(-1, 1), self.null_mask.expand(len(ci), -1), self.cap_mask[ci])
+        return x0, emb, msk
+
+
+class _Stepper:
+    """One optimiser step on a TrainState: the global batch's noise, timesteps and caption
+    dropout drawn from the state's generator (every rank draws all of them and keeps its own
+    slice), the noise-prediction loss, backward, AdamW and the EMA."""
+
+    def __init__(self, forward, accel, alphas: torch.Tensor, cfg: TrainConfig):
+        self.forward, self.accel, self.alphas, self.cfg = forward, accel, alphas, cfg
+
+    def __call__(self, state: TrainState, data: _TrainingSet) -> tuple[torch.Tensor, int]:
+        """(the step's loss, still on the device; the global batch size)."""
+        accel, alphas, gen, dev = self.accel, self.alphas, state.noise_gen, self.alphas.device
+        codec = data.codec
+        idx = state.batches.next()
+        B = len(idx)
+        t = torch.randint(0, len(alphas), (B,), generator=gen, device=dev)
+        shape = (codec.channels, codec.latent_size, codec.latent_size)
+        noise = torch.randn((B, *shape), generator=gen, device=dev)
+        drop = torch.rand(B, generator=gen, device=dev) < self.cfg.null_caption_p
+        mine = slice(accel.process_index, B, accel.num_processes)
+        idx, t, noise, drop = idx[mine], t[mine], noise[mine], drop[mine]
+        x0, emb, msk = data.inputs(idx, drop)
+        ab = alphas[t].view(-1, 1, 1, 1)
+        xt = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
+        with accel.autocast():
+            pred = self.forward(
+                xt,
+                encoder_hidden_states=emb,
+                encoder_attention_mask=msk,
+                timestep=t,
+                **model_kwargs(),
+                return_dict=False,
+            )[0]
+        loss = F.mse_loss(pred.float(), noise)
+        accel.backward(loss)
+        state.opt.step()
+        state.opt.zero_grad(set_to_none=True)
+        state.ema.step(state.model.parameters())
+        state.step += 1
+        return loss.detach(), B
+
+
 def _eval_images(ckdir, ema_model, text_encoder, codec, eval_set, cfg):
     """(images, sampling seconds, error) for the fixed prompts with the EMA model. A failure is
     recorded, not fatal: hours of training must not die because an evaluation could not run."""
@@ -347,7 +342,8 @@ def _eval_images(ckdir, ema_model, text_encoder, codec, eval_set, cfg):
     try:
         ck = Checkpoint(ckdir, {}, ema_model, text_encoder, codec)
         prompts = [p.text for p in eval_set]
-        imgs = sample_images(ck, prompts, [0] * len(eval_set), steps=cfg.eval_steps, cfg=cfg.cfg)
+        sampling = SamplingSettings(steps=cfg.eval_steps, cfg=cfg.cfg)
+        imgs = sample_images(ck, prompts, [0] * len(eval_set), sampling)
         return imgs.numpy(), time.perf_counter() - t0, None
     except Exception as e:  # noqa: BLE001
         return None, time.perf_counter() - t0, f"{type(e).__name__}: {e}"

@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -86,71 +88,108 @@ def append_line(path: Path, line: str) -> None:
         os.fsync(f.fileno())
 
 
-def write_checkpoint(
-    out,
-    cfg,
-    model,
-    ema,
-    ema_model,
-    opt,
-    text_encoder,
-    codec,
-    step,
-    batches,
-    noise_gen,
-    scaler=None,
-) -> Path:
-    name = f"step-{step:07d}"
-    tmp = out / f".tmp-{name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    meta = {
-        "preset": cfg.preset,
-        "text": text_encoder.spec,
-        "codec": codec.spec,
-        "res": cfg.res,
-        "step": step,
-        "images_seen": step * cfg.batch,
-        "train": asdict(cfg),
-        "code_version": __version__,
-        "weights": "ema",
-    }
-    save_checkpoint(tmp, ema_model, text_encoder, meta)
-    ts = tmp / "train_state"
-    ts.mkdir()
-    names = [n for n, _ in model.named_parameters()]
-    save_file(
-        {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()},
-        ts / "model.safetensors",
-    )
-    save_file(
-        {n: s.detach().cpu().contiguous() for n, s in zip(names, ema.shadow_params, strict=True)},
-        ts / "ema.safetensors",
-    )
-    save_optimizer_state(opt.state_dict(), ts)
-    save_file({"noise": noise_gen.get_state()}, ts / "rng.safetensors")
-    if scaler is not None:  # fp16: the loss scale must survive a resume, or it restarts at 2**16
-        (ts / "scaler.json").write_text(json.dumps(scaler.state_dict()))
-    (ts / "state.json").write_text(
-        json.dumps(
-            {
-                "step": step,
-                "epoch": batches.epoch,
-                "pos": batches.pos,
-                "ema": {"optimization_step": int(ema.optimization_step)},
-            }
+@dataclass
+class TrainState:
+    """What the loop steps and a checkpoint keeps to resume bit for bit: the model being trained
+    (unwrapped), its optimizer, the EMA, the data order, the generator of noise, timesteps and
+    caption dropout, the optimiser steps taken, and the fp16 loss scaler (None without fp16)."""
+
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    ema: EMA
+    batches: Batches
+    noise_gen: torch.Generator
+    step: int = 0
+    scaler: Any = None
+
+    @classmethod
+    def fresh(cls, model, opt, cfg, device, scaler=None) -> TrainState:
+        """Step 0: the EMA starts as the weights, the data order at epoch 0."""
+        return cls(
+            model,
+            opt,
+            EMA(model.parameters(), cfg.ema_decay),
+            Batches(cfg.n_train, cfg.batch, cfg.data_seed, device=device),
+            torch.Generator(device=device).manual_seed(cfg.seed + 1),
+            0,
+            scaler,
         )
-    )
-    final = out / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    link_tmp = out / ".latest.tmp"
-    link_tmp.unlink(missing_ok=True)
-    link_tmp.symlink_to(name)
-    os.replace(link_tmp, out / "latest")
-    kept = sorted(p for p in out.glob("step-*") if p.is_dir())
-    for old in kept[: -cfg.keep] if cfg.keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+
+    def restore(self, step_dir: Path, cfg) -> None:
+        """Load what `save` wrote into `step_dir`/train_state (weights, optimizer, EMA, data
+        position, generator, loss scale); the model and optimizer are not yet prepared."""
+        ts = step_dir / "train_state"
+        self.model.load_state_dict(load_file(ts / "model.safetensors"))
+        self.opt.load_state_dict(load_optimizer_state(ts))
+        st = json.loads((ts / "state.json").read_text())
+        self.step = st["step"]
+        b = self.batches
+        self.batches = Batches(b.n, b.batch, b.seed, st["epoch"], st["pos"], device=b.device)
+        try:
+            self.noise_gen.set_state(load_file(ts / "rng.safetensors")["noise"])
+        except RuntimeError:  # saved by another kind of device: its stream cannot go on here
+            self.noise_gen.manual_seed(cfg.seed + 1 + self.step)
+            print("note: run resumed on another kind of device; noise reseeded", file=sys.stderr)
+        shadow = load_file(ts / "ema.safetensors")
+        dev = next(self.model.parameters()).device
+        self.ema.shadow_params = [shadow[n].to(dev) for n, _ in self.model.named_parameters()]
+        self.ema.optimization_step = st["ema"]["optimization_step"]
+        if self.scaler is not None and (ts / "scaler.json").is_file():
+            self.scaler.load_state_dict(json.loads((ts / "scaler.json").read_text()))
+
+    def save(self, out: Path, cfg, ema_model, text_encoder, codec) -> Path:
+        """Write checkpoint folder `out`/step-NNNNNNN atomically (the EMA weights `ema_model` as
+        a loadable checkpoint, plus train_state/), point `latest` at it, keep `cfg.keep`."""
+        step, model, ema = self.step, self.model, self.ema
+        name = f"step-{step:07d}"
+        tmp = out / f".tmp-{name}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        meta = {
+            "preset": cfg.preset,
+            "text": text_encoder.spec,
+            "codec": codec.spec,
+            "res": cfg.res,
+            "step": step,
+            "images_seen": step * cfg.batch,
+            "train": asdict(cfg),
+            "code_version": __version__,
+            "weights": "ema",
+        }
+        save_checkpoint(tmp, ema_model, text_encoder, meta)
+        ts = tmp / "train_state"
+        ts.mkdir()
+        names = [n for n, _ in model.named_parameters()]
+        save_file(
+            {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()},
+            ts / "model.safetensors",
+        )
+        shadow = zip(names, ema.shadow_params, strict=True)
+        save_file({n: s.detach().cpu().contiguous() for n, s in shadow}, ts / "ema.safetensors")
+        save_optimizer_state(self.opt.state_dict(), ts)
+        save_file({"noise": self.noise_gen.get_state()}, ts / "rng.safetensors")
+        if self.scaler is not None:  # fp16: the loss scale must survive a resume (else 2**16)
+            (ts / "scaler.json").write_text(json.dumps(self.scaler.state_dict()))
+        (ts / "state.json").write_text(
+            json.dumps(
+                {
+                    "step": step,
+                    "epoch": self.batches.epoch,
+                    "pos": self.batches.pos,
+                    "ema": {"optimization_step": int(ema.optimization_step)},
+                }
+            )
+        )
+        final = out / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        link_tmp = out / ".latest.tmp"
+        link_tmp.unlink(missing_ok=True)
+        link_tmp.symlink_to(name)
+        os.replace(link_tmp, out / "latest")
+        kept = sorted(p for p in out.glob("step-*") if p.is_dir())
+        for old in kept[: -cfg.keep] if cfg.keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
 
 
 # The optimizer state is written as safetensors plus JSON, never pickled (torch.save), so that
