@@ -130,8 +130,12 @@ def test_sampling_same_seed_same_image_any_batch(run_dir):
     b = sample_images(ck, texts[1:2], [0], sampling=SamplingSettings(steps=3, batch_size=1))
     c = sample_images(ck, texts, [0, 0, 1], sampling=SamplingSettings(steps=3, batch_size=2))
     assert a.shape == (3, 32, 32, 3) and a.dtype == torch.uint8
-    assert torch.equal(a, c)
-    assert (a[1].int() - b[0].int()).abs().max() <= 1  # batch-size-1 matmuls may round differently
+    # Another batch size may round a float32 matmul differently: a few pixels by one level
+    # (docs/performance.md); the same batch size gives the same bytes.
+    assert (a.int() - c.int()).abs().max() <= 1
+    assert (a[1].int() - b[0].int()).abs().max() <= 1
+    again = sample_images(ck, texts, [0, 0, 1], sampling=SamplingSettings(steps=3, batch_size=3))
+    assert torch.equal(a, again)
     assert not torch.equal(a[0], a[1])
 
 
