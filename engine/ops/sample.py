@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core import limits
-from engine.core.device import check_device
+from engine.core.device import DEVICE_HELP, check_device
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter, check_caption_lengths, named_checkpoint
 
-# Other clients' names for two params (the command line's argument and option).
-ALIASES = {"ckpt": "checkpoint", "prompt": "prompts"}
+CKPT_HELP = "Checkpoint folder (or a training run folder: uses `latest`)."
 
 
 @dataclass
@@ -21,26 +20,24 @@ class Sample(Operation):
     kind = "sample"
     help = "sample a checkpoint into an image folder"
 
-    checkpoint: str = param(path=True, help="checkpoint or training run folder (or its name)")
-    out: str = param(path=True, help="new folder for the images")
-    prompts: list[str] | None = param(None, help="captions")
-    prompts_file: str | None = param(None, path=True, help="text file, one caption a line")
-    eval_set: bool = param(False, help="the fixed 264-prompt evaluation set")
-    n: int = param(1, bound=limits.IMAGES_PER_PROMPT, help="images per prompt")
-    seed: int = param(0, bound=limits.SEED, help="first seed")
-    steps: int = param(14, bound=limits.SAMPLER_STEPS, help="DPM-Solver++ steps")
-    cfg: float = param(4.5, bound=limits.CFG, help="classifier-free guidance scale")
-    batch_size: int = param(32, bound=limits.BATCH, help="images per forward pass")
-    overwrite: bool = param(False, help="replace a non-empty image folder")
-    device: str = param("auto", help="auto, cpu, cuda or cuda:N")
+    checkpoint: str = param(path=True, argument="CKPT", aliases=("ckpt",), help=CKPT_HELP)
+    out: str = param(path=True, help="New folder for the images (imagefolder with metadata.jsonl).")
+    prompts: list[str] | None = param(None, flags=("--prompt",), aliases=("prompt",),
+                                      help="A caption; repeat for several.")  # fmt: skip
+    prompts_file: str | None = param(None, path=True, help="Text file, one caption per line.")
+    eval_set: bool = param(False, help="The fixed 264-prompt evaluation set.")
+    n: int = param(1, bound=limits.IMAGES_PER_PROMPT,
+                   help="Images per prompt (seeds SEED .. SEED+N-1).")  # fmt: skip
+    seed: int = param(0, bound=limits.SEED,
+                      help="First seed; each image's noise comes from (prompt, seed).")  # fmt: skip
+    steps: int = param(14, bound=limits.SAMPLER_STEPS, help="DPM-Solver++ steps (paper: 14).")
+    cfg: float = param(4.5, bound=limits.CFG, help="Classifier-free guidance scale (paper: 4.5).")
+    batch_size: int = param(32, bound=limits.BATCH, help="Images per forward pass.")
+    overwrite: bool = param(False, help="Replace a non-empty output folder.")
+    device: str = param("auto", help=DEVICE_HELP)
 
     @classmethod
     def normalise(cls, params: dict, cwd: str | None) -> dict:
-        if isinstance(params, dict):
-            params = dict(params)
-            for alias, name in ALIASES.items():
-                if alias in params and name not in params:
-                    params[name] = params.pop(alias)
         return named_checkpoint(params, cwd)
 
     def _prompts(self):

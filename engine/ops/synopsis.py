@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass
 
 from engine.core import limits, roots
-from engine.core.device import check_device
+from engine.core.device import DEVICE_HELP, check_device
 from engine.ops.base import Operation, param
+from engine.ops.ablate import CACHE_HELP
 from engine.ops.params import Reporter, check_cache_dir, check_caption_lengths, named_checkpoint
 
 
@@ -21,18 +22,22 @@ class Synopsis(Operation):
     resumable = True  # always: a synopsis continues its stored partial run
     help = "sample with attention capture, evaluate, store the synopsis (dit-workbench synopsis)"
 
-    checkpoint: str = param(path=True, help="checkpoint or training run folder (or its name)")
-    prompts: str = param("eval", help="eval (the 264 evaluation prompts) or a prompts file")
-    n_per_prompt: int = param(8, bound=limits.IMAGES_PER_PROMPT, help="seeds per prompt")
-    seed: int = param(0, bound=limits.SEED, help="first image seed")
-    steps: int = param(14, bound=limits.SAMPLER_STEPS, help="sampler steps")
-    cfg: float = param(4.5, bound=limits.CFG, help="classifier-free guidance scale")
-    batch_size: int = param(32, bound=limits.BATCH, help="images per forward pass")
-    detail: int = param(8, bound=limits.NON_NEGATIVE, help="samples with full per-token maps")
-    self_attn: bool = param(False, help="also summarise self-attention")
-    cache: str | None = param(None, path=True, help="cache folder (default: the engine's)")
-    resume: bool = param(False, help="accepted for symmetry: a synopsis always continues")
-    device: str = param("auto", help="cpu, cuda, cuda:N or auto")
+    checkpoint: str = param(path=True, argument="CKPT", aliases=("ckpt",),
+                            help="Checkpoint folder or training run (uses `latest`).")  # fmt: skip
+    prompts: str = param("eval",
+                         help="eval (the 264-prompt evaluation set) or a file, one per line.")  # fmt: skip
+    n_per_prompt: int = param(8, bound=limits.IMAGES_PER_PROMPT, help="Seeds per prompt.")
+    seed: int = param(0, bound=limits.SEED, help="First image seed (then seed+1, ...).")
+    steps: int = param(14, bound=limits.SAMPLER_STEPS, help="DPM-Solver++ steps (paper: 14).")
+    cfg: float = param(4.5, bound=limits.CFG, help="Classifier-free guidance scale (paper: 4.5).")
+    batch_size: int = param(32, bound=limits.BATCH, help="Images per forward pass.")
+    detail: int = param(8, bound=limits.NON_NEGATIVE,
+                        help="Samples whose full per-token maps are kept (head-detail pane).")  # fmt: skip
+    self_attn: bool = param(False,
+                            help="Also summarise self-attention (a second sampling pass).")  # fmt: skip
+    cache: str | None = param(None, path=True, help=CACHE_HELP)
+    resume: bool = param(False, cli=False, help="Accepted for symmetry: a synopsis always continues.")
+    device: str = param("auto", help=DEVICE_HELP)
 
     @classmethod
     def normalise(cls, params: dict, cwd: str | None) -> dict:
@@ -49,7 +54,7 @@ class Synopsis(Operation):
             check_caption_lengths(q.text for q in plist)
         limits.check_sampling(self.seed, self.steps, self.cfg, self.batch_size,
                               {"n_per_prompt": self.n_per_prompt}, len(plist), cli=False)  # fmt: skip
-        check_cache_dir(self.cache)
+        check_cache_dir(self.cache, self.spelled)
         self.cache = self.cache or str(roots.cache_dir())
         self.device = check_device(self.device)
 
