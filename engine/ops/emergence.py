@@ -58,7 +58,7 @@ class Emergence(Operation):
 
         self.device = check_device(self.device)
         kept_checkpoints(self.run_dir)  # a run without checkpoints fails before queueing
-        check_cache_dir(self.cache)
+        check_cache_dir(self.cache, self.spelled)
         self.cache = self.cache or str(roots.cache_dir())
 
     def run(self, report: Reporter) -> dict:
