@@ -95,5 +95,11 @@ def spec_command(spec: dict[str, Param], handler: Callable) -> Callable:
 
 def op_command(op_cls) -> Callable[[Callable], Callable]:
     """Decorator: the command of operation `op_cls` (see the module docstring)."""
-    return lambda handler: spec_command(op_cls.spec(), handler)
+
+    def wrap(handler: Callable) -> Callable:
+        command = spec_command(op_cls.spec(), handler)
+        command.operation = op_cls  # what tests/test_ops.py checks the options against
+        return command
+
+    return wrap
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from engine.core import limits
 from engine.core.device import DEVICE_HELP, check_device
 from engine.ops.base import Operation, param
-from engine.ops.params import Reporter, check_caption_lengths, named_checkpoint
+from engine.ops.params import Reporter, check_caption_lengths, job_spelling, named_checkpoint
 
 CKPT_HELP = "Checkpoint folder (or a training run folder: uses `latest`)."
 
@@ -54,8 +54,9 @@ class Sample(Operation):
         resolve_checkpoint_dir(self.checkpoint)
         prompts = self._prompts()  # unreadable prompts fail now, not in the queued job
         check_caption_lengths(q.text for q in prompts)
+        cli = self.spelled is not job_spelling  # check_sampling names the CLI's options or not
         limits.check_sampling(self.seed, self.steps, self.cfg, self.batch_size, {"n": self.n},
-                              len(prompts), cli=False)  # fmt: skip
+                              len(prompts), cli=cli)  # fmt: skip
         check_output_folder(self.out, self.overwrite)
 
     def run(self, report: Reporter) -> dict:

@@ -13,7 +13,13 @@ from engine.core import limits, roots
 from engine.core.device import DEVICE_HELP, check_device
 from engine.ops.base import Operation, param
 from engine.ops.ablate import CACHE_HELP
-from engine.ops.params import Reporter, check_cache_dir, check_caption_lengths, named_checkpoint
+from engine.ops.params import (
+    Reporter,
+    check_cache_dir,
+    check_caption_lengths,
+    job_spelling,
+    named_checkpoint,
+)
 
 
 @dataclass
@@ -52,8 +58,9 @@ class Synopsis(Operation):
         plist = prompt_set(self.prompts)[0]
         if self.prompts != "eval":
             check_caption_lengths(q.text for q in plist)
+        cli = self.spelled is not job_spelling  # check_sampling names the CLI's options or not
         limits.check_sampling(self.seed, self.steps, self.cfg, self.batch_size,
-                              {"n_per_prompt": self.n_per_prompt}, len(plist), cli=False)  # fmt: skip
+                              {"n_per_prompt": self.n_per_prompt}, len(plist), cli=cli)  # fmt: skip
         check_cache_dir(self.cache, self.spelled)
         self.cache = self.cache or str(roots.cache_dir())
         self.device = check_device(self.device)
