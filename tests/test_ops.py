@@ -272,7 +272,12 @@ def _op_commands():
     """(operation, its registered command) for every command generated from an operation."""
     from workbench.cli import app
 
-    for c in app.registered_commands:
+    def commands(t):
+        yield from t.registered_commands
+        for g in t.registered_groups:
+            yield from commands(g.typer_instance)
+
+    for c in commands(app):
         op = getattr(c.callback, "operation", None)
         if op is not None:
             yield op, c.callback
@@ -298,7 +303,7 @@ def test_every_operation_has_its_command():
     assert sorted(op.kind for op, _ in _op_commands()) == [o.kind for o in _operations()]
 
 
-@pytest.mark.parametrize("op, command", list(_op_commands()), ids=lambda x: getattr(x, "kind", ""))
+@pytest.mark.parametrize("op, command", list(_op_commands()), ids=lambda x: getattr(x, "kind", None))
 def test_a_command_offers_exactly_its_operations_params(op, command):
     """Each declared parameter is an argument or option spelled as declared, with its default
     and type; the command's other options only shape the output (they are not parameters)."""

@@ -76,6 +76,7 @@ JOB_KINDS: dict[str, JobKind] = {
     "screen": JobKind.of("engine.ops.screen:Screen"),
     "emergence": JobKind.of("engine.ops.emergence:Emergence"),
     "variance": JobKind.of("engine.ops.variance:Variance"),
+    "render": JobKind.of("engine.ops.render:Render"),
 }
 
 

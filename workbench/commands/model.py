@@ -10,11 +10,12 @@ from pathlib import Path
 import typer
 
 from engine.ops.export import Export
+from engine.ops.info import Info
 from engine.ops.sample import Sample
 from engine.ops.train import Train
 from workbench.opcli import op_command
 from workbench.ops import build_op, run_op
-from workbench.output import FORMAT, Format, dump_json, print_rows
+from workbench.output import FORMAT, Format, dump_json, print_rows, rows_to_csv
 
 @op_command(Train)
 def train(params: dict):
@@ -97,21 +98,13 @@ def sample(params: dict):
     typer.echo(f"wrote {res['images']} images to {res['out']}")
 
 
-def info(
-    ckpt: Path = typer.Argument(..., help="Checkpoint folder or training run folder."),
-    format: Format = FORMAT,
-):
+@op_command(Info)
+def info(params: dict, format: Format = FORMAT):
     """Say what a checkpoint is: preset, shape, text encoder, codec, resolution, step, hash."""
-    from engine.core import device as D
-    from engine.model.checkpoint import describe
-
-    d = describe(ckpt)
-    d["device"] = D.label(D.describe("auto"))  # where commands run it with --device auto
+    d = run_op(Info, params)
     if format is Format.json:
         typer.echo(dump_json(d), nl=False)
     elif format is Format.csv:
-        from workbench.output import rows_to_csv
-
         typer.echo(rows_to_csv([d]), nl=False)
     else:
         print_rows([{"field": k, "value": v} for k, v in d.items()], title="checkpoint")
