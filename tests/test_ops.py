@@ -303,7 +303,9 @@ def test_every_operation_has_its_command():
     assert sorted(op.kind for op, _ in _op_commands()) == [o.kind for o in _operations()]
 
 
-@pytest.mark.parametrize("op, command", list(_op_commands()), ids=lambda x: getattr(x, "kind", None))
+@pytest.mark.parametrize(
+    "op, command", list(_op_commands()), ids=lambda x: getattr(x, "kind", None)
+)
 def test_a_command_offers_exactly_its_operations_params(op, command):
     """Each declared parameter is an argument or option spelled as declared, with its default
     and type; the command's other options only shape the output (they are not parameters)."""

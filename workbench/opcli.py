@@ -29,7 +29,7 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from engine.core.spec import REQUIRED, Param, spec_of
+from engine.core.spec import REQUIRED, Param
 
 
 def cli_name(p: Param) -> str:
@@ -102,4 +102,3 @@ def op_command(op_cls) -> Callable[[Callable], Callable]:
         return command
 
     return wrap
-

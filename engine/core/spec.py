@@ -128,6 +128,7 @@ def spec_of(cls) -> dict[str, Param]:
 
 def option_spelling(spec: dict[str, Param]) -> Spelling:
     """How a command line's error names a parameter: the option the user typed."""
+
     def spelled(name: str) -> str:
         p = spec.get(name)
         return p.option if p is not None and p.cli else job_spelling(name)

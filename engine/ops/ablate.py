@@ -26,7 +26,9 @@ from engine.ops.params import (
 
 CKPT_HELP = "Checkpoint folder (or a training run folder: uses `latest`)."
 PROMPTS_HELP = "eval (the 264-prompt set) or a text file, one caption a line."
-CACHE_HELP = "Cache folder (default: the engine's; the command line's: ./cache or $DIT_WORKBENCH_CACHE)."
+CACHE_HELP = (
+    "Cache folder (default: the engine's; the command line's: ./cache or $DIT_WORKBENCH_CACHE)."
+)
 SPEC_HELP = (
     "An intervention, e.g. 'mask-head 2.8 tokens=relation steps=0-13'. Forms: "
     "mask-head L.H [tokens=CATS] [steps=S] [branch=cond|uncond|both]; "
@@ -108,7 +110,9 @@ class Ablate(Operation):
                            help="Paired-bootstrap resamples for the 95% intervals.")  # fmt: skip
     device: str = param("auto", help=DEVICE_HELP)
     cache: str | None = param(None, path=True, help=CACHE_HELP)
-    no_cache: bool = param(False, help="Neither reuse nor store anything (baseline sampled afresh).")
+    no_cache: bool = param(
+        False, help="Neither reuse nor store anything (baseline sampled afresh)."
+    )
 
     @classmethod
     def normalise(cls, params: dict, cwd: str | None) -> dict:

@@ -11,8 +11,8 @@ from engine.core import columns
 from engine.core.errors import UserError
 from engine.ops.ablate import CACHE_HELP
 from engine.ops.base import Operation, param
-from engine.probe.ranking import query_help
 from engine.ops.params import Reporter
+from engine.probe.ranking import query_help
 
 HEADS_TABLE_COLUMNS = list(columns.HEADS)
 # Which evaluator metric an ablation of a head is judged on, by the query's text category.

@@ -19,7 +19,6 @@ from engine.ops.ablate import CACHE_HELP, CKPT_HELP
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter, check_cache_dir, model_size, named_checkpoint
 from engine.probe.screening.method import (
-    METRICS,
     PHRASINGS_CHOICES,
     check_metric,
     check_relation,
@@ -107,7 +106,8 @@ class Screen(Operation):
         check_metric(self.metric)
         views = [v for v in _VIEWS if getattr(self, v)]
         if len(views) > 1:
-            every, got = ", ".join(map(self.spelled, _VIEWS)), " and ".join(map(self.spelled, views))
+            every = ", ".join(map(self.spelled, _VIEWS))
+            got = " and ".join(map(self.spelled, views))
             raise UserError(f"give one of {every} (got {got})")
         path, _ = read_meta(self.checkpoint)  # a run folder names its `latest`
         self.checkpoint = str(path)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from engine.core import limits, roots
 from engine.core.device import DEVICE_HELP, check_device
-from engine.ops.base import Operation, param
 from engine.ops.ablate import CACHE_HELP
+from engine.ops.base import Operation, param
 from engine.ops.params import (
     Reporter,
     check_cache_dir,
@@ -42,7 +42,9 @@ class Synopsis(Operation):
     self_attn: bool = param(False,
                             help="Also summarise self-attention (a second sampling pass).")  # fmt: skip
     cache: str | None = param(None, path=True, help=CACHE_HELP)
-    resume: bool = param(False, cli=False, help="Accepted for symmetry: a synopsis always continues.")
+    resume: bool = param(
+        False, cli=False, help="Accepted for symmetry: a synopsis always continues."
+    )
     device: str = param("auto", help=DEVICE_HELP)
 
     @classmethod

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.data.prompts import prompt_set
 from engine.core.device import DEVICE_HELP
+from engine.data.prompts import prompt_set
 from engine.ops.ablate import CACHE_HELP, CKPT_HELP, PROMPTS_HELP, check_model_inputs, open_store
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter, named_checkpoint

@@ -30,7 +30,9 @@ def resolve_precision(mixed_precision: str, device: str) -> str:
 
 @dataclass
 class TrainConfig:
-    out: str = param(path=True, help="Run folder: checkpoints step-N/, `latest` link, metrics.jsonl.")
+    out: str = param(
+        path=True, help="Run folder: checkpoints step-N/, `latest` link, metrics.jsonl."
+    )
     preset: str = param("micro", help="dit-b (12/12/768), mini (6/6/384), micro (6/3/192), "
                         "nano (3/3/192).")  # fmt: skip
     text: str = param("rte", help="rte, rte-nopos, minilm or t5:<local dir>.")
@@ -42,7 +44,9 @@ class TrainConfig:
     batch: int = param(64, bound=limits.POSITIVE,
                        help="Global batch size (split across processes).")  # fmt: skip
     lr: float = param(1e-4, help="AdamW learning rate (paper: 1e-4).")
-    weight_decay: float = param(0.03, bound=Bound(0.0, 10.0), help="AdamW weight decay (paper: 0.03).")
+    weight_decay: float = param(
+        0.03, bound=Bound(0.0, 10.0), help="AdamW weight decay (paper: 0.03)."
+    )
     ema_decay: float = param(0.9999, help="Largest EMA decay (warmed up from 0).")
     null_caption_p: float = param(0.1, cli=False,
                                   help="Share of captions dropped (for guidance), in [0, 1).")  # fmt: skip

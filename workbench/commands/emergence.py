@@ -57,5 +57,7 @@ def emergence(params: dict, format: Format = FORMAT, out: str = OUT):
             for s, h, sp in zip(res["steps"], res["synopsis_top"], res["synopsis_spatial"],
                                 strict=True)
         ]  # fmt: skip
-        print_rows(syn, title=f"synopsis ({params['synopsis']} prompts): top head by {RELATION_QUERY}")
+        print_rows(
+            syn, title=f"synopsis ({params['synopsis']} prompts): top head by {RELATION_QUERY}"
+        )
     typer.echo(where)

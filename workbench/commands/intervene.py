@@ -19,6 +19,7 @@ from workbench.opcli import op_command
 from workbench.ops import run_op
 from workbench.output import FORMAT, OUT, Format, emit, format_option, rows_to_csv
 
+
 def _clean(obj):
     """JSON-safe: NaN and infinities become null."""
     if isinstance(obj, float):

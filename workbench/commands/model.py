@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 
 import typer
 
@@ -16,6 +15,7 @@ from engine.ops.train import Train
 from workbench.opcli import op_command
 from workbench.ops import build_op, run_op
 from workbench.output import FORMAT, Format, dump_json, print_rows, rows_to_csv
+
 
 @op_command(Train)
 def train(params: dict):

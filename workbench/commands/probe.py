@@ -9,8 +9,16 @@ from engine.ops.synopsis import Synopsis
 from engine.probe.ranking import HEAD_COLUMNS
 from workbench.opcli import op_command
 from workbench.ops import run_op
-from workbench.output import FORMAT, OUT, Format, dump_json, emit, format_option, print_rows
-from workbench.output import rows_to_csv
+from workbench.output import (
+    FORMAT,
+    OUT,
+    Format,
+    dump_json,
+    emit,
+    format_option,
+    print_rows,
+    rows_to_csv,
+)
 
 
 @op_command(Synopsis)

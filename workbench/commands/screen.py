@@ -16,6 +16,7 @@ from workbench.opcli import op_command
 from workbench.ops import run_op
 from workbench.output import FORMAT, OUT, Format, dump_json, emit, rows_to_csv
 
+
 @op_command(Screen)
 def screen(params: dict, format: Format = FORMAT, out: str = OUT):
     """Screen every cross-attention head x relation from the weights alone (under a second).
