@@ -360,6 +360,29 @@ def test_train_params_are_the_loops_config(tmp_path):
     assert list(dataclasses.asdict(t.config("no"))) == config
 
 
+def test_the_api_docs_tables_are_the_declarations():
+    from engine.service import apidoc
+
+    text = apidoc.DOC.read_text(encoding="utf-8")
+    assert apidoc.rewritten(text) == text, "stale tables: run python -m engine.service.apidoc"
+
+
+def test_kinds_describe_every_declared_param():
+    """GET /kinds answers each kind's declarations: what a client needs to build a form."""
+    for name, kind in JOB_KINDS.items():
+        d = kind.describe(name)
+        assert json.loads(json.dumps(d)) == d  # plain JSON
+        spec = kind.spec()
+        assert [p["name"] for p in d["params"]] == list(spec)
+    sample = {p["name"]: p for p in JOB_KINDS["sample"].describe("sample")["params"]}
+    assert sample["checkpoint"] | {"help": ""} == {
+        "name": "checkpoint", "type": "str", "required": True, "default": None, "bound": None,
+        "choices": [], "help": "", "path": True, "cli": "CKPT", "argument": True,
+        "aliases": ["ckpt"]}  # fmt: skip
+    assert sample["n"]["bound"] == {"min": 1, "max": 1_000_000, "integer": True}
+    assert sample["prompts"]["cli"] == "--prompt" and sample["prompts"]["type"] == "list"
+
+
 def test_kinds_of_the_operations():
     for name, cls in (("train", Train), ("sample", Sample), ("ablate", Ablate),
                       ("variance", Variance)):  # fmt: skip
