@@ -74,7 +74,8 @@ def spec_command(spec: dict[str, Param], handler: Callable) -> Callable:
     hints = typing.get_type_hints(handler)
     taken = {cli_name(p) for p in shown.values()}
     clash = taken & {q.name for q in own}
-    assert not clash, f"{handler.__name__}: {clash} is both a parameter and an output option"
+    if clash:
+        raise TypeError(f"{handler.__name__}: {clash} is both a parameter and an output option")
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [
         inspect.Parameter(cli_name(p), kw, default=typer_info(p), annotation=_annotation(p))
