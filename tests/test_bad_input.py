@@ -815,7 +815,7 @@ ENGINE_CASES = [
      400, "more than the 20 tokens"),
     ("zero-train-batch", "POST", "/jobs",
      {"kind": "train", "params": {"out": "new-run", "preset": "nano", "batch": 0}}, 400,
-     "--batch must be positive"),
+     "param 'batch' must be positive"),
     ("no-such-job", "GET", "/jobs/99999", None, 404, "no job 99999"),
     ("cancel-no-such-job", "POST", "/jobs/99999/cancel", None, 404, "no job 99999"),
     ("job-limit-not-a-number", "GET", "/jobs?limit=all", None, 400, "must be an integer"),

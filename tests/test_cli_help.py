@@ -34,3 +34,15 @@ def test_help_paragraphs_wrap_to_the_terminal_not_the_source():
     # paragraph is one line
     out = _help("serve", width=200)
     assert "closing the terminal or losing SSH does not stop it); `--foreground`" in out
+
+
+def test_an_operations_help_is_its_declaration():
+    """A generated command's options say what the operation declares (rich markup escaped:
+    the spec forms keep their [brackets]); the output options say theirs."""
+    from engine.ops.ablate import Ablate
+
+    out = " ".join(_help("ablate", width=400).split())
+    declared = Ablate.spec()["interventions"].help
+    assert declared[:100] in out and "mask-head L.H [tokens=CATS] [steps=S]" in declared
+    assert "--intervention -i" in out and "Show only this metric (repeatable)" in out
+    assert "(jobs only)" not in out and "--null-caption-p" not in _help("train")

@@ -298,7 +298,7 @@ def test_bad_requests_answer_4xx_and_change_nothing(engine):
         ("evaluate", {}, "needs param 'folder'"),
         ("evaluate", {"folder": "/nonexistent/x"}, "does not exist"),
         ("train", {"out": "/tmp/x", "preset": "huge"}, "unknown preset 'huge'"),
-        ("train", {"out": "/tmp/x", "steps": 0}, "--steps must be positive"),
+        ("train", {"out": "/tmp/x", "steps": 0}, "param 'steps' must be positive"),
     ]
     for kind, params, msg in cases:
         with pytest.raises(EngineError) as ei:

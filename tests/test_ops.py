@@ -198,9 +198,15 @@ def _cases(ck: Path, tmp: Path) -> list[tuple[str, dict, list, dict]]:
         ("sample", {"checkpoint": str(ck), "out": str(busy), "prompts": [S]},
          ["sample", ck, "--out", busy, "--prompt", S], {}),
         ("train", {"out": str(tmp / "t"), "preset": "nano", "steps": 0},
-         ["train", "--out", tmp / "t", "--preset", "nano", "--steps", "0"], {}),
+         ["train", "--out", tmp / "t", "--preset", "nano", "--steps", "0"], {"steps": "--steps"}),
         ("train", {"out": str(tmp / "t"), "preset": "nano", "seed": 2**64},
-         ["train", "--out", tmp / "t", "--preset", "nano", "--seed", str(2**64)], {}),
+         ["train", "--out", tmp / "t", "--preset", "nano", "--seed", str(2**64)],
+         {"seed": "--seed"}),
+        ("screen", {"checkpoint": str(ck), "best": True, "map_head": "0.0"},
+         ["screen", ck, "--best", "--map", "0.0"],
+         {"best": "--best", "tokens": "--tokens", "map_head": "--map", "compare": "--compare"}),
+        ("variance", {"checkpoint": str(ck), "cache": str(busy / "x.txt")},
+         ["variance", ck, "--cache", busy / "x.txt"], {"cache": "--cache"}),
         ("train", {"out": str(busy), "preset": "nano"}, ["train", "--out", busy, "--preset", "nano"],
          {"resume": "--resume", "out": "--out"}),
         ("train", {"out": str(tmp / "t"), "mixed_precision": "fp8"},
@@ -214,7 +220,7 @@ def test_bad_input_gets_one_message_from_the_cli_and_the_engine(
 ):
     monkeypatch.chdir(tmp_path)
     cases = _cases(nano_ckpt, tmp_path)
-    assert {c[0] for c in cases} == {"ablate", "variance", "sample", "train"}
+    assert {c[0] for c in cases} == {"ablate", "variance", "sample", "train", "screen"}
     for kind, params, args, spelled in cases:
         with pytest.raises(UserError) as e:
             get_kind(kind).check(params, str(tmp_path))
@@ -261,59 +267,120 @@ def test_auto_precision_has_one_rule():
 
 # --- (c) the operations' parameters are the commands' options --------------------------------
 
-# Options that shape the output only, and the parameters a command line does not offer.
-OUTPUT_ONLY = {"format", "metric", "list_runs", "view"}
-CLI_NAME = {"ckpt": "checkpoint", "prompt": "prompts", "intervention": "interventions"}
-ENGINE_ONLY = {"train": {"null_caption_p", "eval_steps", "cfg"}}
+
+def _op_commands():
+    """(operation, its registered command) for every command generated from an operation."""
+    from workbench.cli import app
+
+    def commands(t):
+        yield from t.registered_commands
+        for g in t.registered_groups:
+            yield from commands(g.typer_instance)
+
+    for c in commands(app):
+        op = getattr(c.callback, "operation", None)
+        if op is not None:
+            yield op, c.callback
 
 
-def _commands():
-    from workbench.commands import intervene, model
+def _operations() -> list:
+    """Every operation class in engine/ops/."""
+    import importlib
+    import pkgutil
 
-    return [(Train, model.train), (Sample, model.sample), (Ablate, intervene.ablate),
-            (Variance, intervene.variance)]  # fmt: skip
+    import engine.ops
+    from engine.ops.base import Operation
+
+    found = set()
+    for m in pkgutil.iter_modules(engine.ops.__path__):
+        module = importlib.import_module(f"engine.ops.{m.name}")
+        found |= {v for v in vars(module).values()
+                  if isinstance(v, type) and issubclass(v, Operation) and v is not Operation}  # fmt: skip
+    return sorted(found, key=lambda o: o.kind)
 
 
-def _plain(annotation) -> type:
-    if annotation is Path:
-        return str
-    if typing.get_origin(annotation) is list:
-        return list
-    return annotation
+def test_every_operation_has_its_command():
+    assert sorted(op.kind for op, _ in _op_commands()) == [o.kind for o in _operations()]
 
 
-@pytest.mark.parametrize("op, command", _commands(), ids=lambda x: getattr(x, "kind", ""))
-def test_operation_params_match_the_command_options(op, command):
-    spec = op.spec()
+@pytest.mark.parametrize(
+    "op, command", list(_op_commands()), ids=lambda x: getattr(x, "kind", None)
+)
+def test_a_command_offers_exactly_its_operations_params(op, command):
+    """Each declared parameter is an argument or option spelled as declared, with its default
+    and type; the command's other options only shape the output (they are not parameters)."""
     hints = typing.get_type_hints(command)
-    seen = set()
+    offered = {}  # as typed on the command line: --batch-size, CKPT
     for name, p in inspect.signature(command).parameters.items():
         info = p.default
-        if name in OUTPUT_ONLY or (name == "out" and op in (Ablate, Variance)):
-            continue  # ablate and variance write their table to --out: not a parameter
-        field = CLI_NAME.get(name, name)
-        assert field in spec, f"{command.__name__} --{name} is not a parameter of {op.kind}"
-        seen.add(field)
+        is_arg = isinstance(info, typer.models.ArgumentInfo)
+        offered[name.upper() if is_arg else info.param_decls[0]] = (info, hints[name], is_arg)
+    for field, p in op.spec().items():
+        if not p.cli:
+            assert p.option not in offered, field
+            continue
+        info, hint, is_arg = offered.pop(p.option)
+        assert is_arg == bool(p.argument), field
         default = REQUIRED if info.default is ... else info.default
-        assert default == spec[field].default, (name, default, spec[field].default)
-        assert _plain(hints[name]) is spec[field].type, (name, hints[name], spec[field].type)
-    assert set(spec) - seen == ENGINE_ONLY.get(op.kind, set())
-    assert isinstance(
-        inspect.signature(command).parameters["device"].default, typer.models.OptionInfo
-    )
+        assert default == (p.default or None if p.type is list else p.default), field
+        plain = list if typing.get_origin(hint) is list else hint
+        plain = next((a for a in typing.get_args(plain) if a is not type(None)), plain)
+        assert {Path: str}.get(plain, plain) is p.type, (field, hint)
+    assert set(offered) <= OUTPUT_ONLY, f"{op.kind}: {set(offered)} are neither params nor output"
 
 
-def test_train_params_are_the_loops_config():
+# Options that shape the output only (the params dict never holds them).
+OUTPUT_ONLY = {"--format", "--out", "--metric", "--list", "--view"}
+
+
+def test_the_engine_only_params_are_few():
+    """A parameter the command line does not offer is declared `cli=False`: these, and no more."""
+    hidden = {(o.kind, n) for o in _operations() for n, p in o.spec().items() if not p.cli}
+    assert hidden == {("train", "null_caption_p"), ("train", "eval_steps"), ("train", "cfg"),
+                      ("synopsis", "resume")}  # fmt: skip
+
+
+def test_train_params_are_the_loops_config(tmp_path):
+    """Train is TrainConfig's declaration plus `resume`; the tracked runs' saved settings
+    (train_config.json) load as settings, and the loop gets (and saves) them without `resume`."""
+    from engine.core.spec import spec_of
     from engine.train.config import TrainConfig
 
-    spec = Train.spec()
-    for f in dataclasses.fields(TrainConfig):
-        default = REQUIRED if f.default is dataclasses.MISSING else f.default
-        if f.name == "mixed_precision":
-            assert spec[f.name].default == "auto" and default in spec[f.name].choices
-            continue
-        assert spec[f.name].default == default, f.name
-    assert set(spec) - {f.name for f in dataclasses.fields(TrainConfig)} == {"resume"}
+    config = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert [n for n in Train.spec() if n not in config] == ["resume"]
+    assert all(Train.spec()[n] == p for n, p in spec_of(TrainConfig).items())
+    saved = sorted(ROOT.glob("checkpoints/*/train_config.json"))
+    assert saved
+    for path in saved:
+        old = json.loads(path.read_text())
+        cfg = TrainConfig(**old)
+        cfg.validate()
+        assert {k: getattr(cfg, k) for k in old} == old, path
+    t = Train.from_params({"out": "r", "steps": "20"}, str(tmp_path))
+    assert list(dataclasses.asdict(t.config("no"))) == config
+
+
+def test_the_api_docs_tables_are_the_declarations():
+    from engine.service import apidoc
+
+    text = apidoc.DOC.read_text(encoding="utf-8")
+    assert apidoc.rewritten(text) == text, "stale tables: run python -m engine.service.apidoc"
+
+
+def test_kinds_describe_every_declared_param():
+    """GET /kinds answers each kind's declarations: what a client needs to build a form."""
+    for name, kind in JOB_KINDS.items():
+        d = kind.describe(name)
+        assert json.loads(json.dumps(d)) == d  # plain JSON
+        spec = kind.spec()
+        assert [p["name"] for p in d["params"]] == list(spec)
+    sample = {p["name"]: p for p in JOB_KINDS["sample"].describe("sample")["params"]}
+    assert sample["checkpoint"] | {"help": ""} == {
+        "name": "checkpoint", "type": "str", "required": True, "default": None, "bound": None,
+        "choices": [], "help": "", "path": True, "cli": "CKPT", "argument": True,
+        "aliases": ["ckpt"]}  # fmt: skip
+    assert sample["n"]["bound"] == {"min": 1, "max": 1_000_000, "integer": True}
+    assert sample["prompts"]["cli"] == "--prompt" and sample["prompts"]["type"] == "list"
 
 
 def test_kinds_of_the_operations():

@@ -1,19 +1,18 @@
 """Run an engine operation in the CLI's own process, with a progress bar on a terminal.
 
-Every model-running command builds its operation (engine.ops) from its options and hands it to
-`run_op`; `dit-workbench jobs submit KIND -p name=value` sends the same parameters to the
+Every model-running command is generated from its operation (workbench.opcli) and hands the
+params to `run_op`; `dit-workbench jobs submit KIND -p name=value` sends the same parameters to the
 engine daemon, which checks them with the same `from_params` and runs the same `run`.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 from rich.console import Console
 
-from engine.core.errors import UserError
+from engine.core.spec import option_spelling
 
 
 class TerminalReporter:
@@ -57,36 +56,22 @@ class TerminalReporter:
             Console(stderr=True).print(line, markup=False, highlight=False)
 
 
-_PARAM = re.compile(r"\bparam '([A-Za-z_][A-Za-z0-9_]*)'")
+def build_op(op_cls, params: dict):
+    """`op_cls.from_params(params)` against this directory, as the engine checks a job, with
+    errors naming each parameter as the command line spells it (`--batch-size`, `CKPT`).
+
+    Where the engine's default is its own (its cache folder), the command line's is the
+    user's: a `cache` left out is $DIT_WORKBENCH_CACHE or ./cache."""
+    spec = op_cls.spec()
+    if "cache" in spec and params.get("cache") is None:
+        from engine.store.cache import default_cache_dir
+
+        params = {**params, "cache": str(default_cache_dir())}
+    return op_cls.from_params(params, os.getcwd(), option_spelling(spec))
 
 
-def build_op(op_cls, params: dict, options: dict[str, str] | None = None):
-    """`op_cls.from_params(params)` against this directory, as the engine checks a job.
-
-    The checks and messages are the engine's, with one difference: where the engine names a
-    parameter `param 'batch_size'`, a command line user typed `--batch-size` (or
-    `options[name]` where the option is spelled otherwise), so that is what the error says."""
-    try:
-        return op_cls.from_params(params, os.getcwd())
-    except UserError as e:
-        spec = op_cls.spec()
-
-        def spelled(m: re.Match) -> str:
-            if m[1] not in spec:
-                return m[0]
-            return (options or {}).get(m[1]) or "--" + m[1].replace("_", "-")
-
-        raise UserError(_PARAM.sub(spelled, str(e))) from None
-
-
-def run_op(
-    op_cls,
-    params: dict,
-    label: str | None = None,
-    verbose: bool = False,
-    options: dict[str, str] | None = None,
-) -> dict:
+def run_op(op_cls, params: dict, label: str | None = None, verbose: bool = False) -> dict:
     """Check `params` as the engine would (UserError on bad input), run, return the result."""
-    op = build_op(op_cls, params, options)
+    op = build_op(op_cls, params)
     with TerminalReporter(label or op_cls.kind, verbose) as report:
         return op.run(report)

@@ -11,6 +11,7 @@ import sys
 from enum import StrEnum
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
@@ -22,6 +23,20 @@ class Format(StrEnum):
     table = "table"
     csv = "csv"
     json = "json"
+
+
+def format_option(help: str = "table, csv or json."):
+    """The `--format` option every printing command shares (its help may say more)."""
+    return typer.Option(Format.table, "--format", help=help)
+
+
+def out_option(help: str = "Write the output to this file."):
+    """The `--out FILE` of a command that prints: the same text, written atomically."""
+    return typer.Option(None, "--out", help=help)
+
+
+FORMAT = format_option()
+OUT = out_option()
 
 
 # Cells a spreadsheet would run as a formula start with one of these (OWASP's list).

@@ -12,11 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 
 from engine.core import limits
+from engine.core.spec import job_spelling, param
 
-
-def engine_name(field: str) -> str:
-    """How the engine's errors name a parameter: `param 'batch_size'`."""
-    return f"param {field!r}"
+# How the engine's errors name a parameter: `param 'batch_size'`.
+engine_name = job_spelling
 
 
 def cli_name(field: str) -> str:
@@ -66,3 +65,19 @@ class SamplingSettings:
 
 
 DEFAULT_SAMPLING = SamplingSettings()
+
+
+# An operation's field for one setting: its default, bound and help are declared here, once.
+_DECLARED = {
+    "seed": (limits.SEED, "First image seed (then seed+1, ...)."),
+    "steps": (limits.SAMPLER_STEPS, f"DPM-Solver++ steps (paper: {DEFAULT_SAMPLING.steps})."),
+    "cfg": (limits.CFG, f"Classifier-free guidance scale (paper: {DEFAULT_SAMPLING.cfg})."),
+    "batch_size": (limits.BATCH, "Images per forward pass."),
+}
+
+
+def sampling_param(name: str, help: str | None = None):
+    """The dataclass field of sampling setting `name` for an operation (`help` where the
+    operation uses it otherwise, e.g. a seed that also shuffles prompts)."""
+    bound, text = _DECLARED[name]
+    return param(getattr(DEFAULT_SAMPLING, name), bound=bound, help=help or text)

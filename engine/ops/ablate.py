@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.core import limits, roots
-from engine.core.device import check_device
+from engine.core.device import DEVICE_HELP, check_device
 from engine.core.errors import UserError
-from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
+from engine.core.sampling import SamplingSettings, sampling_param
 from engine.data.prompts import prompt_set, resolve_prompt_spec
 from engine.ops.base import Operation, param
 from engine.ops.params import (
@@ -25,8 +25,26 @@ from engine.ops.params import (
     named_checkpoint,
 )
 
-PROMPTS_HELP = "eval (the 264-prompt set) or a text file, one caption a line"
-CACHE_HELP = "cache folder (default: the engine's, or the command line's ./cache)"
+CKPT_HELP = "Checkpoint folder (or a training run folder: uses `latest`)."
+PROMPTS_HELP = "eval (the 264-prompt set) or a text file, one caption a line."
+CACHE_HELP = (
+    "Cache folder (default: the engine's; the command line's: ./cache or $DIT_WORKBENCH_CACHE)."
+)
+SPEC_HELP = (
+    "An intervention, e.g. 'mask-head 2.8 tokens=relation steps=0-13'. Forms: "
+    "mask-head L.H [tokens=CATS] [steps=S] [branch=cond|uncond|both]; "
+    "zero-head L.H [attn=cross|self] [steps=S] [branch=..]; drop-words CATS; "
+    "swap-words A=B; insert-filler WORD [where=before-relation] [count=1]; "
+    "embed-add '+above -below' [scale=1] [tokens=CATS]; "
+    "patch L.H from='PROMPT' [what=out|probs] [attn=..] [steps=..]. "
+    "Join parts with ' + ' to apply them together; repeat --intervention for separate "
+    "conditions, each compared with the same baseline."
+)
+SWEEP_HELP = (
+    "One intervention per head: a spec whose head is written with '*', e.g. "
+    "'mask-head *.* tokens=relation' (N heads cost N+1 sample sets). Stored as the "
+    "ablation-delta table the TUI shows."
+)
 
 
 def from_head_form(params: dict) -> dict:
@@ -61,7 +79,7 @@ def check_model_inputs(op, cwd: str | None) -> None:
     if op.prompts != "eval":
         op.prompts = resolve_prompt_spec(op.prompts, cwd)
         check_caption_lengths(q.text for q in prompt_set(op.prompts)[0])
-    check_cache_dir(op.cache)
+    check_cache_dir(op.cache, op.spelled)
     op.cache = op.cache or str(roots.cache_dir())
     op.device = check_device(op.device)
 
@@ -78,27 +96,24 @@ class Ablate(Operation):
     kind = "ablate"
     help = "interventions or a head sweep against the cached baseline (dit-workbench ablate)"
 
-    checkpoint: str = param(path=True, help="checkpoint or training run folder (or its name)")
-    interventions: list[str] | None = param(None, help="intervention specs, each run on its own")
-    sweep: str | None = param(None, help="a spec whose head is '*': one intervention per head")
+    checkpoint: str = param(path=True, argument="CKPT", aliases=("ckpt",), help=CKPT_HELP)
+    interventions: list[str] | None = param(None, flags=("--intervention", "-i"), help=SPEC_HELP)
+    sweep: str | None = param(None, help=SWEEP_HELP)
     prompts: str = param("eval", help=PROMPTS_HELP)
-    n: int = param(25, bound=limits.IMAGES_PER_PROMPT, help="(prompt, seed) samples")
-    seed: int = param(
-        DEFAULT_SAMPLING.seed, bound=limits.SEED, help="seed of the shuffle and first image seed"
-    )
-    steps: int = param(
-        DEFAULT_SAMPLING.steps, bound=limits.SAMPLER_STEPS, help="DPM-Solver++ steps"
-    )
-    cfg: float = param(
-        DEFAULT_SAMPLING.cfg, bound=limits.CFG, help="classifier-free guidance scale"
-    )
-    batch_size: int = param(
-        DEFAULT_SAMPLING.batch_size, bound=limits.BATCH, help="images per forward pass"
-    )
-    resamples: int = param(2000, bound=limits.RESAMPLES, help="paired-bootstrap resamples")
+    n: int = param(25, bound=limits.IMAGES_PER_PROMPT,
+                   help="(prompt, seed) samples: the prompt set shuffled with --seed, taken in "
+                   "order; past the end it wraps round with the next seed.")  # fmt: skip
+    seed: int = sampling_param("seed", help="Seed of the shuffle and first image seed.")
+    steps: int = sampling_param("steps")
+    cfg: float = sampling_param("cfg")
+    batch_size: int = sampling_param("batch_size")
+    resamples: int = param(2000, bound=limits.RESAMPLES,
+                           help="Paired-bootstrap resamples for the 95% intervals.")  # fmt: skip
+    device: str = param("auto", help=DEVICE_HELP)
     cache: str | None = param(None, path=True, help=CACHE_HELP)
-    no_cache: bool = param(False, help="neither reuse nor store anything")
-    device: str = param("auto", help="auto, cpu, cuda or cuda:N")
+    no_cache: bool = param(
+        False, help="Neither reuse nor store anything (baseline sampled afresh)."
+    )
 
     @classmethod
     def normalise(cls, params: dict, cwd: str | None) -> dict:
@@ -107,11 +122,12 @@ class Ablate(Operation):
     def check(self, cwd: str | None) -> None:
         if not self.interventions and not self.sweep:
             raise UserError(
-                "give param 'interventions' (specs such as 'mask-head 0.0 tokens=relation') "
-                "or param 'sweep' (one spec with its head written '*')"
+                f"give {self.spelled('interventions')} (specs such as 'mask-head 0.0 "
+                f"tokens=relation') or {self.spelled('sweep')} (one spec with its head written '*')"
             )
         if self.interventions and self.sweep:
-            raise UserError("give param 'interventions' or param 'sweep', not both")
+            i, s = self.spelled("interventions"), self.spelled("sweep")
+            raise UserError(f"give {i} or {s}, not both")
         check_model_inputs(self, cwd)
         SamplingSettings.of(self).check({"n": self.n})
         # A malformed spec or a head the model lacks is refused now, not in the queued job.

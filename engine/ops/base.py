@@ -1,8 +1,9 @@
 """One typed parameter object and one `run` per user-level operation.
 
 An operation is a dataclass whose fields are its parameters, each declared once with `param()`
-(default, bounds, choices, whether it is a path). The command line builds it from its options,
-the engine's job kinds build it from a job's JSON params, and both call the same two methods:
+(default, bounds, choices, whether it is a path, help, how the command line spells it;
+engine.core.spec). The command line's command is generated from it (workbench.opcli), the
+engine's job kinds build it from a job's JSON params, and both call the same two methods:
 
     op = Ablate.from_params({"checkpoint": "runs/a", "sweep": "mask-head *.*"}, cwd)
     result = op.run(report)          # in the CLI's process, or in an engine worker
@@ -18,39 +19,18 @@ Registering the class in engine.service.kinds makes it a job kind.
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
-from typing import Any, ClassVar, Self
+from typing import ClassVar, Self
 
-from engine.ops.params import REQUIRED, Param, Reporter, check_params
-
-
-def param(default: Any = REQUIRED, *, path: bool = False, choices: tuple = (), bound=None, help=""):
-    """A dataclass field that is an operation parameter (its type comes from the annotation)."""
-    meta = {"param": dict(path=path, choices=tuple(choices), bound=bound), "help": help}
-    if default is REQUIRED:
-        return dataclasses.field(metadata=meta)
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-_PLAIN = {str: str, int: int, float: float, bool: bool, list: list}
-
-
-def _plain_type(annotation) -> type:
-    """`int`, `str | None`, `list[str] | None` -> int, str, list (what check_params coerces to)."""
-    origin = typing.get_origin(annotation)
-    if origin in (types.UnionType, typing.Union):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return _plain_type(args[0])
-    if origin is list or annotation is list:
-        return list
-    if annotation in _PLAIN:
-        return annotation
-    raise TypeError(
-        f"operation parameters are str, int, float, bool or list[str]; got {annotation}"
-    )
+from engine.core.spec import (  # noqa: F401  (param: what every operation module imports)
+    Param,
+    Spelling,
+    check_params,
+    job_spelling,
+    param,
+    spec_of,
+    unalias,
+)
+from engine.ops.params import Reporter
 
 
 class Operation:
@@ -61,26 +41,24 @@ class Operation:
     resumable: ClassVar[bool] = False  # resubmitting with resume=true continues the work
     help: ClassVar[str] = ""
 
-    @classmethod
-    def spec(cls) -> dict[str, Param]:
-        hints = typing.get_type_hints(cls)
-        out = {}
-        for f in dataclasses.fields(cls):
-            if "param" not in f.metadata:
-                continue
-            if f.default is not dataclasses.MISSING:
-                default = f.default
-            elif f.default_factory is not dataclasses.MISSING:
-                default = f.default_factory()
-            else:
-                default = REQUIRED
-            out[f.name] = Param(_plain_type(hints[f.name]), default, **f.metadata["param"])
-        return out
+    # How errors name a parameter: `param 'x'` for a job; from_params sets the client's.
+    spelled: ClassVar[Spelling] = staticmethod(job_spelling)
 
     @classmethod
-    def from_params(cls, params: dict, cwd: str | None = None) -> Self:
-        """The operation for a JSON-like dict (CLI strings are coerced), checked; or UserError."""
-        op = cls(**check_params(cls.kind, cls.normalise(params, cwd), cls.spec(), cwd))
+    def spec(cls) -> dict[str, Param]:
+        return spec_of(cls)
+
+    @classmethod
+    def from_params(
+        cls, params: dict, cwd: str | None = None, spelled: Spelling = job_spelling
+    ) -> Self:
+        """The operation for a JSON-like dict (CLI strings are coerced), checked; or UserError.
+        `spelled(name)` is how the client names a parameter (the command line: `--batch-size`)."""
+        spec = cls.spec()
+        params = cls.normalise(unalias(params, spec), cwd)
+        checked = check_params(cls.kind, params, spec, cwd, spelled)
+        op = cls(**checked)
+        op.spelled = spelled
         op.check(cwd)
         return op
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.core import limits, roots
-from engine.core.device import check_device
+from engine.core.device import DEVICE_HELP, check_device
 from engine.core.errors import UserError
+from engine.ops.ablate import CACHE_HELP
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter, check_cache_dir
 from engine.probe.emergence import HEAD_THRESHOLD, METRIC_THRESHOLD, SYNOPSIS_STEPS
@@ -25,22 +26,31 @@ class Emergence(Operation):
     help = "screen every kept checkpoint of a training run (dit-workbench emergence)"
 
     # the job parameter is `run` (docs/engine-api.md); `run` is also the method's name
-    run_dir: str = param(path=True, help="training run folder (best trained with --keep-history)")
-    synopsis: int = param(0, bound=limits.NON_NEGATIVE, help="prompts per checkpoint (0: none)")
-    synopsis_steps: int = param(SYNOPSIS_STEPS, bound=limits.SAMPLER_STEPS, help="its steps")
-    recompute: bool = param(False, help="screen every checkpoint again even if stored")
-    cache: str | None = param(None, path=True, help="cache folder (default: the engine's)")
-    device: str = param("auto", help="where the synopsis samples")
-    threshold: float = param(HEAD_THRESHOLD, help="a head passes at this mean cosine")
-    metric_threshold: float = param(METRIC_THRESHOLD, help="an evaluator metric passes here")
-    top: int = param(5, bound=limits.POSITIVE, help="heads in the first-pass rows")
+    run_dir: str = param(path=True, argument="RUN", aliases=("run",),
+                         help="A training run folder (best trained with --keep-history).")  # fmt: skip
+    synopsis: int = param(0, bound=limits.NON_NEGATIVE,
+                          help="Also a small attention synopsis per checkpoint: N evaluation "
+                          "prompts, one seed (samples; slow on CPU). Stored in each checkpoint's "
+                          "cache.")  # fmt: skip
+    synopsis_steps: int = param(SYNOPSIS_STEPS, bound=limits.SAMPLER_STEPS,
+                                help="Denoising steps of that synopsis (paper: 14).")  # fmt: skip
+    threshold: float = param(HEAD_THRESHOLD,
+                             help="A head passes once its mean cosine over relations reaches "
+                             "this.")  # fmt: skip
+    metric_threshold: float = param(METRIC_THRESHOLD,
+                                    help="An evaluator metric passes once it reaches this.")  # fmt: skip
+    top: int = param(5, bound=limits.POSITIVE,
+                     help="Heads shown (by score at the last step); CSV and JSON carry all "
+                     "heads.")  # fmt: skip
+    recompute: bool = param(False, help="Screen every checkpoint again even if stored.")
+    cache: str | None = param(None, path=True, help=CACHE_HELP)
+    device: str = param("auto", help="Where the --synopsis samples: " + DEVICE_HELP)
 
     @classmethod
     def normalise(cls, params: dict, cwd: str | None) -> dict:
-        if isinstance(params, dict) and "run" in params:
-            if "run_dir" in params:
-                raise UserError("give the training run once: param 'run' (or 'run_dir')")
-            params = {"run_dir": params["run"], **{k: v for k, v in params.items() if k != "run"}}
+        # `run` is read as `run_dir` (its alias) unless both are given
+        if isinstance(params, dict) and "run" in params and "run_dir" in params:
+            raise UserError("give the training run once: param 'run' (or 'run_dir')")
         return params
 
     def check(self, cwd: str | None) -> None:
@@ -48,7 +58,7 @@ class Emergence(Operation):
 
         self.device = check_device(self.device)
         kept_checkpoints(self.run_dir)  # a run without checkpoints fails before queueing
-        check_cache_dir(self.cache)
+        check_cache_dir(self.cache, self.spelled)
         self.cache = self.cache or str(roots.cache_dir())
 
     def run(self, report: Reporter) -> dict:

@@ -15,8 +15,12 @@ class Evaluate(Operation):
     heavy = False
     help = "score an image folder against its prompts (CPU)"
 
-    folder: str = param(path=True, help="image folder with metadata.jsonl")
-    workers: int = param(0, bound=Bound(0, 256, integer=True), help="threads (0: one per core)")
+    folder: str = param(path=True, argument="FOLDER",
+                        help="Image folder (Hugging Face imagefolder): image files plus "
+                        "metadata.jsonl with one JSON object per line holding at least file_name "
+                        "and text (the prompt).")  # fmt: skip
+    workers: int = param(0, bound=Bound(0, 256, integer=True),
+                         help="Threads for decoding and detection (0: one per CPU core).")  # fmt: skip
 
     def check(self, cwd: str | None) -> None:
         from engine.eval.evaluate import read_records

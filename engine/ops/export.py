@@ -17,10 +17,16 @@ class Export(Operation):
     heavy = False  # file copies and, with fp16, one pass over the weights on the CPU
     help = "copy a checkpoint without its training state (dit-workbench export)"
 
-    checkpoint: str = param(path=True, help="checkpoint folder or training run folder")
-    out: str = param(path=True, help="new folder for the exported checkpoint")
-    fp16: bool = param(False, help="store the transformer in float16")
-    step: int | None = param(None, help="with a run folder: this step of its kept history")
+    checkpoint: str = param(path=True, argument="CKPT",
+                            help="Checkpoint folder or training run folder.")  # fmt: skip
+    out: str = param(path=True, help="New folder for the exported checkpoint.")
+    fp16: bool = param(False,
+                       help="Store the transformer in float16 (half the size; loads as "
+                       "float32).")  # fmt: skip
+    step: int | None = param(None,
+                             help="With a run folder: the checkpoint of this step from the run's "
+                             "kept history (RUN/history/step-N/, see train --keep-history) or a "
+                             "full checkpoint still kept.")  # fmt: skip
 
     def check(self, cwd: str | None) -> None:
         import os

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from engine.core import columns
 from engine.core.errors import UserError
+from engine.ops.ablate import CACHE_HELP
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter
+from engine.probe.ranking import query_help
 
 HEADS_TABLE_COLUMNS = list(columns.HEADS)
 # Which evaluator metric an ablation of a head is judged on, by the query's text category.
@@ -24,21 +26,23 @@ class Heads(Operation):
     heavy = False
     help = "rank the heads of a stored synopsis run (dit-workbench heads)"
 
-    checkpoint: str = param(path=True, help="checkpoint or training run folder")
-    query: str = param("relation->object1", help="text->image category pair")
-    synopsis_run: str | None = param(None, help="synopsis run (default: the newest complete)")
-    steps: str | None = param(None, help="steps to aggregate, e.g. 0-3 (default: all)")
-    agg: str = param("max", help="max (the paper's) or mean over steps, per sample")
-    correct_only: bool = param(False, help="only samples the evaluator scores correct")
-    top: int | None = param(None, help="only the K best heads")
-    cache: str | None = param(None, path=True, help="cache folder")
+    checkpoint: str = param(path=True, argument="CKPT", help="Checkpoint folder or training run.")
+    query: str = param("relation->object1", flags=("--query", "-q"), help=query_help() + ".")
+    synopsis_run: str | None = param(None, flags=("--run",),
+                                     help="Synopsis run (default: the newest complete).")  # fmt: skip
+    steps: str | None = param(None, help="Steps to aggregate, e.g. 0-3 (default all).")
+    agg: str = param("max", help="max (paper) or mean over steps, per sample.")
+    correct_only: bool = param(False,
+                               help="Only samples the evaluator scores correct (spatial).")  # fmt: skip
+    top: int | None = param(None, help="Only the K best heads.")
+    cache: str | None = param(None, path=True, help=CACHE_HELP)
 
     def check(self, cwd: str | None) -> None:
         from engine.probe.ranking import parse_query
 
         parse_query(self.query)  # a bad query fails before anything is read
         if self.top is not None and self.top <= 0:
-            raise UserError(f"param 'top' must be positive (got {self.top})")
+            raise UserError(f"{self.spelled('top')} must be positive (got {self.top})")
 
     def run(self, report: Reporter) -> dict:
         from engine.model.checkpoint import store_for_path

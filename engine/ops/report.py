@@ -20,9 +20,12 @@ class Report(Operation):
     help = "write the reproduction report from the caches (dit-workbench report)"
 
     # paths as the user wrote them: the report names each checkpoint so
-    checkpoints: list[str] = param(help="checkpoints (or training runs) to report")
-    cache: str | None = param(None, help="cache folder (default ./cache)")
-    curves: list[str] | None = param(None, help="training run per checkpoint for its curves")
+    checkpoints: list[str] = param(argument="CHECKPOINTS",
+                                   help="Checkpoints (or training runs) to report.")  # fmt: skip
+    cache: str | None = param(None, help="Cache folder (default ./cache).")
+    curves: list[str] | None = param(None,
+                                     help="Training run per checkpoint for the learning curves "
+                                     "(default: the run beside the checkpoint).")  # fmt: skip
 
     def check(self, cwd: str | None) -> None:
         if not self.checkpoints:

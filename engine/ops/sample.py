@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core import limits
-from engine.core.device import check_device
-from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
+from engine.core.device import DEVICE_HELP, check_device
+from engine.core.sampling import SamplingSettings, sampling_param
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter, check_caption_lengths, named_checkpoint
 
-# Other clients' names for two params (the command line's argument and option).
-ALIASES = {"ckpt": "checkpoint", "prompt": "prompts"}
+CKPT_HELP = "Checkpoint folder (or a training run folder: uses `latest`)."
 
 
 @dataclass
@@ -22,32 +21,25 @@ class Sample(Operation):
     kind = "sample"
     help = "sample a checkpoint into an image folder"
 
-    checkpoint: str = param(path=True, help="checkpoint or training run folder (or its name)")
-    out: str = param(path=True, help="new folder for the images")
-    prompts: list[str] | None = param(None, help="captions")
-    prompts_file: str | None = param(None, path=True, help="text file, one caption a line")
-    eval_set: bool = param(False, help="the fixed 264-prompt evaluation set")
-    n: int = param(1, bound=limits.IMAGES_PER_PROMPT, help="images per prompt")
-    seed: int = param(DEFAULT_SAMPLING.seed, bound=limits.SEED, help="first seed")
-    steps: int = param(
-        DEFAULT_SAMPLING.steps, bound=limits.SAMPLER_STEPS, help="DPM-Solver++ steps"
+    checkpoint: str = param(path=True, argument="CKPT", aliases=("ckpt",), help=CKPT_HELP)
+    out: str = param(path=True, help="New folder for the images (imagefolder with metadata.jsonl).")
+    prompts: list[str] | None = param(None, flags=("--prompt",), aliases=("prompt",),
+                                      help="A caption; repeat for several.")  # fmt: skip
+    prompts_file: str | None = param(None, path=True, help="Text file, one caption per line.")
+    eval_set: bool = param(False, help="The fixed 264-prompt evaluation set.")
+    n: int = param(1, bound=limits.IMAGES_PER_PROMPT,
+                   help="Images per prompt (seeds SEED .. SEED+N-1).")  # fmt: skip
+    seed: int = sampling_param(
+        "seed", help="First seed; each image's noise comes from (prompt, seed)."
     )
-    cfg: float = param(
-        DEFAULT_SAMPLING.cfg, bound=limits.CFG, help="classifier-free guidance scale"
-    )
-    batch_size: int = param(
-        DEFAULT_SAMPLING.batch_size, bound=limits.BATCH, help="images per forward pass"
-    )
-    overwrite: bool = param(False, help="replace a non-empty image folder")
-    device: str = param("auto", help="auto, cpu, cuda or cuda:N")
+    steps: int = sampling_param("steps")
+    cfg: float = sampling_param("cfg")
+    batch_size: int = sampling_param("batch_size")
+    overwrite: bool = param(False, help="Replace a non-empty output folder.")
+    device: str = param("auto", help=DEVICE_HELP)
 
     @classmethod
     def normalise(cls, params: dict, cwd: str | None) -> dict:
-        if isinstance(params, dict):
-            params = dict(params)
-            for alias, name in ALIASES.items():
-                if alias in params and name not in params:
-                    params[name] = params.pop(alias)
         return named_checkpoint(params, cwd)
 
     def _prompts(self):
@@ -64,7 +56,7 @@ class Sample(Operation):
         resolve_checkpoint_dir(self.checkpoint)
         prompts = self._prompts()  # unreadable prompts fail now, not in the queued job
         check_caption_lengths(q.text for q in prompts)
-        SamplingSettings.of(self).check({"n": self.n}, len(prompts))
+        SamplingSettings.of(self).check({"n": self.n}, len(prompts), self.spelled)
         check_output_folder(self.out, self.overwrite)
 
     def run(self, report: Reporter) -> dict:

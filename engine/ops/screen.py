@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 
 from engine.core import roots
-from engine.core.device import check_device
+from engine.core.device import DEVICE_HELP, check_device
 from engine.core.errors import UserError
+from engine.ops.ablate import CACHE_HELP, CKPT_HELP
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter, check_cache_dir, model_size, named_checkpoint
 from engine.probe.screening.method import (
-    METRICS,
     PHRASINGS_CHOICES,
     check_metric,
     check_relation,
@@ -26,6 +26,39 @@ from engine.probe.screening.method import (
 )
 
 _VIEWS = ("best", "tokens", "map_head", "compare")
+RELATION_HELP = (
+    "above, below, left, right, upper-left, upper-right, lower-left, lower-right, or all."
+)
+METRIC_HELP = (
+    "Rank by cosine (shape of the map vs the ramp), projection (ramp amplitude in logits: the "
+    "map rises 2x this across the grid) or energy (signed fraction of the map's spatial "
+    "variance along the ramp)."
+)
+BEST_HELP = (
+    "One row per head: its best relation, the mean over relations (high when every relation "
+    "word ramps in its own direction: a relation head) and selectivity (best minus the mean of "
+    "the others). Ranked by the mean."
+)
+TOKENS_HELP = (
+    "One row per head x relation token: each token of a multi-word phrase ('to the left of') "
+    "scored on its own against its relation's ramp."
+)
+MAP_HELP = (
+    "Draw head L.H's 8x8 QK map beside the reference ramp of --relation (all: every "
+    "relation). Row 0 is the top of the image."
+)
+COMPARE_HELP = (
+    "Spearman correlation and top-k overlap between this ranking and the newest synopsis "
+    "ranking stored for the checkpoint."
+)
+PHRASINGS_HELP = (
+    "first: each relation's first phrasing ('above', 'to the left of'); all: the mean map of "
+    "all its phrasings."
+)
+CONTRAST_HELP = (
+    "Score each relation word's map minus the mean map of all eight relation words: only what "
+    "tells this relation from the others (an 'above' vs a 'below' caption)."
+)
 
 
 @dataclass
@@ -34,30 +67,31 @@ class Screen(Operation):
     heavy = False
     help = "weight-space screening of every head x relation (dit-workbench screen)"
 
-    checkpoint: str = param(path=True, help="checkpoint or training run folder (or its name)")
-    phrasings: str = param("first", choices=PHRASINGS_CHOICES, help="first or all phrasings")
-    contrast: bool = param(False, help="score each map minus the mean over relation words")
-    recompute: bool = param(False, help="screen again even if a matching run is stored")
-    no_cache: bool = param(False, help="neither read nor store screenings")
-    cache: str | None = param(None, path=True, help="cache folder (default: the engine's)")
-    device: str = param("auto", help="where the weights load (screening itself is tiny)")
+    checkpoint: str = param(path=True, argument="CKPT", aliases=("ckpt",), help=CKPT_HELP)
     # what the result shows (the CLI's modes); the stored screening is the same for all
-    relation: str = param("all", help="one relation, or all")
-    metric: str = param("cosine", help="what rows are ranked by: " + ", ".join(METRICS))
-    best: bool = param(False, help="one row per head: best relation, mean, selectivity")
-    tokens: bool = param(False, help="one row per head x relation token")
-    map_head: str | None = param(None, help="L.H: that head's maps beside the reference ramps")
-    compare: bool = param(False, help="agreement with a stored synopsis ranking")
-    query: str = param("relation->object1", help="with compare: the synopsis query")
-    synopsis_run: str | None = param(None, help="with compare: this synopsis run")
-    k: int = param(5, help="with compare: the size of the top-k sets")
-    top: int | None = param(None, help="only the first K rows")
+    relation: str = param("all", flags=("--relation", "-r"), help=RELATION_HELP)
+    metric: str = param("cosine", flags=("--metric", "-m"), help=METRIC_HELP)
+    best: bool = param(False, help=BEST_HELP)
+    tokens: bool = param(False, help=TOKENS_HELP)
+    map_head: str | None = param(None, flags=("--map",), help=MAP_HELP)
+    compare: bool = param(False, help=COMPARE_HELP)
+    query: str = param("relation->object1",
+                       help="With --compare: the synopsis category pair that ranks heads "
+                       "(text->image).")  # fmt: skip
+    synopsis_run: str | None = param(None,
+                                     help="With --compare: this synopsis run (default: the "
+                                     "newest).")  # fmt: skip
+    k: int = param(5, help="With --compare: size of the top-k sets.")
+    top: int | None = param(None, help="Show only the first K rows.")
+    phrasings: str = param("first", choices=PHRASINGS_CHOICES, help=PHRASINGS_HELP)
+    contrast: bool = param(False, help=CONTRAST_HELP)
+    recompute: bool = param(False, help="Screen again even if a matching run is stored.")
+    no_cache: bool = param(False, help="Neither read nor store screenings (compute in memory).")
+    cache: str | None = param(None, path=True, help=CACHE_HELP)
+    device: str = param("auto", help=DEVICE_HELP)
 
     @classmethod
     def normalise(cls, params: dict, cwd: str | None) -> dict:
-        if isinstance(params, dict) and "ckpt" in params and "checkpoint" not in params:
-            params = {**params, "checkpoint": params["ckpt"]}
-            del params["ckpt"]
         return named_checkpoint(params, cwd)
 
     def check(self, cwd: str | None) -> None:
@@ -67,21 +101,24 @@ class Screen(Operation):
         for name in ("top", "k"):
             v = getattr(self, name)
             if v is not None and v < 1:
-                raise UserError(f"param {name!r} must be at least 1 (got {v})")
+                raise UserError(f"{self.spelled(name)} must be at least 1 (got {v})")
         check_relation(self.relation)
         check_metric(self.metric)
         views = [v for v in _VIEWS if getattr(self, v)]
         if len(views) > 1:
-            raise UserError(f"give one of {', '.join(_VIEWS)} (got {' and '.join(views)})")
+            every = ", ".join(map(self.spelled, _VIEWS))
+            got = " and ".join(map(self.spelled, views))
+            raise UserError(f"give one of {every} (got {got})")
         path, _ = read_meta(self.checkpoint)  # a run folder names its `latest`
         self.checkpoint = str(path)
         if self.map_head is not None:
             parse_head(self.map_head, *model_size(path))
         if self.compare and self.no_cache:
             raise UserError(
-                "param 'compare' reads the synopsis from the cache; drop param 'no_cache'"
+                f"{self.spelled('compare')} reads the synopsis from the cache; drop "
+                f"{self.spelled('no_cache')}"
             )
-        check_cache_dir(self.cache)
+        check_cache_dir(self.cache, self.spelled)
         self.cache = self.cache or str(roots.cache_dir())
 
     def run(self, report: Reporter) -> dict:

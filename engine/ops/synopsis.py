@@ -10,10 +10,16 @@ import time
 from dataclasses import dataclass
 
 from engine.core import limits, roots
-from engine.core.device import check_device
-from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
+from engine.core.device import DEVICE_HELP, check_device
+from engine.core.sampling import SamplingSettings, sampling_param
+from engine.ops.ablate import CACHE_HELP
 from engine.ops.base import Operation, param
-from engine.ops.params import Reporter, check_cache_dir, check_caption_lengths, named_checkpoint
+from engine.ops.params import (
+    Reporter,
+    check_cache_dir,
+    check_caption_lengths,
+    named_checkpoint,
+)
 
 
 @dataclass
@@ -22,22 +28,24 @@ class Synopsis(Operation):
     resumable = True  # always: a synopsis continues its stored partial run
     help = "sample with attention capture, evaluate, store the synopsis (dit-workbench synopsis)"
 
-    checkpoint: str = param(path=True, help="checkpoint or training run folder (or its name)")
-    prompts: str = param("eval", help="eval (the 264 evaluation prompts) or a prompts file")
-    n_per_prompt: int = param(8, bound=limits.IMAGES_PER_PROMPT, help="seeds per prompt")
-    seed: int = param(DEFAULT_SAMPLING.seed, bound=limits.SEED, help="first image seed")
-    steps: int = param(DEFAULT_SAMPLING.steps, bound=limits.SAMPLER_STEPS, help="sampler steps")
-    cfg: float = param(
-        DEFAULT_SAMPLING.cfg, bound=limits.CFG, help="classifier-free guidance scale"
+    checkpoint: str = param(path=True, argument="CKPT", aliases=("ckpt",),
+                            help="Checkpoint folder or training run (uses `latest`).")  # fmt: skip
+    prompts: str = param("eval",
+                         help="eval (the 264-prompt evaluation set) or a file, one per line.")  # fmt: skip
+    n_per_prompt: int = param(8, bound=limits.IMAGES_PER_PROMPT, help="Seeds per prompt.")
+    seed: int = sampling_param("seed")
+    steps: int = sampling_param("steps")
+    cfg: float = sampling_param("cfg")
+    batch_size: int = sampling_param("batch_size")
+    detail: int = param(8, bound=limits.NON_NEGATIVE,
+                        help="Samples whose full per-token maps are kept (head-detail pane).")  # fmt: skip
+    self_attn: bool = param(False,
+                            help="Also summarise self-attention (a second sampling pass).")  # fmt: skip
+    cache: str | None = param(None, path=True, help=CACHE_HELP)
+    resume: bool = param(
+        False, cli=False, help="Accepted for symmetry: a synopsis always continues."
     )
-    batch_size: int = param(
-        DEFAULT_SAMPLING.batch_size, bound=limits.BATCH, help="images per forward pass"
-    )
-    detail: int = param(8, bound=limits.NON_NEGATIVE, help="samples with full per-token maps")
-    self_attn: bool = param(False, help="also summarise self-attention")
-    cache: str | None = param(None, path=True, help="cache folder (default: the engine's)")
-    resume: bool = param(False, help="accepted for symmetry: a synopsis always continues")
-    device: str = param("auto", help="cpu, cuda, cuda:N or auto")
+    device: str = param("auto", help=DEVICE_HELP)
 
     @classmethod
     def normalise(cls, params: dict, cwd: str | None) -> dict:
@@ -52,8 +60,10 @@ class Synopsis(Operation):
         plist = prompt_set(self.prompts)[0]
         if self.prompts != "eval":
             check_caption_lengths(q.text for q in plist)
-        SamplingSettings.of(self).check({"n_per_prompt": self.n_per_prompt}, len(plist))
-        check_cache_dir(self.cache)
+        SamplingSettings.of(self).check(
+            {"n_per_prompt": self.n_per_prompt}, len(plist), self.spelled
+        )
+        check_cache_dir(self.cache, self.spelled)
         self.cache = self.cache or str(roots.cache_dir())
         self.device = check_device(self.device)
 

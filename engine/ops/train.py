@@ -1,8 +1,8 @@
 """train: a DiT on the two-object dataset, checkpointed and evaluated as it goes (engine.train).
 
 The command line (`dit-workbench train`, also under `accelerate launch` for many GPUs) and the
-engine's resumable `train` job run this class. Its fields are engine.train.config.TrainConfig's
-(same names and defaults) plus `resume`, with `mixed_precision` also taking "auto".
+engine's resumable `train` job run this class. Its parameters are the training settings
+(engine.train.config.TrainConfig, declared once there) plus `resume`.
 """
 
 from __future__ import annotations
@@ -12,21 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.core.errors import UserError
-from engine.core.sampling import DEFAULT_SAMPLING
 from engine.core.settings import settings
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter
-
-PRECISIONS = ("auto", "no", "fp16", "bf16")
-
-
-def resolve_precision(mixed_precision: str, device: str) -> str:
-    """The one rule for "auto": bf16 where the run lands on a GPU, full precision on CPU."""
-    if mixed_precision != "auto":
-        return mixed_precision
-    from engine.core.device import resolve_device
-
-    return "bf16" if resolve_device(device).type == "cuda" else "no"
+from engine.train.config import (  # noqa: F401  (resolve_precision: the op's rule, re-exported)
+    PRECISIONS,
+    TrainConfig,
+    resolve_precision,
+)
 
 
 def _only_config(out: Path) -> bool:
@@ -35,51 +28,23 @@ def _only_config(out: Path) -> bool:
 
 
 @dataclass
-class Train(Operation):
+class Train(Operation, TrainConfig):
     kind = "train"
     resumable = True
     help = "train a DiT (parameters: dit-workbench train's options)"
 
-    out: str = param(path=True, help="run folder: checkpoints, `latest` link, metrics.jsonl")
-    preset: str = param("micro", help="dit-b, mini, micro or nano")
-    text: str = param("rte", help="rte, rte-nopos, minilm or t5:<local dir>")
-    codec: str = param("pixel", help="pixel or vae:<local AutoencoderKL dir>")
-    res: int = param(32, help="image side in pixels")
-    steps: int = param(1000, help="optimiser steps in total")
-    batch: int = param(64, help="global batch size")
-    lr: float = param(1e-4, help="AdamW learning rate")
-    weight_decay: float = param(0.03, help="AdamW weight decay")
-    ema_decay: float = param(0.9999, help="largest EMA decay")
-    null_caption_p: float = param(0.1, help="share of captions dropped (for guidance)")
-    n_train: int = param(10000, help="training scenes")
-    data_seed: int = param(0, help="dataset seed")
-    seed: int = param(0, help="seed for init, noise and the text encoder")
-    eval_every: int = param(500, help="checkpoint and evaluate every K steps")
-    eval_prompts: int = param(32, help="prompts sampled at each checkpoint")
-    eval_steps: int = param(
-        DEFAULT_SAMPLING.steps, help="sampler steps of the checkpoint evaluation"
-    )
-    cfg: float = param(DEFAULT_SAMPLING.cfg, help="guidance scale of the checkpoint evaluation")
-    keep: int = param(3, help="checkpoints kept")
-    mixed_precision: str = param("auto", choices=PRECISIONS, help="auto: bf16 on GPU, no on CPU")
-    log_every: int = param(10, help="steps between loss lines")
-    init_from: str | None = param(None, path=True, help="start from this checkpoint's weights")
-    device: str = param("auto", help="auto, cpu, cuda or cuda:N")
-    compile: bool = param(False, help="torch.compile the model")
-    keep_history: bool = param(False, help="keep every checkpoint's EMA weights (float16)")
-    resume: bool = param(False, help="continue the run in `out` from its latest checkpoint")
+    resume: bool = param(False, help="Continue the run in --out from its latest checkpoint.")
 
-    def config(self, mixed_precision: str):
-        from engine.train.config import TrainConfig
-
-        names = {f.name for f in dataclasses.fields(TrainConfig)}
-        kw = {k: v for k, v in self.params().items() if k in names}
-        return TrainConfig(**{**kw, "mixed_precision": mixed_precision})
+    def config(self, mixed_precision: str) -> TrainConfig:
+        """The settings the loop runs (and train_config.json holds): all but `resume`."""
+        names = [f.name for f in dataclasses.fields(TrainConfig)]
+        return TrainConfig(**{**{k: getattr(self, k) for k in names},
+                              "mixed_precision": mixed_precision})  # fmt: skip
 
     def check(self, cwd: str | None) -> None:
         # Every setting as the loop checks it; "auto" precision is resolved where the run lands.
-        cfg = self.config("no" if self.mixed_precision == "auto" else self.mixed_precision)
-        cfg.validate()
+        cfg = self.config(self.mixed_precision)
+        cfg.validate(self.spelled)
         self.device = cfg.device  # the normalised spelling; whether it exists: at run time
         out = Path(self.out)
         above = next(p for p in out.parents if p.exists())
@@ -89,12 +54,12 @@ class Train(Operation):
             if not (out / "train_config.json").is_file():
                 raise UserError(
                     f"nothing to resume in {str(out)!r} (no train_config.json); start it "
-                    "without param 'resume'"
+                    f"without {self.spelled('resume')}"
                 )
         elif out.exists() and any(out.iterdir()):
             raise UserError(
-                f"run folder {str(out)!r} is not empty; continue it with param 'resume' or "
-                "choose a new param 'out'"
+                f"run folder {str(out)!r} is not empty; continue it with "
+                f"{self.spelled('resume')} or choose a new {self.spelled('out')}"
             )
         if self.init_from:
             from engine.model.checkpoint import resolve_checkpoint_dir

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.core.device import DEVICE_HELP
 from engine.data.prompts import prompt_set
-from engine.ops.ablate import CACHE_HELP, PROMPTS_HELP, check_model_inputs, open_store
+from engine.ops.ablate import CACHE_HELP, CKPT_HELP, PROMPTS_HELP, check_model_inputs, open_store
 from engine.ops.base import Operation, param
 from engine.ops.params import Reporter, named_checkpoint
 
@@ -21,11 +22,11 @@ class Variance(Operation):
     heavy = False
     help = "text-encoder variance decomposition (dit-workbench variance)"
 
-    checkpoint: str = param(path=True, help="checkpoint or training run folder (or its name)")
+    checkpoint: str = param(path=True, argument="CKPT", aliases=("ckpt",), help=CKPT_HELP)
     prompts: str = param("eval", help=PROMPTS_HELP)
     cache: str | None = param(None, path=True, help=CACHE_HELP)
-    no_cache: bool = param(False, help="do not store the result")
-    device: str = param("auto", help="auto, cpu, cuda or cuda:N")
+    no_cache: bool = param(False, help="Do not store the result.")
+    device: str = param("auto", help=DEVICE_HELP)
 
     @classmethod
     def normalise(cls, params: dict, cwd: str | None) -> dict:

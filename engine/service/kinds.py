@@ -8,6 +8,7 @@ the same function the command line runs in-process. Adding one is one line in JO
 
     "ablate": JobKind.of("engine.ops.ablate:Ablate"),
 
+GET /kinds lists each kind with its parameters' declarations (`JobKind.describe`).
 A kind may also be a bare function `(params, report) -> result dict` with a `validate(params,
 cwd) -> params`. Targets may be callables or "module:attribute" strings; strings are imported
 on first use so the engine does not load a kind's module just to list it.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 from engine.core.errors import UserError
 from engine.core.limits import shown
+from engine.core.spec import Param
 from engine.ops.params import Reporter
 
 
@@ -41,6 +43,8 @@ class JobKind:
     heavy: bool = True  # needs the accelerator: runs one at a time (by default)
     resumable: bool = False  # re-submitting with params["resume"] = True continues the work
     help: str = ""
+    # The declared parameters (engine.core.spec), for GET /kinds; an operation's come with it.
+    spec: Callable[[], dict[str, Param]] | None = None
 
     @classmethod
     def of(cls, op: str, help: str | None = None) -> JobKind:
@@ -54,7 +58,13 @@ class JobKind:
         def validate(params: dict, cwd: str | None) -> dict:
             return op_cls.from_params(params, cwd).params()
 
-        return cls(run, validate, op_cls.heavy, op_cls.resumable, help or op_cls.help)
+        return cls(run, validate, op_cls.heavy, op_cls.resumable, help or op_cls.help, op_cls.spec)
+
+    def describe(self, name: str) -> dict:
+        """What GET /kinds says of the kind: its flags and every parameter's declaration."""
+        params = [p.describe() for p in self.spec().values()] if self.spec else []
+        return {"name": name, "heavy": self.heavy, "resumable": self.resumable,
+                "help": self.help, "params": params}  # fmt: skip
 
     def __call__(self, params: dict, report: Reporter) -> dict:
         return _resolve(self.run)(params, report)
@@ -76,6 +86,7 @@ JOB_KINDS: dict[str, JobKind] = {
     "screen": JobKind.of("engine.ops.screen:Screen"),
     "emergence": JobKind.of("engine.ops.emergence:Emergence"),
     "variance": JobKind.of("engine.ops.variance:Variance"),
+    "render": JobKind.of("engine.ops.render:Render"),
 }
 
 

@@ -133,14 +133,7 @@ async def shutdown(request: Request) -> JSONResponse:
 
 
 async def kinds(request: Request) -> JSONResponse:
-    return JSONResponse(
-        {
-            "kinds": [
-                {"name": n, "heavy": k.heavy, "resumable": k.resumable, "help": k.help}
-                for n, k in sorted(JOB_KINDS.items())
-            ]
-        }
-    )
+    return JSONResponse({"kinds": [k.describe(n) for n, k in sorted(JOB_KINDS.items())]})
 
 
 async def list_jobs(request: Request) -> JSONResponse:

@@ -1,46 +1,87 @@
-"""Training settings: a plain dataclass, importable without torch so the engine can check a
-submitted training job's parameters before queueing it."""
+"""Training settings: one declaration (engine.core.spec) that the training loop reads, the
+engine's `train` job checks and `dit-workbench train` offers as options (engine.ops.train.Train
+is these fields plus `resume`). Importable without torch so the engine can check a submitted
+training job's parameters before queueing it. A run folder's train_config.json holds these
+fields by name (the loop writes it, a resumed run is compared with it)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+from engine.core import limits
+from engine.core.device import DEVICE_HELP
 from engine.core.errors import UserError
+from engine.core.limits import Bound
 from engine.core.sampling import DEFAULT_SAMPLING
+from engine.core.spec import Spelling, check_value, option_spelling, param, spec_of
+
+PRECISIONS = ("auto", "no", "fp16", "bf16")
+_WHOLE = Bound(integer=True)
+
+
+def resolve_precision(mixed_precision: str, device: str) -> str:
+    """The one rule for "auto": bf16 where the run lands on a GPU, full precision on CPU."""
+    if mixed_precision != "auto":
+        return mixed_precision
+    from engine.core.device import resolve_device
+
+    return "bf16" if resolve_device(device).type == "cuda" else "no"
 
 
 @dataclass
 class TrainConfig:
-    out: str
-    preset: str = "micro"
-    text: str = "rte"
-    codec: str = "pixel"
-    res: int = 32
-    steps: int = 1000
-    batch: int = 64
-    lr: float = 1e-4
-    weight_decay: float = 0.03
-    ema_decay: float = 0.9999
-    null_caption_p: float = 0.1
-    n_train: int = 10000
-    data_seed: int = 0
-    seed: int = 0
-    eval_every: int = 500
-    eval_prompts: int = 32
-    eval_steps: int = DEFAULT_SAMPLING.steps
-    cfg: float = DEFAULT_SAMPLING.cfg
-    keep: int = 3
-    mixed_precision: str = "no"
-    log_every: int = 10
+    out: str = param(
+        path=True, help="Run folder: checkpoints step-N/, `latest` link, metrics.jsonl."
+    )
+    preset: str = param("micro", help="dit-b (12/12/768), mini (6/6/384), micro (6/3/192), "
+                        "nano (3/3/192).")  # fmt: skip
+    text: str = param("rte", help="rte, rte-nopos, minilm or t5:<local dir>.")
+    codec: str = param("pixel", help="pixel, or vae:<local AutoencoderKL dir>.")
+    res: int = param(32, bound=limits.POSITIVE,
+                     help="Image side in pixels (the token grid is always 8x8).")  # fmt: skip
+    steps: int = param(1000, bound=limits.POSITIVE,
+                       help="Optimiser steps in total (a resumed run continues to this).")  # fmt: skip
+    batch: int = param(64, bound=limits.POSITIVE,
+                       help="Global batch size (split across processes).")  # fmt: skip
+    lr: float = param(1e-4, help="AdamW learning rate (paper: 1e-4).")
+    weight_decay: float = param(
+        0.03, bound=Bound(0.0, 10.0), help="AdamW weight decay (paper: 0.03)."
+    )
+    ema_decay: float = param(0.9999, help="Largest EMA decay (warmed up from 0).")
+    null_caption_p: float = param(0.1, cli=False,
+                                  help="Share of captions dropped (for guidance), in [0, 1).")  # fmt: skip
+    n_train: int = param(10000, bound=limits.POSITIVE, help="Training scenes (paper: 10k).")
+    data_seed: int = param(0, bound=limits.SEED, help="Dataset seed.")
+    seed: int = param(0, bound=limits.SEED, help="Seed for init, noise and the text encoder.")
+    eval_every: int = param(500, bound=limits.POSITIVE,
+                            help="Checkpoint and evaluate every K steps.")  # fmt: skip
+    eval_prompts: int = param(32, bound=limits.POSITIVE,
+                              help="Prompts sampled at each checkpoint for metrics.jsonl.")  # fmt: skip
+    eval_steps: int = param(DEFAULT_SAMPLING.steps, bound=limits.SAMPLER_STEPS, cli=False,
+                            help="Sampler steps of the checkpoint evaluation.")  # fmt: skip
+    cfg: float = param(DEFAULT_SAMPLING.cfg, bound=limits.CFG, cli=False,
+                       help="Guidance scale of the checkpoint evaluation.")  # fmt: skip
+    keep: int = param(3, bound=_WHOLE,
+                      help="Checkpoints kept (oldest removed; metrics.jsonl keeps every one).")  # fmt: skip
+    mixed_precision: str = param("auto", choices=PRECISIONS,
+                                 help="no, bf16 or fp16; auto = bf16 on GPU, no on CPU.")  # fmt: skip
+    log_every: int = param(10, bound=limits.POSITIVE,
+                           help="Steps between loss/throughput lines (the only host syncs).")  # fmt: skip
     # Warm start: weights and text encoder of an existing checkpoint (fresh optimiser and data
     # order). For carrying a run across machines when its full training state is too big to move.
-    init_from: str | None = None
+    init_from: str | None = param(None, path=True,
+                                  help="Start from this checkpoint's weights and text encoder "
+                                  "(fresh optimiser, data order).")  # fmt: skip
     # engine.core.device's rule (auto: CUDA when available); torch.compile the model.
-    device: str = "auto"
-    compile: bool = False
+    device: str = param("auto", help=DEVICE_HELP + " Under accelerate launch: auto or cuda.")
+    compile: bool = param(False,
+                          help="torch.compile the model (CUDA: faster steps after warm-up).")  # fmt: skip
     # Also keep every checkpoint's EMA weights as float16 under RUN/history/ (engine.train.history).
-    keep_history: bool = False
+    keep_history: bool = param(False,
+                               help="Also keep every checkpoint's EMA weights as float16 in "
+                               "RUN/history/step-N/ (never pruned; for `dit-workbench "
+                               "emergence`).")  # fmt: skip
     # Which fields may differ when resuming: extending a run is allowed, changing it is not.
     RESUMABLE = (
         "out",
@@ -56,40 +97,25 @@ class TrainConfig:
         "keep_history",
     )
 
-    def validate(self) -> None:
-        from engine.core import limits
-
-        for name in ("steps", "batch", "n_train", "eval_every", "res", "eval_prompts", "keep"):
-            limits.check_number(f"--{name.replace('_', '-')}", getattr(self, name), integer=True)
-        limits.SEED.check("--seed", self.seed)
-        limits.SEED.check("--data-seed", self.data_seed)
-        limits.check_number("--lr", self.lr)
-        limits.check_number("--weight-decay", self.weight_decay, 0.0, 10.0)
-        limits.check_number("--ema-decay", self.ema_decay)
-        limits.CFG.check("the evaluation cfg", self.cfg)
-        limits.SAMPLER_STEPS.check("the evaluation steps", self.eval_steps)
-        for name in ("steps", "batch", "n_train", "eval_every", "res"):
-            if getattr(self, name) <= 0:
-                raise UserError(
-                    f"--{name.replace('_', '-')} must be positive (got {getattr(self, name)})"
-                )
+    def validate(self, spelled: Spelling | None = None) -> None:
+        """Every setting against its declaration, then what spans settings or names files.
+        `spelled(name)` names a setting in errors (default: the command line's `--steps`)."""
+        spec = spec_of(TrainConfig)
+        name = spelled or option_spelling(spec)
+        for field, p in spec.items():
+            setattr(self, field, check_value(name(field), getattr(self, field), p))
         if not 0 < self.lr < 1:
-            raise UserError(f"--lr {self.lr} is out of range; use e.g. 1e-4")
-        if self.eval_prompts <= 0 or self.log_every <= 0:
-            raise UserError("--eval-prompts and the log interval must be positive")
+            raise UserError(f"{name('lr')} {self.lr} is out of range; use e.g. 1e-4")
         if not 0 <= self.null_caption_p < 1:
             raise UserError(
-                f"null-caption probability must be in [0, 1) (got {self.null_caption_p})"
-            )
-        if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise UserError(
-                f"--mixed-precision {self.mixed_precision!r} is not one of no, fp16, bf16, auto"
+                f"{name('null_caption_p')} (the null-caption probability) must be in [0, 1) "
+                f"(got {self.null_caption_p})"
             )
         from engine.core.device import check_device
 
         self.device = check_device(self.device)
         if not 0 <= self.ema_decay < 1:
-            raise UserError(f"--ema-decay must be in [0, 1) (got {self.ema_decay})")
+            raise UserError(f"{name('ema_decay')} must be in [0, 1) (got {self.ema_decay})")
         from engine.model.presets import get_preset
 
         get_preset(self.preset)

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,10 @@ from engine.model.checkpoint import Checkpoint
 from engine.model.codec import build_codec
 from engine.model.presets import build_transformer, get_preset
 from engine.model.sampler import model_kwargs, sample_images, train_scheduler
-from engine.train.config import TrainConfig  # noqa: F401  (re-exported: engine.train.loop.TrainConfig)
+from engine.train.config import (  # noqa: F401  (re-exported: engine.train.loop.TrainConfig)
+    TrainConfig,
+    resolve_precision,
+)
 from engine.train.state import TrainState, append_line, ema_copy, latest_step_dir
 
 
@@ -83,6 +86,7 @@ def train(
     from engine.text import build_text_encoder, load_text_encoder
 
     cfg.validate()
+    cfg = replace(cfg, mixed_precision=resolve_precision(cfg.mixed_precision, cfg.device))
     out = Path(cfg.out)
     dev = _resolve_train_device(cfg.device)
     accel = Accelerator(mixed_precision=cfg.mixed_precision, cpu=dev.type == "cpu")

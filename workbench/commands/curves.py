@@ -2,38 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from workbench.output import Format, dump_json, emit, print_rows, rows_to_csv
+from engine.ops.curves import Curves
+from workbench.opcli import op_command
+from workbench.ops import run_op
+from workbench.output import FORMAT, OUT, Format, dump_json, emit, print_rows, rows_to_csv
 
 
-def curves(
-    run: Path = typer.Argument(..., help="A training run folder (holds metrics.jsonl)."),
-    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
-    threshold: float = typer.Option(
-        0.5, "--threshold", help="A skill counts as learned once its metric stays at or above this."
-    ),
-    out: str = typer.Option(None, "--out", help="Write to this file instead of stdout."),
-):
+@op_command(Curves)
+def curves(params: dict, format: Format = FORMAT, out: str = OUT):
     """Colour, shape, binding and relation accuracy at every checkpoint of a training run, and
     the order in which they were learned (the paper: colour, shape, binding, relation)."""
-    from engine.core.limits import check_number
-    from engine.train.curves import COLUMNS, learning_order, order_matches_paper, read_curves
-    from engine.train.history import history_steps
-
-    check_number("--threshold", threshold, 0.0, 1.0)  # metrics are fractions; NaN never counts
-    records = read_curves(run)
-    rows = [{c: r.get(c) for c in COLUMNS} for r in records]
-    kept = {s for s, _ in history_steps(run)}  # train --keep-history
-    columns = list(COLUMNS)
-    if kept:
-        columns.append("history")
-        for r in rows:
-            r["history"] = "kept" if r["step"] in kept else ""
-    order = learning_order(records, threshold)
-    verdict = order_matches_paper(order)
+    res = run_op(Curves, params)
+    run, threshold, kept = params["run_dir"], res["threshold"], res["history_steps"]
+    rows, columns, order = res["curves"], res["columns"], res["learning_order"]
+    verdict = res["order_matches_paper"]
     if format is Format.csv:
         emit(rows_to_csv(rows, columns), out)
     elif format is Format.json:
@@ -44,7 +28,7 @@ def curves(
                     "learning_order": order,
                     "threshold": threshold,
                     "order_matches_paper": verdict,
-                    "history_steps": sorted(kept),
+                    "history_steps": kept,
                 }
             ),
             out,

@@ -3,63 +3,25 @@ evaluator's learning curves (the operation is engine/ops/emergence.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
-from engine.core.device import DEVICE_HELP
-from workbench.output import Format, dump_json, emit, print_rows, rows_to_csv
+from engine.ops.emergence import Emergence
+from workbench.opcli import op_command
+from workbench.ops import run_op
+from workbench.output import FORMAT, OUT, Format, dump_json, emit, print_rows, rows_to_csv
 
 
-def emergence(
-    run: Path = typer.Argument(
-        ..., help="A training run folder (best trained with --keep-history)."
-    ),
-    synopsis: int = typer.Option(
-        0,
-        "--synopsis",
-        help="Also a small attention synopsis per checkpoint: N evaluation prompts, one seed "
-        "(samples; slow on CPU). Stored in each checkpoint's cache.",
-    ),
-    synopsis_steps: int = typer.Option(
-        14, "--synopsis-steps", help="Denoising steps of that synopsis (paper: 14)."
-    ),
-    threshold: float = typer.Option(
-        0.5, "--threshold", help="A head passes once its mean cosine over relations reaches this."
-    ),
-    metric_threshold: float = typer.Option(
-        0.5, "--metric-threshold", help="An evaluator metric passes once it reaches this."
-    ),
-    top: int = typer.Option(
-        5, "--top", help="Heads shown (by score at the last step); CSV and JSON carry all heads."
-    ),
-    recompute: bool = typer.Option(
-        False, "--recompute", help="Screen every checkpoint again even if stored."
-    ),
-    cache: Path = typer.Option(
-        None, "--cache", help="Cache folder (default ./cache or $DIT_WORKBENCH_CACHE)."
-    ),
-    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
-    out: str = typer.Option(None, "--out", help="Write the output to this file."),
-    device: str = typer.Option(
-        "auto", "--device", help="Where the --synopsis samples: " + DEVICE_HELP
-    ),
-):
+@op_command(Emergence)
+def emergence(params: dict, format: Format = FORMAT, out: str = OUT):
     """Weight-space screening of every kept checkpoint of a run (all heads x relations, well
     under a second each): a table of step x head (mean cosine over the 8 relations), and for the
     top heads the first step each passes --threshold, beside the step each evaluator metric in
     metrics.jsonl first passes 50%. Stored in the run's cache (kind "emergence"); steps already
     screened are reused."""
-    from engine.ops.emergence import Emergence
     from engine.probe.emergence import RELATION_QUERY
-    from engine.store.cache import default_cache_dir
-    from workbench.ops import run_op
 
-    params = {"run": str(run), "synopsis": synopsis, "synopsis_steps": synopsis_steps,
-              "recompute": recompute, "cache": str(cache or default_cache_dir()),
-              "device": device, "threshold": threshold, "metric_threshold": metric_threshold,
-              "top": top}  # fmt: skip
-    res = run_op(Emergence, params, label="screening checkpoints", options={"run_dir": "RUN"})
+    res = run_op(Emergence, params, label="screening checkpoints")
+    run = params["run_dir"]
     where = f"emergence run {res['run']} in {res['cache']}"
     if format is Format.csv:
         emit(rows_to_csv(res["step_rows"]), out)
@@ -69,8 +31,8 @@ def emergence(
             "run": str(run),
             "stored": {"cache": res["cache"], "run": res["run"]},
             "metric": "cosine (mean over relations)",
-            "threshold": threshold,
-            "metric_threshold": metric_threshold,
+            "threshold": params["threshold"],
+            "metric_threshold": params["metric_threshold"],
             "steps": res["step_rows"],
             "passes": res["passes"],
         }
@@ -95,5 +57,7 @@ def emergence(
             for s, h, sp in zip(res["steps"], res["synopsis_top"], res["synopsis_spatial"],
                                 strict=True)
         ]  # fmt: skip
-        print_rows(syn, title=f"synopsis ({synopsis} prompts): top head by {RELATION_QUERY}")
+        print_rows(
+            syn, title=f"synopsis ({params['synopsis']} prompts): top head by {RELATION_QUERY}"
+        )
     typer.echo(where)

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from engine.core.errors import UserError
-from workbench.output import Format, dump_json, print_rows
+from workbench.output import Format, dump_json, format_option, print_rows
 
 jobs_app = typer.Typer(
     help="Submit, watch and cancel engine jobs (the engine is started if none is running).",
@@ -27,14 +27,23 @@ def _default_cache(value: Path | None) -> Path:
     return value if value is not None else settings().cache_dir
 
 
-_CACHE = typer.Option(
+ENGINE_CACHE = typer.Option(
     None,
     "--cache",
     callback=_default_cache,
     help="Cache dir of the engine (job records, socket); default ./cache or $DIT_WORKBENCH_CACHE.",
 )
-_SOCKET = typer.Option(None, "--socket", help="Engine socket (default: the one <cache> records).")
-_FORMAT = typer.Option(Format.table, "--format", help="table or json.")
+ENGINE_SOCKET = typer.Option(
+    None, "--socket", help="Engine socket (default: the one <cache> records)."
+)
+_FORMAT = format_option("table or json.")
+CHECKPOINTS = typer.Option(
+    None,
+    "--checkpoints",
+    help="Folder of checkpoints / training runs the engine may read (repeatable; default "
+    "./checkpoints and ./runs).",
+)
+_JOB_ID = typer.Argument(..., help="Job id.")
 
 
 @contextlib.contextmanager
@@ -58,18 +67,8 @@ def serve(
     socket: Path = typer.Option(
         None, "--socket", help="Unix socket path (default <cache>/run/engine.sock)."
     ),
-    cache: Path = typer.Option(
-        None,
-        "--cache",
-        callback=_default_cache,
-        help="Cache dir: job records, results (default ./cache or $DIT_WORKBENCH_CACHE).",
-    ),
-    checkpoints: list[Path] = typer.Option(
-        None,
-        "--checkpoints",
-        help="Folder of checkpoints / training runs the engine may read (repeatable; default "
-        "./checkpoints and ./runs).",
-    ),
+    cache: Path = ENGINE_CACHE,
+    checkpoints: list[Path] = CHECKPOINTS,
     foreground: bool = typer.Option(
         False, "--foreground", help="Run in this terminal instead of detaching."
     ),
@@ -171,7 +170,7 @@ def _show(rec: dict, format: Format) -> None:
 
 
 @jobs_app.command("list")
-def list_jobs(cache: Path = _CACHE, socket: Path = _SOCKET, format: Format = _FORMAT):
+def list_jobs(cache: Path = ENGINE_CACHE, socket: Path = ENGINE_SOCKET, format: Format = _FORMAT):
     """Every job the engine has run or queued, oldest first."""
     with _engine_errors(), _client(cache, socket) as c:
         jobs = c.jobs()
@@ -226,8 +225,8 @@ def submit(
     ),
     params_json: str = typer.Option(None, "--params-json", help="All params as a JSON object."),
     watch: bool = typer.Option(False, "--watch", help="Follow the job until it ends."),
-    cache: Path = _CACHE,
-    socket: Path = _SOCKET,
+    cache: Path = ENGINE_CACHE,
+    socket: Path = ENGINE_SOCKET,
     format: Format = _FORMAT,
 ):
     """Queue a job. Paths in params are relative to this directory.
@@ -297,12 +296,10 @@ def _follow(c, job_id: int, format: Format) -> None:
 
 @jobs_app.command("watch")
 def watch(
-    job_id: int = typer.Argument(..., help="Job id."),
-    cache: Path = _CACHE,
-    socket: Path = _SOCKET,
-    format: Format = typer.Option(
-        Format.table, "--format", help="table: a progress bar; json: one record per change."
-    ),
+    job_id: int = _JOB_ID,
+    cache: Path = ENGINE_CACHE,
+    socket: Path = ENGINE_SOCKET,
+    format: Format = format_option("table: a progress bar; json: one record per change."),
 ):
     """Follow a job until it ends (exit 0 if done, 1 otherwise); ctrl+c stops only the watching."""
     with _engine_errors(), _client(cache, socket) as c:
@@ -311,9 +308,9 @@ def watch(
 
 @jobs_app.command("show")
 def show(
-    job_id: int = typer.Argument(...),
-    cache: Path = _CACHE,
-    socket: Path = _SOCKET,
+    job_id: int = _JOB_ID,
+    cache: Path = ENGINE_CACHE,
+    socket: Path = ENGINE_SOCKET,
     format: Format = _FORMAT,
 ):
     """One job's record: params, state, progress, result or error."""
@@ -323,9 +320,9 @@ def show(
 
 @jobs_app.command("cancel")
 def cancel(
-    job_id: int = typer.Argument(...),
-    cache: Path = _CACHE,
-    socket: Path = _SOCKET,
+    job_id: int = _JOB_ID,
+    cache: Path = ENGINE_CACHE,
+    socket: Path = ENGINE_SOCKET,
     format: Format = _FORMAT,
 ):
     """Cancel a queued or running job (its worker process is terminated)."""
@@ -339,9 +336,9 @@ def cancel(
 
 @jobs_app.command("resume")
 def resume(
-    job_id: int = typer.Argument(...),
-    cache: Path = _CACHE,
-    socket: Path = _SOCKET,
+    job_id: int = _JOB_ID,
+    cache: Path = ENGINE_CACHE,
+    socket: Path = ENGINE_SOCKET,
     format: Format = _FORMAT,
 ):
     """Continue an interrupted, cancelled or failed resumable job (training) as a new job."""
@@ -355,10 +352,10 @@ def resume(
 
 @jobs_app.command("logs")
 def logs(
-    job_id: int = typer.Argument(...),
+    job_id: int = _JOB_ID,
     tail: int = typer.Option(100, "--tail", "-n", help="Last N lines."),
-    cache: Path = _CACHE,
-    socket: Path = _SOCKET,
+    cache: Path = ENGINE_CACHE,
+    socket: Path = ENGINE_SOCKET,
     format: Format = _FORMAT,
 ):
     """The last lines of a job's log."""
@@ -407,7 +404,9 @@ def idle_text(idle_exit_s: float | None) -> str:
 
 
 @engine_app.command("status")
-def engine_status(cache: Path = _CACHE, socket: Path = _SOCKET, format: Format = _FORMAT):
+def engine_status(
+    cache: Path = ENGINE_CACHE, socket: Path = ENGINE_SOCKET, format: Format = _FORMAT
+):
     """Whether an engine serves this cache: pid, socket, jobs, uptime (exit 1 if none)."""
     client, h = _running_engine(cache, socket)
     if client is None:
@@ -434,8 +433,8 @@ def engine_status(cache: Path = _CACHE, socket: Path = _SOCKET, format: Format =
 
 @engine_app.command("stop")
 def engine_stop(
-    cache: Path = _CACHE,
-    socket: Path = _SOCKET,
+    cache: Path = ENGINE_CACHE,
+    socket: Path = ENGINE_SOCKET,
     wait: float = typer.Option(
         30.0, "--wait", metavar="SECONDS", help="How long to wait for it to exit."
     ),

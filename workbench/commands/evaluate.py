@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
-import typer
 from rich.console import Console
 from rich.table import Table
 
+from engine.ops.evaluate import Evaluate
+from workbench.opcli import op_command
 from workbench.ops import run_op
-from workbench.output import Format, dump_json, emit, rows_to_csv
+from workbench.output import Format, dump_json, emit, format_option, out_option, rows_to_csv
 
 _DEFINITIONS = {
     "shape": "both prompted shapes detected (any colour)",
@@ -26,25 +26,14 @@ _DEFINITIONS = {
 }
 
 
+@op_command(Evaluate)
 def evaluate(
-    folder: Path = typer.Argument(
-        ...,
-        help="Image folder (Hugging Face imagefolder): image files plus metadata.jsonl with "
-        "one JSON object per line holding at least file_name and text (the prompt).",
-        show_default=False,
+    params: dict,
+    format: Format = format_option(
+        "table: one row per metric; json: metrics plus per-image results and detections; csv: "
+        "one row per image (file_name, text, metric columns, error)."
     ),
-    format: Format = typer.Option(
-        Format.table,
-        "--format",
-        help="table: one row per metric; json: metrics plus per-image results and "
-        "detections; csv: one row per image (file_name, text, metric columns, error).",
-    ),
-    out: str | None = typer.Option(
-        None, "--out", help="Write the output to this file instead of standard output."
-    ),
-    workers: int = typer.Option(
-        0, "--workers", help="Threads for decoding and detection (0: one per CPU core)."
-    ),
+    out: str | None = out_option("Write the output to this file instead of standard output."),
 ):
     """Score generated images against their prompts: shapes, colours, binding, relation.
 
@@ -55,9 +44,9 @@ def evaluate(
     A missing or undecodable image fails every metric and is reported in the output, not fatal.
     """
     from engine.eval.evaluate import METRICS, EvalResult
-    from engine.ops.evaluate import Evaluate
 
-    res = run_op(Evaluate, {"folder": str(folder), "workers": workers})
+    res = run_op(Evaluate, params)
+    folder = params["folder"]
     result = EvalResult(res["n"], res["metrics"], res["per_image"])
     if format is Format.json:
         emit(dump_json(result.to_dict()), out)

@@ -13,23 +13,11 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from engine.core.device import DEVICE_HELP
+from engine.ops.ablate import Ablate
+from engine.ops.variance import Variance
+from workbench.opcli import op_command
 from workbench.ops import run_op
-from workbench.output import Format, emit, rows_to_csv
-
-# Where an option's name is not the parameter's (errors name what the user typed).
-ABLATE_OPTIONS = {"checkpoint": "CKPT", "interventions": "--intervention"}
-
-_SPEC_HELP = (
-    "An intervention, e.g. 'mask-head 2.8 tokens=relation steps=0-13'. Forms: "
-    "mask-head L.H \\[tokens=CATS] \\[steps=S] \\[branch=cond|uncond|both]; "
-    "zero-head L.H \\[attn=cross|self] \\[steps=S] \\[branch=..]; drop-words CATS; "
-    "swap-words A=B; insert-filler WORD \\[where=before-relation] \\[count=1]; "
-    "embed-add '+above -below' \\[scale=1] \\[tokens=CATS]; "
-    "patch L.H from='PROMPT' \\[what=out|probs] \\[attn=..] \\[steps=..]. "
-    "Join parts with ' + ' to apply them together; repeat --intervention for separate "
-    "conditions, each compared with the same baseline."
-)
+from workbench.output import FORMAT, OUT, Format, emit, format_option, rows_to_csv
 
 
 def _clean(obj):
@@ -45,13 +33,6 @@ def _clean(obj):
 
 def _json(obj) -> str:
     return json.dumps(_clean(obj), indent=2) + "\n"
-
-
-def _cache_dir(cache: Path | None) -> str:
-    """--cache, else the command line's default ($DIT_WORKBENCH_CACHE or ./cache)."""
-    from engine.store.cache import default_cache_dir
-
-    return str(cache or default_cache_dir())
 
 
 def _print_table(tables: Table | list[Table], out: str | None) -> None:
@@ -146,43 +127,11 @@ def _check_metrics(metric: list[str] | None) -> list[str] | None:
     return metric or None
 
 
+@op_command(Ablate)
 def ablate(
-    ckpt: Path = typer.Argument(
-        ..., help="Checkpoint folder (or a training run folder: uses `latest`)."
-    ),
-    intervention: list[str] = typer.Option(None, "--intervention", "-i", help=_SPEC_HELP),
-    sweep: str = typer.Option(
-        None,
-        "--sweep",
-        help="One intervention per head: a spec whose head is written with '*', e.g. "
-        "'mask-head *.* tokens=relation' (N heads cost N+1 sample sets). Stored as the "
-        "ablation-delta table the TUI shows.",
-    ),
-    prompts: str = typer.Option(
-        "eval", "--prompts", help="eval (the 264-prompt set) or a text file, one caption a line."
-    ),
-    n: int = typer.Option(
-        25,
-        "--n",
-        help="(prompt, seed) samples: the prompt set shuffled with --seed, taken in order; past "
-        "the end it wraps round with the next seed.",
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed of the shuffle and first image seed."),
-    steps: int = typer.Option(14, "--steps", help="DPM-Solver++ steps (paper: 14)."),
-    cfg: float = typer.Option(4.5, "--cfg", help="Classifier-free guidance scale (paper: 4.5)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="Images per forward pass."),
-    resamples: int = typer.Option(
-        2000, "--resamples", help="Paired-bootstrap resamples for the 95% intervals."
-    ),
+    params: dict,
     metric: list[str] = typer.Option(
         None, "--metric", help="Show only this metric (repeatable); JSON keeps all."
-    ),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-    cache: Path = typer.Option(
-        None, "--cache", help="Cache folder (default ./cache or $DIT_WORKBENCH_CACHE)."
-    ),
-    no_cache: bool = typer.Option(
-        False, "--no-cache", help="Neither reuse nor store anything (baseline sampled afresh)."
     ),
     list_runs: bool = typer.Option(
         False,
@@ -190,13 +139,11 @@ def ablate(
         help="Print the stored ablation table (and with --sweep, the newest sweep's) instead "
         "of sampling.",
     ),
-    format: Format = typer.Option(
-        Format.table,
-        "--format",
-        help="table; csv (one row per intervention and metric); json (baseline, intervened, "
-        "delta, ci_low, ci_high per metric).",
+    format: Format = format_option(
+        "table; csv (one row per intervention and metric); json (baseline, intervened, "
+        "delta, ci_low, ci_high per metric)."
     ),
-    out: str = typer.Option(None, "--out", help="Write the output to this file."),
+    out: str = OUT,
 ):
     """Run interventions against the unmodified model on paired seeds and score both.
 
@@ -205,15 +152,10 @@ def ablate(
     The baseline sample set is cached and reused; results go to the HDF5 cache.
     """
     metrics = _check_metrics(metric)
+    sweep = params["sweep"]
     if list_runs:
-        return _list(ckpt, sweep is not None, cache, metrics, format, out)
-    from engine.ops.ablate import Ablate
-
-    params = dict(checkpoint=str(ckpt), interventions=intervention or None, sweep=sweep,
-                  prompts=prompts, n=n, seed=seed, steps=steps, cfg=cfg, batch_size=batch_size,
-                  resamples=resamples, cache=_cache_dir(cache), no_cache=no_cache,
-                  device=device)  # fmt: skip
-    result = run_op(Ablate, params, "sweep" if sweep else "ablate", options=ABLATE_OPTIONS)
+        return _list(params["checkpoint"], sweep is not None, params["cache"], metrics, format, out)
+    result = run_op(Ablate, params, "sweep" if sweep else "ablate")
     if format is Format.json:
         emit(_json(result), out)
         return
@@ -244,7 +186,7 @@ def ablate(
     _print_table(_ablation_tables(rows, title), out)
 
 
-def _list(ckpt: Path, sweep: bool, cache, metrics, format: Format, out) -> None:
+def _list(ckpt: str, sweep: bool, cache, metrics, format: Format, out) -> None:
     from engine.intervene.ablate import ABLATION_COLUMNS, ablation_rows, sweep_rows
     from engine.model.checkpoint import store_for_path
 
@@ -274,26 +216,17 @@ _VIEWS = {
 }
 
 
+@op_command(Variance)
 def variance(
-    ckpt: Path = typer.Argument(
-        ..., help="Checkpoint folder (or a training run folder: uses `latest`)."
-    ),
-    prompts: str = typer.Option(
-        "eval", "--prompts", help="eval (the 264-prompt set) or a text file, one caption a line."
-    ),
+    params: dict,
     view: list[str] = typer.Option(
         None,
         "--view",
         help="pooled (whole sequence, mean token), positions (each token position), tokens "
         "(each token category); repeatable; default all.",
     ),
-    cache: Path = typer.Option(
-        None, "--cache", help="Cache folder (default ./cache or $DIT_WORKBENCH_CACHE)."
-    ),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not store the result."),
-    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
-    out: str = typer.Option(None, "--out", help="Write the output to this file."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    format: Format = FORMAT,
+    out: str = OUT,
 ):
     """Share of the text embedding's variance explained by each caption factor.
 
@@ -303,14 +236,11 @@ def variance(
     """
     from engine.core.errors import UserError
     from engine.intervene.variance import SHARES
-    from engine.ops.variance import Variance
 
     for v in view or []:
         if v not in _VIEWS:
             raise UserError(f"unknown --view {v!r}; use pooled, positions or tokens")
-    params = dict(checkpoint=str(ckpt), prompts=prompts, cache=_cache_dir(cache),
-                  no_cache=no_cache, device=device)  # fmt: skip
-    result = run_op(Variance, params, options={"checkpoint": "CKPT"})
+    result = run_op(Variance, params)
     rows = [r for r in result["rows"] if not view or any(_VIEWS[v](r["view"]) for v in view)]
     if format is Format.json:
         emit(_json({**result, "rows": rows}), out)

@@ -10,139 +10,23 @@ checkpoint.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import typer
-
-from engine.core.device import DEVICE_HELP
-from workbench.output import Format, dump_json, emit, rows_to_csv
-
-_RELATION_HELP = (
-    "above, below, left, right, upper-left, upper-right, lower-left, lower-right, or all."
-)
+from engine.ops.screen import Screen
+from workbench.opcli import op_command
+from workbench.ops import run_op
+from workbench.output import FORMAT, OUT, Format, dump_json, emit, rows_to_csv
 
 
-def screen(
-    ckpt: Path = typer.Argument(
-        ..., help="Checkpoint folder (or a training run folder: uses `latest`)."
-    ),
-    relation: str = typer.Option("all", "--relation", "-r", help=_RELATION_HELP),
-    metric: str = typer.Option(
-        "cosine",
-        "--metric",
-        "-m",
-        help="Rank by cosine (shape of the map vs the ramp), projection (ramp amplitude in "
-        "logits: the map rises 2x this across the grid) or energy (signed fraction of the map's "
-        "spatial variance along the ramp).",
-    ),
-    best: bool = typer.Option(
-        False,
-        "--best",
-        help="One row per head: its best relation, the mean over relations (high when every "
-        "relation word ramps in its own direction: a relation head) and selectivity (best "
-        "minus the mean of the others). Ranked by the mean.",
-    ),
-    tokens: bool = typer.Option(
-        False,
-        "--tokens",
-        help="One row per head x relation token: each token of a multi-word phrase "
-        "('to the left of') scored on its own against its relation's ramp.",
-    ),
-    map_head: str = typer.Option(
-        None,
-        "--map",
-        help="Draw head L.H's 8x8 QK map beside the reference ramp of --relation (all: every "
-        "relation). Row 0 is the top of the image.",
-    ),
-    compare: bool = typer.Option(
-        False,
-        "--compare",
-        help="Spearman correlation and top-k overlap between this ranking and the newest "
-        "synopsis ranking stored for the checkpoint.",
-    ),
-    query: str = typer.Option(
-        "relation->object1",
-        "--query",
-        help="With --compare: the synopsis category pair that ranks heads (text->image).",
-    ),
-    synopsis_run: str = typer.Option(
-        None, "--synopsis-run", help="With --compare: this synopsis run (default: the newest)."
-    ),
-    k: int = typer.Option(5, "--k", help="With --compare: size of the top-k sets."),
-    top: int = typer.Option(None, "--top", help="Show only the first K rows."),
-    phrasings: str = typer.Option(
-        "first",
-        "--phrasings",
-        help="first: each relation's first phrasing ('above', 'to the left of'); all: the mean "
-        "map of all its phrasings.",
-    ),
-    contrast: bool = typer.Option(
-        False,
-        "--contrast",
-        help="Score each relation word's map minus the mean map of all eight relation words: "
-        "only what tells this relation from the others (an 'above' vs a 'below' caption).",
-    ),
-    recompute: bool = typer.Option(
-        False, "--recompute", help="Screen again even if a matching run is stored."
-    ),
-    no_cache: bool = typer.Option(
-        False, "--no-cache", help="Neither read nor store screenings (compute in memory)."
-    ),
-    cache: Path = typer.Option(
-        None, "--cache", help="Cache folder (default ./cache or $DIT_WORKBENCH_CACHE)."
-    ),
-    format: Format = typer.Option(Format.table, "--format", help="table, csv or json."),
-    out: str = typer.Option(None, "--out", help="Write the output to this file."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
-):
+@op_command(Screen)
+def screen(params: dict, format: Format = FORMAT, out: str = OUT):
     """Screen every cross-attention head x relation from the weights alone (under a second).
 
     Queries are the 2D sin-cos position features the model adds to its patches, through each head's to_q; keys are each relation word (in template captions, after the caption projection) through to_k. Their scaled products give an 8x8 map per head and relation, scored against the relation's reference ramp.
 
     Results are stored in the checkpoint's HDF5 cache (kind "screening") with provenance, and reused when the same screening is asked again.
     """
-    from engine.core.errors import UserError
-    from engine.ops.screen import Screen
-    from engine.store.cache import default_cache_dir
-    from workbench.ops import run_op
-
-    modes = [
-        name
-        for name, on in (
-            ("--best", best),
-            ("--tokens", tokens),
-            ("--map", map_head),
-            ("--compare", compare),
-        )
-        if on
-    ]
-    if len(modes) > 1:
-        raise UserError(
-            f"give one of --best, --tokens, --map, --compare (got {' and '.join(modes)})"
-        )
-    res = run_op(
-        Screen,
-        {
-            "checkpoint": str(ckpt),
-            "phrasings": phrasings,
-            "contrast": contrast,
-            "recompute": recompute,
-            "no_cache": no_cache,
-            "cache": str(cache or default_cache_dir()),
-            "device": device,
-            "relation": relation,
-            "metric": metric,
-            "best": best,
-            "tokens": tokens,
-            "map_head": map_head,
-            "compare": compare,
-            "query": query,
-            "synopsis_run": synopsis_run,
-            "k": k,
-            "top": top,
-        },
-        options={"map_head": "--map", "synopsis_run": "--synopsis-run"},
-    )
+    res = run_op(Screen, params)
+    relation, metric, query = params["relation"], params["metric"], params["query"]
     where = (
         f"screening run {res['run']} in {res['cache']}"
         if res["cache"]
@@ -152,9 +36,9 @@ def screen(
         return _print_map(res, relation, format, out, where)
     if "compare" in res:
         return _print_compare(res, relation, metric, query, format, out)
-    if best:
+    if params["best"]:
         title = f"heads ranked by mean {metric} over relations"
-    elif tokens:
+    elif params["tokens"]:
         title = f"relation tokens ranked by {metric}"
     else:
         title = f"head x relation ranked by {metric}"

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from engine.core.errors import UserError
+from workbench.commands.engine import CHECKPOINTS, ENGINE_CACHE, ENGINE_SOCKET
 
 
 def default_cache() -> Path:
@@ -88,17 +89,10 @@ def engine_note(h: dict, running: list[dict], cache: Path) -> str:
 
 
 def tui(
-    cache: Path = typer.Option(
-        None, "--cache", help="Cache folder of the engine (default ./cache)."
-    ),
-    checkpoints: list[Path] = typer.Option(
-        None,
-        "--checkpoints",
-        help="Checkpoint folders for a newly started engine (repeatable; "
-        "default ./checkpoints and ./runs).",
-    ),  # fmt: skip
+    cache: Path = ENGINE_CACHE,
+    checkpoints: list[Path] = CHECKPOINTS,
     checkpoint: str = typer.Option(None, "--checkpoint", help="Open on this checkpoint (name)."),
-    socket: Path = typer.Option(None, "--socket", help="Engine socket (default in the cache)."),
+    socket: Path = ENGINE_SOCKET,
     exports: Path = typer.Option(
         None, "--exports", help="Folder that `e` suggests for CSV files (default ./exports)."
     ),
