@@ -1,5 +1,9 @@
-"""Shared fixtures: one tiny trained checkpoint for every test module that needs a model."""
+"""Shared fixtures: one tiny trained checkpoint for every test module that needs a model, and
+engine daemons that are stopped when their test ends."""
 
+import shutil
+
+import engine_process
 import pytest
 
 from engine.train.loop import TrainConfig, train
@@ -26,3 +30,26 @@ def nano_ckpt(tmp_path_factory):
     )
     train(cfg, progress=lambda rec: None)
     return out
+
+
+@pytest.fixture
+def short_tmp():
+    """A folder under /tmp for engine caches (socket paths allow 107 bytes), removed after."""
+    d = engine_process.short_tmp()
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def start_engine():
+    """`start_engine(cache, *server_args)` -> a running `Engine`; every engine started through
+    it is stopped when the test ends, passed or failed."""
+    started: list[engine_process.Engine] = []
+
+    def start(cache, *args: str) -> engine_process.Engine:
+        started.append(engine_process.Engine(cache, *args))
+        return started[-1]
+
+    yield start
+    for e in started:
+        e.stop()
