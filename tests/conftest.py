@@ -1,12 +1,16 @@
 """Shared fixtures: one tiny trained checkpoint for every test module that needs a model, and
 engine daemons that are stopped when their test ends."""
 
+import os
 import shutil
 
 import engine_process
 import pytest
 
-from engine.train.loop import TrainConfig, train
+# Each xdist worker, and every engine or CLI process it starts, gets its share of the cores:
+# torch otherwise runs one thread per core in every worker and they spin against each other.
+if workers := os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +19,8 @@ def nano_ckpt(tmp_path_factory):
 
     Returns the run folder; `load_checkpoint` follows its `latest` link.
     """
+    from engine.train.loop import TrainConfig, train
+
     out = tmp_path_factory.mktemp("nano") / "run"
     cfg = TrainConfig(
         out=str(out),
