@@ -45,3 +45,26 @@ def cli_subprocess(args: list, cwd: Path) -> subprocess.Popen:
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def cli_result(*args) -> subprocess.CompletedProcess:
+    """`dit-workbench *args` run in this process, returned as `subprocess.run(...,
+    capture_output=True, text=True)` would return it: the exit code, stdout and stderr without
+    the seconds a new interpreter spends importing torch."""
+    import contextlib
+    import io
+    from unittest import mock
+
+    from workbench.cli import main
+
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        mock.patch.object(sys, "argv", ["dit-workbench", *map(str, args)]),
+    ):
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())

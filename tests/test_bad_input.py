@@ -416,9 +416,11 @@ def test_the_table_is_big_enough():
                         "screen"}  # fmt: skip
 
 
-# --- real processes: nothing but the one line reaches the terminal ---------------------------
+# --- real processes: nothing but the one line reaches the terminal (slow: each process starts
+# an interpreter and imports torch) ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_subprocesses_print_one_line(world):
     cases = [
         (["heads", world.ckpt, "--format", "xml"], "Invalid value for '--format'"),
@@ -437,6 +439,7 @@ def test_cli_subprocesses_print_one_line(world):
     assert tree_digest(*world.protected, world.out, world.bad) == before
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_sampling(world):
     """SIGINT mid-sampling: exit 130, one line, no image folder (not even a partial one)."""
     before = tree_digest(*world.protected, world.out)

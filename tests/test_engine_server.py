@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from clirunner import cli_result as _cli
 from engine_process import Engine, fake_checkpoint, pid_gone, short_tmp, wait_for_job, wait_until
 
 from engine.core.errors import UserError
@@ -341,28 +342,6 @@ def test_graceful_stop_interrupts_running_jobs(workdir):
         assert e2.client.job(job["id"])["state"] == "interrupted"
     finally:
         e2.stop()
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    """The CLI's `main` run in this process (a subprocess would spend seconds importing): exit
-    code, stdout and stderr as a subprocess would give them."""
-    import contextlib
-    import io
-    from unittest import mock
-
-    from workbench.cli import main
-
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with (
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-        mock.patch.object(sys, "argv", ["dit-workbench", *args]),
-    ):
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def test_cli_engine_status_and_stop_leave_jobs_resumable(workdir):
