@@ -20,7 +20,7 @@ pytestmark = [
 ]
 
 
-def test_open_export_matchesheads_csv(nano_ckpt, tmp_path):
+def test_open_export_matches_heads_csv(nano_ckpt, tmp_path):
     work = tmp_path / "w"
     ck = work / "checkpoints" / "nano"
     shutil.copytree((nano_ckpt / "latest").resolve(), ck)
