@@ -59,3 +59,16 @@ def start_engine():
     yield start
     for e in started:
         e.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """For `--dist loadgroup`: the tests that share a module-scoped fixture (an engine, a world of
+    checkpoints and caches) run on one worker, in file order, so it is built once; every other
+    test is handed out on its own, which keeps both workers busy to the end."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info else ()
+        # the last definition of a name is the one in force (an override comes last)
+        if any(fdefs[-1].scope in ("class", "module", "package") for fdefs in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
