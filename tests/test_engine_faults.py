@@ -1,10 +1,9 @@
 """Faults tried as they happen on a shared server: the engine or a CLI writer SIGKILLed at random
 moments (seeded), and two workbenches on one engine. Nothing reported as written may be lost.
 
-All of them are in the slow set (`pytest -m slow`) except the load test, which runs
-benchmarks/engine_load.py for 3 s (8 clients, one job) and wants zero errors. A client
-dropping an event stream mid-job is in tests/test_engine_server.py; training killed and resumed
-bit-for-bit is tests/test_model.py::test_resume_is_bit_for_bit (in-process) and
+All of them are in the slow set (`pytest -m slow`); the load test runs benchmarks/engine_load.py
+for 3 s (8 clients, one job) and wants zero errors. A client dropping an event stream mid-job is
+in tests/test_engine_server.py; training killed and resumed bit-for-bit is tests/test_model.py::test_resume_is_bit_for_bit (in-process) and
 test_engine_server.py::test_train_job_interrupted_then_resumed (a real engine, SIGKILLed).
 """
 
@@ -229,6 +228,7 @@ def test_two_workbenches_share_one_engine(world):
 # --- load -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # an engine, its worker and 8 clients for 3 s
 def test_engine_load_benchmark_runs_without_errors(capsys):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import engine_load
