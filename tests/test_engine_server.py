@@ -369,6 +369,7 @@ def test_cli_engine_status_and_stop_leave_jobs_resumable(workdir):
         records.close()
 
 
+@pytest.mark.slow  # waits out idle periods in real time
 def test_engine_exits_when_idle_but_not_while_a_job_runs(workdir):
     e = Engine(workdir / "cache-idle", "--idle-exit", "0.5")
     try:

@@ -1,5 +1,6 @@
 """`dit-workbench report` regenerates the reproduction report from a tiny checkpoint's cache."""
 
+import pytest
 from clirunner import cli_result
 
 from engine.data.prompts import parse_prompt
@@ -12,6 +13,7 @@ from engine.probe.synopsis import run_synopsis
 from engine.store.cache import Store
 
 
+@pytest.mark.slow  # the whole pipeline: synopsis, screening, two all-head sweeps, variance
 def test_report_from_a_tiny_checkpoint(nano_ckpt, tmp_path):
     cache = tmp_path / "cache"
     ck = load_checkpoint(nano_ckpt)
