@@ -13,73 +13,25 @@ cases, and ctrl+c, run as real subprocesses to show that nothing else reaches th
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
-import httpx
 import pytest
-from clirunner import run_cli
+from clirunner import cli_subprocess, run_cli
+from contract import one_line_error, tree_digest
+from engine_process import Engine, short_tmp, wait_until
 
-ROOT = Path(__file__).resolve().parents[1]
 GOOD = ["red square is above blue circle", "circle is to the left of blue triangle"]
 LONG = " ".join(["the"] * 16) + " red square above blue circle"  # 21 words: parses, too long
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def tree_digest(*paths: Path) -> dict[str, str]:
-    """sha256 of every file (and the target of every link) under `paths`, by path: equal
-    digests mean byte-identical trees with no file added or removed."""
-    out: dict[str, str] = {}
-    for root in map(Path, paths):
-        if not root.exists():
-            out[str(root)] = "absent"
-            continue
-        if root.is_file():
-            out[str(root)] = _sha(root)
-            continue
-        for d, dirs, files in os.walk(root):
-            dirs.sort()
-            for name in sorted(files + [x for x in dirs if os.path.islink(os.path.join(d, x))]):
-                p = Path(d, name)
-                if p.is_symlink():
-                    out[str(p)] = f"-> {os.readlink(p)}"
-                else:  # a socket or fifo has no bytes to compare
-                    out[str(p)] = _sha(p) if p.is_file() else "special"
-    return out
-
-
-def _sha(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
-def one_line_error(text: str) -> str:
-    """The single non-empty line of `text`, checked to be an `error: ...` without a traceback."""
-    assert "Traceback" not in text, text
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one line, got {len(lines)}:\n{text}"
-    assert lines[0].startswith("error: "), lines[0]
-    return lines[0]
-
-
-def _short_tmp() -> Path:
-    # Unix socket paths are limited to 107 bytes: pytest's tmp_path can be longer.
-    return Path(tempfile.mkdtemp(prefix="dwb-", dir="/tmp"))
 
 
 @dataclass
@@ -109,24 +61,6 @@ class World:
         for k, v in vars(self).items():
             value = value.replace(f"{{{k}}}", str(v))
         return value
-
-
-def _cli_subprocess(args: list, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "workbench.cli", *map(str, args)],
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "DIT_WORKBENCH_CACHE": str(cwd / "cache")},
-        # As from a terminal: a test run started in the background (`cmd &` in a script) has
-        # SIGINT ignored, the child would inherit that, and Python then never sees ctrl+c.
-        preexec_fn=_default_sigint,
-    )
-
-
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 # --- the shared checkpoint, cache and damaged copies (built once) ----------------------------
@@ -198,7 +132,7 @@ def _damaged_checkpoints(step: Path, bad: Path) -> None:
 
 @pytest.fixture(scope="module")
 def world(nano_ckpt) -> World:
-    d = _short_tmp()
+    d = short_tmp()
     step = (nano_ckpt / "latest").resolve()
     run = d / "roots" / "nano"
     run.mkdir(parents=True)
@@ -482,9 +416,11 @@ def test_the_table_is_big_enough():
                         "screen"}  # fmt: skip
 
 
-# --- real processes: nothing but the one line reaches the terminal ---------------------------
+# --- real processes: nothing but the one line reaches the terminal (slow: each process starts
+# an interpreter and imports torch) ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_subprocesses_print_one_line(world):
     cases = [
         (["heads", world.ckpt, "--format", "xml"], "Invalid value for '--format'"),
@@ -494,7 +430,7 @@ def test_cli_subprocesses_print_one_line(world):
         (["info", world.bad / "truncated"], "the checkpoint is damaged"),
     ]  # fmt: skip
     before = tree_digest(*world.protected, world.out, world.bad)
-    procs = [(_cli_subprocess(args, world.d / "cwd"), expect) for args, expect in cases]
+    procs = [(cli_subprocess(args, world.d / "cwd"), expect) for args, expect in cases]
     for p, expect in procs:
         out, err = p.communicate(timeout=120)
         assert p.returncode == 2, err
@@ -503,27 +439,19 @@ def test_cli_subprocesses_print_one_line(world):
     assert tree_digest(*world.protected, world.out, world.bad) == before
 
 
+@pytest.mark.slow
 def test_ctrl_c_while_sampling(world):
     """SIGINT mid-sampling: exit 130, one line, no image folder (not even a partial one)."""
-    from engine.model.checkpoint import WEIGHTS
-
     before = tree_digest(*world.protected, world.out)
     out = world.out / "interrupted"
-    p = _cli_subprocess(["sample", world.ckpt, "--out", out, "--eval-set", "--n", "2"],
-                        world.d / "cwd")  # fmt: skip
+    partial = world.out / f".{out.name}.partial"
+    p = cli_subprocess(["sample", world.ckpt, "--out", out, "--eval-set", "--n", "2"],
+                       world.d / "cwd")  # fmt: skip
     try:
-        # The weights are mapped once the command is loading the model (so main() is running);
-        # sampling 528 images then takes minutes, so the signal lands while it works.
-        deadline = time.monotonic() + 120
-        while p.poll() is None and time.monotonic() < deadline:
-            try:
-                if WEIGHTS in Path(f"/proc/{p.pid}/maps").read_text():
-                    break
-            except OSError:
-                pass
-            time.sleep(0.05)
+        # The staging folder appears once the model is loaded and sampling has begun; sampling
+        # 528 images then takes minutes, so the signal lands while it works.
+        wait_until(lambda: p.poll() is not None or partial.is_dir(), 120, "sampling to start")
         assert p.poll() is None, p.communicate()
-        time.sleep(1.5)
         p.send_signal(signal.SIGINT)
         stdout, err = p.communicate(timeout=60)
     finally:
@@ -533,7 +461,7 @@ def test_ctrl_c_while_sampling(world):
     assert p.returncode == 130, (err, stdout[-300:])  # 0 with "wrote": SIGINT was ignored
     assert err.strip() == "interrupted; nothing half-written was kept", err
     assert "Traceback" not in stdout
-    assert not out.exists() and not (world.out / f".{out.name}.partial").exists()
+    assert not out.exists() and not partial.exists()
     assert tree_digest(*world.protected, world.out) == before
 
 
@@ -672,44 +600,6 @@ def test_csv_export_into_read_only_folder(world, cli, read_only_dir, args):
 
 
 # --- the engine ------------------------------------------------------------------------------
-
-
-class Engine:
-    """A `python -m engine.service.server` subprocess on `cache` (a minimal copy of the one in
-    tests/test_engine_server.py)."""
-
-    def __init__(self, cache: Path, *args: str):
-        from engine.service import daemon
-
-        self.cache = cache
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.service.server", "--cache", str(cache), "--log-level",
-             "warning", *args],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        sock = str(daemon.default_socket(cache))
-        self.http = httpx.Client(transport=httpx.HTTPTransport(uds=sock), base_url="http://x",
-                                 timeout=30)  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.http.get("/health").raise_for_status()
-                break
-            except (httpx.TransportError, httpx.HTTPStatusError):
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"engine exited: {self.proc.stderr.read()}") from None
-                assert time.monotonic() < deadline, "engine did not start"
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.http.close()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from clirunner import cli_result
 
 from engine.core.errors import UserError
 from engine.train.curves import learned_at, learning_order, order_matches_paper, read_curves
@@ -58,12 +59,7 @@ def test_curves_cli_csv_and_errors(tmp_path):
     lines = [json.dumps(r) for r in RECORDS] + ['{"step": 500, "col']  # a line cut by a crash
     (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     assert [r["step"] for r in read_curves(run)] == [100, 200, 300, 400]
-    r = subprocess.run(
-        [sys.executable, "-m", "workbench.cli", "curves", str(run), "--format", "csv"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    r = cli_result("curves", run, "--format", "csv")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     assert [int(x["step"]) for x in rows] == [100, 200, 300, 400]

@@ -1,12 +1,11 @@
 """The dataset matches DESIGN.md section 1: scenes, relations, captions, rendering, files."""
 
 import json
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
+from clirunner import cli_result
 from PIL import Image
 
 from engine.core.errors import UserError
@@ -150,29 +149,10 @@ def test_render_refuses_nonempty_folder_and_bad_counts(tmp_path):
 
 def test_cli_render(tmp_path):
     out = tmp_path / "d"
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "workbench.cli",
-            "dataset",
-            "render",
-            str(out),
-            "--n",
-            "12",
-            "--seed",
-            "0",
-        ],
-        capture_output=True,
-        text=True,
-    )
+    r = cli_result("dataset", "render", out, "--n", "12", "--seed", "0")
     assert r.returncode == 0, r.stderr
     assert len(read_metadata(out)) == 12
-    r = subprocess.run(
-        [sys.executable, "-m", "workbench.cli", "dataset", "render", str(out), "--n", "12"],
-        capture_output=True,
-        text=True,
-    )
+    r = cli_result("dataset", "render", out, "--n", "12")
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error:") and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

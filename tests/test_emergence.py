@@ -9,14 +9,13 @@ stored steps, first-pass steps, the engine's job kind and table, and the report'
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from clirunner import cli_result
 from safetensors.torch import load_file
 
 from engine.core.errors import UserError
@@ -216,11 +215,7 @@ def test_report_section(run, emerged, tmp_path):
 
 def test_cli_csv_and_bad_run(run, emerged, tmp_path):
     cache, e = emerged
-    r = subprocess.run(
-        [sys.executable, "-m", "workbench.cli", "emergence", str(run), "--cache", str(cache),
-         "--format", "csv"],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+    r = cli_result("emergence", run, "--cache", cache, "--format", "csv")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     header = lines[0].split(",")
@@ -228,10 +223,7 @@ def test_cli_csv_and_bad_run(run, emerged, tmp_path):
     assert float(lines[3].split(",")[header.index("L2H2")]) == pytest.approx(
         float(e.scores["cosine"][2, 2, 2].astype(np.float64).mean()), abs=1e-4
     )
-    r = subprocess.run(
-        [sys.executable, "-m", "workbench.cli", "emergence", str(tmp_path / "none")],
-        capture_output=True, text=True, cwd=ROOT,
-    )  # fmt: skip
+    r = cli_result("emergence", tmp_path / "none")
     assert r.returncode == 2 and r.stderr.startswith("error:") and len(r.stderr.splitlines()) == 1
 
 

@@ -1,10 +1,9 @@
 """Faults tried as they happen on a shared server: the engine or a CLI writer SIGKILLed at random
 moments (seeded), and two workbenches on one engine. Nothing reported as written may be lost.
 
-Quick versions (2 trials) run by default; the 20-trial versions are marked slow. The last test
-runs benchmarks/engine_load.py for 3 s (8 clients, one job) and wants zero errors. A client
-dropping an event stream mid-job is in tests/test_engine_server.py; training killed and resumed
-bit-for-bit is tests/test_model.py::test_resume_is_bit_for_bit (in-process) and
+All of them are in the slow set (`pytest -m slow`); the load test runs benchmarks/engine_load.py
+for 3 s (8 clients, one job) and wants zero errors. A client dropping an event stream mid-job is
+in tests/test_engine_server.py; training killed and resumed bit-for-bit is tests/test_model.py::test_resume_is_bit_for_bit (in-process) and
 test_engine_server.py::test_train_job_interrupted_then_resumed (a real engine, SIGKILLed).
 """
 
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_engine_server import Engine, _short_tmp, wait_for
+from engine_process import Engine, short_tmp, wait_for_job, wait_until
 
 from engine.model.checkpoint import resolve_checkpoint_dir
 
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def world(nano_ckpt):
-    d = _short_tmp()
+    d = short_tmp()
     ck = d / "roots" / "nano"
     shutil.copytree(
         resolve_checkpoint_dir(nano_ckpt), ck, ignore=shutil.ignore_patterns("train_state")
@@ -112,10 +111,6 @@ def _engine_kill_trials(world, trials: int, seed: int) -> None:
     assert done, "no job finished before any kill: the delays are too short to test anything"
 
 
-def test_engine_sigkilled_loses_nothing_quick(world):
-    _engine_kill_trials(world, trials=2, seed=1)
-
-
 @pytest.mark.slow
 def test_engine_sigkilled_loses_nothing_20_trials(world):
     _engine_kill_trials(world, trials=20, seed=0)
@@ -157,10 +152,6 @@ def _cli_kill_trials(world, trials: int, seed: int) -> None:
     assert len(_digests(cache)) == len(kept) + 1
 
 
-def test_cli_writer_sigkilled_loses_nothing_quick(world):
-    _cli_kill_trials(world, trials=2, seed=1)
-
-
 @pytest.mark.slow
 def test_cli_writer_sigkilled_loses_nothing_20_trials(world):
     _cli_kill_trials(world, trials=20, seed=0)
@@ -196,6 +187,7 @@ asyncio.run(main(sys.argv[1], sys.argv[2] == "1"))
 """
 
 
+@pytest.mark.slow  # three processes, two of them Textual apps
 def test_two_workbenches_share_one_engine(world):
     from engine.service.daemon import socket_for
 
@@ -207,7 +199,7 @@ def test_two_workbenches_share_one_engine(world):
         prompts.write_text("red square is above blue circle\nblue circle left of red triangle\n")
         job = e.client.submit("synopsis", {"checkpoint": "nano", "prompts": str(prompts),
                                            "n_per_prompt": 1, "steps": 2})  # fmt: skip
-        assert wait_for(e.client, job["id"], timeout=240)["state"] == "done"
+        assert wait_for_job(e.client, job["id"], timeout=240)["state"] == "done"
         sock = str(socket_for(cache))
         procs = [
             subprocess.Popen(
@@ -227,7 +219,7 @@ def test_two_workbenches_share_one_engine(world):
         # The job one workbench submitted is the one both show.
         assert seen[0]["screen_jobs"] == seen[1]["screen_jobs"] and len(seen[0]["screen_jobs"]) == 1
         jid = seen[0]["screen_jobs"][0]
-        assert wait_for(e.client, jid, timeout=240)["state"] == "done"
+        assert wait_for_job(e.client, jid, timeout=240)["state"] == "done"
         assert e.client.health()["state"] == "ready"
     finally:
         e.stop()
@@ -236,6 +228,7 @@ def test_two_workbenches_share_one_engine(world):
 # --- load -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # an engine, its worker and 8 clients for 3 s
 def test_engine_load_benchmark_runs_without_errors(capsys):
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import engine_load
@@ -262,10 +255,10 @@ def test_training_sigkilled_then_resumed_matches_the_uninterrupted_run(tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     p = subprocess.Popen(train(killed), cwd=ROOT, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.monotonic() + 300
-    while not (killed / "step-0000004").is_dir():  # killed between checkpoints 4 and 8
-        assert p.poll() is None and time.monotonic() < deadline, "the run ended before its kill"
-        time.sleep(0.05)
+    # killed between checkpoints 4 and 8
+    wait_until(lambda: p.poll() is not None or (killed / "step-0000004").is_dir(), 300,
+               "checkpoint 4")  # fmt: skip
+    assert p.poll() is None, "the run ended before its kill"
     p.send_signal(signal.SIGKILL)
     p.wait(30)
     assert not (killed / "step-0000008").exists()

@@ -1,4 +1,5 @@
-"""The engine daemon, run for real: a `python -m engine.service.server` subprocess on a temp cache dir.
+"""The engine daemon, run for real: a `python -m engine.service.server` subprocess on a temp cache
+dir (tests/engine_process.py).
 
 Jobs here are `selftest` (sleeps in steps, no torch) and `evaluate` on a few rendered images,
 so every test takes a second or two; a real training job that is interrupted and resumed is
@@ -15,13 +16,13 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+from clirunner import cli_result as _cli
+from engine_process import Engine, fake_checkpoint, pid_gone, short_tmp, wait_for_job, wait_until
 
 from engine.core.errors import UserError
 from engine.service import daemon
@@ -29,113 +30,11 @@ from engine.service.client import EngineClient, EngineError, EngineUnavailable, 
 from engine.service.tables import query
 
 ROOT = Path(__file__).resolve().parents[1]
-TERMINAL = {"done", "failed", "cancelled", "interrupted"}
-
-
-# --- helpers --------------------------------------------------------------------------------
-
-
-def _short_tmp() -> Path:
-    # Unix socket paths are limited to 107 bytes: pytest's tmp_path can be longer.
-    return Path(tempfile.mkdtemp(prefix="dwe-", dir="/tmp"))
-
-
-class Engine:
-    """An engine subprocess on `cache`, with a client."""
-
-    def __init__(self, cache: Path, *args: str):
-        self.cache = cache
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "engine.service.server",
-                "--cache",
-                str(cache),
-                "--log-level",
-                "warning",
-                *args,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.client = EngineClient(cache_dir=cache, timeout=10)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.client.health()
-                break
-            except EngineUnavailable:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"engine exited: {self.proc.stderr.read()}") from None
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-    def stop(self, sig=signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
-        finally:
-            self.client.close()
-
-
-def wait_for(client: EngineClient, job_id: int, states=TERMINAL, timeout=20.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        rec = client.job(job_id)
-        if rec["state"] in states:
-            return rec
-        assert time.monotonic() < deadline, f"job {job_id} still {rec['state']}"
-        time.sleep(0.05)
-
-
-def pid_gone(pid: int, timeout=10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-            with open(f"/proc/{pid}/stat") as f:  # a zombie counts as gone
-                if f.read().split(")")[-1].split()[0] == "Z":
-                    return True
-        except (ProcessLookupError, FileNotFoundError):
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def _fake_checkpoint(d: Path) -> None:
-    """The files describe() reads, with a tiny weights file (no model, no torch)."""
-    import numpy as np
-    from safetensors.numpy import save_file
-
-    from engine.model.checkpoint import FORMAT, WEIGHTS
-
-    (d / "transformer").mkdir(parents=True)
-    save_file({"w": np.zeros((4, 5), np.float32)}, str(d / "transformer" / WEIGHTS))
-    cfg = {"num_layers": 3, "num_attention_heads": 3, "attention_head_dim": 64}
-    (d / "transformer" / "config.json").write_text(json.dumps(cfg))
-    meta = {
-        "format": FORMAT,
-        "preset": "nano",
-        "text": "rte",
-        "codec": "pixel",
-        "res": 32,
-        "step": 2,
-        "hashes": {"transformer": "ab" * 32},
-    }
-    (d / "workbench.json").write_text(json.dumps(meta))
 
 
 @pytest.fixture(scope="module")
 def workdir():
-    d = _short_tmp()
+    d = short_tmp()
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -159,8 +58,8 @@ def engine(workdir):
             }
             f.write(json.dumps(rec) + "\n")
         f.write('{"step": 9999, "cut sho')  # a line cut short by a killed run is skipped
-    _fake_checkpoint(roots / "ckpt-x")
-    _fake_checkpoint(roots / "run-b" / "step-0000002")
+    fake_checkpoint(roots / "ckpt-x")
+    fake_checkpoint(roots / "run-b" / "step-0000002")
     (roots / "run-b" / "latest").symlink_to("step-0000002")
     (roots / "run-b" / "metrics.jsonl").write_text('{"step": 2, "spatial": 0.5}\n')
     e = Engine(workdir / "cache", "--checkpoints", str(roots))
@@ -231,7 +130,7 @@ def test_evaluate_job_on_rendered_folder(engine, workdir):
 
     folder = write_dataset(workdir / "imgs", 4, seed=1, size=64)
     job = engine.client.submit("evaluate", {"folder": str(folder)})
-    rec = wait_for(engine.client, job["id"])
+    rec = wait_for_job(engine.client, job["id"])
     assert rec["state"] == "done", rec["error"]
     assert rec["result"]["n"] == 4 and rec["result"]["metrics"]["overall"] == 1.0
 
@@ -264,22 +163,20 @@ def test_queue_cancel_and_light_jobs_beside_heavy(engine, workdir):
     c = engine.client
     a = c.submit("selftest", {"seconds": 60, "steps": 600})
     b = c.submit("selftest", {"seconds": 1})
-    a = wait_for(c, a["id"], {"running"})
+    a = wait_for_job(c, a["id"], {"running"})
     assert c.job(b["id"])["state"] == "queued"  # one heavy job at a time
     # a light job (CPU evaluation) does not wait behind the heavy one
     from engine.data.files import write_dataset
 
     folder = write_dataset(workdir / "imgs2", 2, seed=2, size=64)
     e = c.submit("evaluate", {"folder": str(folder)})
-    assert wait_for(c, e["id"])["state"] == "done"
+    assert wait_for_job(c, e["id"])["state"] == "done"
     assert c.job(a["id"])["state"] == "running"
 
     assert c.cancel(b["id"])["state"] == "cancelled"  # queued: cancelled at once
-    while c.job(a["id"])["pid"] is None:
-        time.sleep(0.05)
-    worker = c.job(a["id"])["pid"]
+    worker = wait_until(lambda: c.job(a["id"])["pid"], what="the worker's pid")
     c.cancel(a["id"])
-    rec = wait_for(c, a["id"], timeout=15)
+    rec = wait_for_job(c, a["id"], timeout=15)
     assert rec["state"] == "cancelled" and rec["ended"] is not None
     assert pid_gone(worker)  # the worker (and whatever GPU memory it held) is gone
     with pytest.raises(EngineError) as ei:
@@ -409,12 +306,11 @@ def test_engine_killed_mid_job_restart_marks_interrupted(workdir):
     cache = workdir / "cache-kill"
     e = Engine(cache)
     done = e.client.submit("selftest", {"seconds": 0.2, "steps": 2})
-    assert wait_for(e.client, done["id"])["state"] == "done"
+    assert wait_for_job(e.client, done["id"])["state"] == "done"
     long = e.client.submit("selftest", {"seconds": 60, "steps": 600})
     queued = e.client.submit("selftest", {"seconds": 0.2, "steps": 2})
-    wait_for(e.client, long["id"], {"running"})
-    while (worker := e.client.job(long["id"])["pid"]) is None:
-        time.sleep(0.05)
+    wait_for_job(e.client, long["id"], {"running"})
+    worker = wait_until(lambda: e.client.job(long["id"])["pid"], what="the worker's pid")
     e.stop(signal.SIGKILL)
     assert pid_gone(worker), "the worker outlived its engine"
     sock = daemon.default_socket(cache)
@@ -426,11 +322,11 @@ def test_engine_killed_mid_job_restart_marks_interrupted(workdir):
         rec = c.job(long["id"])
         assert rec["state"] == "interrupted" and "engine stopped" in rec["error"]
         assert c.job(done["id"])["result"] == {"steps": 2, "seconds": 0.2, "resumed": False}
-        assert wait_for(c, queued["id"])["state"] == "done"  # the queue carries on
+        assert wait_for_job(c, queued["id"])["state"] == "done"  # the queue carries on
         again = c.resume(long["id"])
         assert again["resumed_from"] == long["id"] and again["params"]["resume"] is True
         c.cancel(again["id"])
-        assert wait_for(c, again["id"])["state"] == "cancelled"
+        assert wait_for_job(c, again["id"])["state"] == "cancelled"
     finally:
         assert e2.stop() == 0
     assert not sock.exists()  # a clean stop removes its socket
@@ -439,7 +335,7 @@ def test_engine_killed_mid_job_restart_marks_interrupted(workdir):
 def test_graceful_stop_interrupts_running_jobs(workdir):
     e = Engine(workdir / "cache-term")
     job = e.client.submit("selftest", {"seconds": 60, "steps": 600})
-    wait_for(e.client, job["id"], {"running"})
+    wait_for_job(e.client, job["id"], {"running"})
     assert e.stop(signal.SIGTERM) == 0
     e2 = Engine(workdir / "cache-term")
     try:
@@ -448,33 +344,11 @@ def test_graceful_stop_interrupts_running_jobs(workdir):
         e2.stop()
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    """The CLI's `main` run in this process (a subprocess would spend seconds importing): exit
-    code, stdout and stderr as a subprocess would give them."""
-    import contextlib
-    import io
-    from unittest import mock
-
-    from workbench.cli import main
-
-    out, err, code = io.StringIO(), io.StringIO(), 0
-    with (
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-        mock.patch.object(sys, "argv", ["dit-workbench", *args]),
-    ):
-        try:
-            main()
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
-
-
 def test_cli_engine_status_and_stop_leave_jobs_resumable(workdir):
     cache = workdir / "cache-stop"
     e = Engine(cache)
     job = e.client.submit("selftest", {"seconds": 60, "steps": 600})
-    wait_for(e.client, job["id"], {"running"})
+    wait_for_job(e.client, job["id"], {"running"})
     r = _cli("engine", "status", "--cache", str(cache))
     assert r.returncode == 0, r.stderr
     assert f"pid {e.proc.pid}" in r.stdout and f"1 running ({job['id']} selftest)" in r.stdout
@@ -495,14 +369,16 @@ def test_cli_engine_status_and_stop_leave_jobs_resumable(workdir):
         records.close()
 
 
+@pytest.mark.slow  # waits out idle periods in real time
 def test_engine_exits_when_idle_but_not_while_a_job_runs(workdir):
     e = Engine(workdir / "cache-idle", "--idle-exit", "0.5")
     try:
         assert e.client.health()["idle_exit_s"] == 0.5
         job = e.client.submit("selftest", {"seconds": 2.0, "steps": 8})
-        time.sleep(1.5)  # no request meanwhile: only the running job keeps it
-        assert e.proc.poll() is None
-        assert wait_for(e.client, job["id"])["state"] == "done"
+        # no request for three idle-exit periods: only the running job keeps it
+        with pytest.raises(subprocess.TimeoutExpired):
+            e.proc.wait(1.5)
+        assert wait_for_job(e.client, job["id"])["state"] == "done"
         e.client.close()
         assert e.proc.wait(15) == 0  # then, with no job and nobody asking, it went
     finally:
@@ -634,15 +510,13 @@ def test_train_job_interrupted_then_resumed(workdir):
     }
     e = Engine(cache)
     job = e.client.submit("train", params)
-    rec = wait_for(e.client, job["id"], timeout=300)
+    rec = wait_for_job(e.client, job["id"], timeout=300)
     assert rec["state"] == "done", rec["error"]
     assert rec["result"]["metrics"]["step"] == 4
     e.client.submit("train", {**params, "steps": 400, "resume": True})
     long_id = max(j["id"] for j in e.client.jobs())
-    deadline = time.monotonic() + 300
-    while e.client.job(long_id)["progress"] < 0.02:  # past step 4: training, not loading
-        assert time.monotonic() < deadline
-        time.sleep(0.2)
+    # past step 4: training, not loading
+    wait_until(lambda: e.client.job(long_id)["progress"] >= 0.02, 300, "training past step 4")
     e.stop(signal.SIGKILL)
     e2 = Engine(cache)
     try:
@@ -652,7 +526,7 @@ def test_train_job_interrupted_then_resumed(workdir):
         assert (out / "latest").exists()  # earlier results intact
         resumed = c.resume(long_id)
         c.cancel(resumed["id"])
-        assert wait_for(c, resumed["id"], timeout=60)["state"] == "cancelled"
+        assert wait_for_job(c, resumed["id"], timeout=60)["state"] == "cancelled"
     finally:
         e2.stop()
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
-import time
 
 import pytest
+from engine_process import Engine, fake_checkpoint, short_tmp, wait_until
 from fake_client import FakeEngineClient
-from test_engine_server import Engine, _fake_checkpoint, _short_tmp
 
 from engine.core import columns
 from engine.service.client import EngineAPI, EngineClient, EngineError
@@ -29,7 +28,7 @@ FAKE_ONLY = {"steps"}
 
 
 def _fake_ckpt() -> dict:
-    """The fake's entry for what _fake_checkpoint writes (3 layers x 3 heads, nano, rte)."""
+    """The fake's entry for what fake_checkpoint writes (3 layers x 3 heads, nano, rte)."""
     return {
         "name": CKPT,
         "path": f"checkpoints/{CKPT}",
@@ -50,7 +49,7 @@ def _fake_ckpt() -> dict:
 def both():
     """(real client, fake client) serving the same checkpoint and training curves."""
     fake = FakeEngineClient(checkpoints=[_fake_ckpt()], max_limit=MAX_LIMIT, seed_jobs=False)
-    work = _short_tmp()
+    work = short_tmp()
     roots = work / "roots"
     run = roots / RUN
     run.mkdir(parents=True)
@@ -58,7 +57,7 @@ def both():
     with open(run / "metrics.jsonl", "w") as f:
         for row in curves["rows"]:
             f.write(json.dumps(dict(zip(curves["columns"], row, strict=True))) + "\n")
-    _fake_checkpoint(roots / CKPT)
+    fake_checkpoint(roots / CKPT)
     engine = Engine(work / "cache", "--checkpoints", str(roots))
     try:
         yield engine.client, fake
@@ -188,14 +187,12 @@ def test_results_missing_for_a_checkpoint_is_a_400_naming_the_command(both):
 
 
 def _settle(client, job_id: int) -> dict:
-    deadline = time.monotonic() + 20
-    while True:
+    def ended():
         # the fake advances its jobs one step per jobs() poll, the engine by itself
         rec = next(j for j in client.jobs() if j["id"] == job_id)
-        if rec["state"] in ("done", "failed", "cancelled", "interrupted"):
-            return rec
-        assert time.monotonic() < deadline, rec
-        time.sleep(0.05)
+        return rec if rec["state"] in ("done", "failed", "cancelled", "interrupted") else None
+
+    return wait_until(ended, 20, f"job {job_id} to end")
 
 
 def test_jobs_submit_list_table_and_refusals(both):

@@ -8,16 +8,14 @@ import json
 import math
 import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import pytest
+from clirunner import cli_subprocess
+from engine_process import wait_until
 
 from engine.core import limits
 from engine.core.errors import UserError, one_line
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_bad_input import Engine, _short_tmp  # noqa: E402
 
 # --- numbers --------------------------------------------------------------------------------
 
@@ -84,47 +82,39 @@ def test_error_messages_are_cut_to_one_short_line():
 # --- job records that already hold NaN --------------------------------------------------------
 
 
-def test_records_holding_nan_are_served(tmp_path):
+def test_records_holding_nan_are_served(short_tmp, start_engine):
     """An older engine stored NaN in a job's params and result: the records read back with
     null in their place, and a live engine answers GET /jobs and /jobs/N (was HTTP 500)."""
     from engine.service.records import JobRecords
 
-    d = _short_tmp()
-    try:
-        recs = JobRecords(d / "jobs.sqlite")
-        job = recs.add("selftest", {"seconds": 1.0})
-        recs.close()
-        db = sqlite3.connect(d / "jobs.sqlite")
-        db.execute(
-            "UPDATE jobs SET params = ?, result = ?, state = 'done' WHERE id = ?",
-            ('{"seconds": NaN, "cfg": Infinity}', '{"m": [NaN, 1.0]}', job["id"]),
-        )
-        db.commit()
-        db.close()
-        recs = JobRecords(d / "jobs.sqlite")
-        (row,) = recs.all()
-        assert row["params"] == {"seconds": None, "cfg": None}
-        assert row["result"] == {"m": [None, 1.0]}
-        json.dumps(row, allow_nan=False)
-        recs.update(row["id"], result={"x": math.inf}, eta_s=math.nan, progress=math.nan)
-        row = recs.get(row["id"])
-        assert row["result"] == {"x": None} and row["eta_s"] is None and row["progress"] == 0.0
-        recs.close()
-        e = Engine(d)
-        try:
-            r = e.http.get("/jobs")
-            assert r.status_code == 200, r.text
-            assert r.json()["jobs"][0]["params"]["seconds"] is None
-            assert e.http.get(f"/jobs/{job['id']}").status_code == 200
-            r = e.http.post("/jobs", json={"kind": "selftest", "params": {"seconds": "nan"}})
-            assert r.status_code == 400 and "finite" in r.json()["error"]
-            assert len(e.http.get("/jobs").json()["jobs"]) == 1  # never queued
-        finally:
-            e.stop()
-    finally:
-        import shutil
-
-        shutil.rmtree(d, ignore_errors=True)
+    d = short_tmp
+    recs = JobRecords(d / "jobs.sqlite")
+    job = recs.add("selftest", {"seconds": 1.0})
+    recs.close()
+    db = sqlite3.connect(d / "jobs.sqlite")
+    db.execute(
+        "UPDATE jobs SET params = ?, result = ?, state = 'done' WHERE id = ?",
+        ('{"seconds": NaN, "cfg": Infinity}', '{"m": [NaN, 1.0]}', job["id"]),
+    )
+    db.commit()
+    db.close()
+    recs = JobRecords(d / "jobs.sqlite")
+    (row,) = recs.all()
+    assert row["params"] == {"seconds": None, "cfg": None}
+    assert row["result"] == {"m": [None, 1.0]}
+    json.dumps(row, allow_nan=False)
+    recs.update(row["id"], result={"x": math.inf}, eta_s=math.nan, progress=math.nan)
+    row = recs.get(row["id"])
+    assert row["result"] == {"x": None} and row["eta_s"] is None and row["progress"] == 0.0
+    recs.close()
+    e = start_engine(d)
+    r = e.http.get("/jobs")
+    assert r.status_code == 200, r.text
+    assert r.json()["jobs"][0]["params"]["seconds"] is None
+    assert e.http.get(f"/jobs/{job['id']}").status_code == 200
+    r = e.http.post("/jobs", json={"kind": "selftest", "params": {"seconds": "nan"}})
+    assert r.status_code == 400 and "finite" in r.json()["error"]
+    assert len(e.http.get("/jobs").json()["jobs"]) == 1  # never queued
 
 
 # --- symlinks ---------------------------------------------------------------------------------
@@ -264,7 +254,7 @@ def test_evaluate_csv_neutralises_file_names(tmp_path, capsys, monkeypatch):
     import csv
     import io
 
-    from test_bad_input import run_cli
+    from clirunner import run_cli
 
     from engine.data.files import write_dataset
 
@@ -316,7 +306,7 @@ def test_csv_target_checks_and_mode(tmp_path):
 
 
 def test_format_help_says_how_csv_cells_are_written(capsys, monkeypatch):
-    from test_bad_input import run_cli
+    from clirunner import run_cli
 
     for cmd in (["evaluate"], ["heads"], ["ablate"], ["curves"], ["screen"], ["jobs", "list"]):
         code, out, _ = run_cli([*cmd, "--help"], capsys, monkeypatch)
@@ -466,19 +456,12 @@ def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
     """`dataset render` killed with SIGTERM mid-render: exit 143, one line, no .partial folder
     and no output folder (SIGTERM used to leave the partial folder behind)."""
     import signal
-    import time
-
-    from test_bad_input import _cli_subprocess
 
     out = tmp_path / "data"
     partial = tmp_path / ".data.partial"
-    p = _cli_subprocess(["dataset", "render", out, "--n", "200000", "--size", "32"], tmp_path)
+    p = cli_subprocess(["dataset", "render", out, "--n", "200000", "--size", "32"], tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while p.poll() is None and time.monotonic() < deadline:
-            if partial.is_dir() and any(partial.glob("*.png")):
-                break
-            time.sleep(0.05)
+        wait_until(lambda: p.poll() is not None or any(partial.glob("*.png")), 120, "a PNG")
         assert p.poll() is None, p.communicate()
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=60)

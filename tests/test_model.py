@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from clirunner import cli_result as cli
 from diffusers import PixArtTransformer2DModel
 from PIL import Image
 from safetensors.torch import load_file
@@ -23,16 +24,6 @@ from engine.model.sampler import sample_images
 from engine.train.loop import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cli(*args, **kw):
-    return subprocess.run(
-        [sys.executable, "-m", "workbench.cli", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        **kw,
-    )
 
 
 def tiny_cfg(out, **kw):

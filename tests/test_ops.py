@@ -12,12 +12,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 import typing
 from pathlib import Path
 
@@ -25,6 +19,7 @@ import numpy as np
 import pytest
 import typer
 from clirunner import run_cli as _cli
+from engine_process import Engine
 
 from engine.core.errors import UserError, one_line
 from engine.ops.ablate import Ablate
@@ -44,49 +39,6 @@ FEW_PARAMS = {"n": 3, "steps": 2, "resamples": 50, "batch_size": 8}
 # --- (a) the CLI and the engine run the same operation --------------------------------------
 
 
-class _Engine:
-    """`python -m engine.service.server` on `cache` (a short path: sockets allow 107 bytes)."""
-
-    def __init__(self, cache: Path):
-        from engine.service.client import EngineClient, EngineUnavailable
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.service.server", "--cache", str(cache),
-             "--log-level", "warning", "--idle-exit", "0"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.client = EngineClient(cache_dir=cache, timeout=10)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.client.health()
-                return
-            except EngineUnavailable:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"engine exited: {self.proc.stderr.read()}") from None
-                assert time.monotonic() < deadline, "the engine did not start"
-                time.sleep(0.05)
-
-    def run(self, kind: str, params: dict, timeout: float = 120) -> dict:
-        job = self.client.submit(kind, params)
-        deadline = time.monotonic() + timeout
-        while (rec := self.client.job(job["id"]))["state"] in ("queued", "running"):
-            assert time.monotonic() < deadline, f"job {job['id']} still {rec['state']}"
-            time.sleep(0.1)
-        assert rec["state"] == "done", rec["error"]
-        return rec
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.client.close()
-
-
 def _stored(checkpoint: Path, cache: Path) -> dict:
     """Every ablation run in the checkpoint's cache: arrays and provenance, without the fields
     that differ between any two runs (creation time, seconds taken, the process's command)."""
@@ -102,20 +54,13 @@ def _stored(checkpoint: Path, cache: Path) -> dict:
     return out
 
 
-@pytest.fixture
-def short_tmp():
-    d = Path(tempfile.mkdtemp(prefix="dwo-", dir="/tmp"))  # sockets allow 107-byte paths
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
 def _cli_then_engine(ckpt, args, params, d, capsys, monkeypatch) -> tuple[str, dict]:
     """The CLI's `ablate CKPT ARGS` into d/cli-cache, then an engine on d/engine-cache runs
     the ablate job PARAMS (the engine's default cache is its own folder): (stdout, record)."""
     code, out, err = _cli(["ablate", ckpt, *args, *FEW, "--cache", d / "cli-cache",
                            "--format", "json"], capsys, monkeypatch)  # fmt: skip
     assert code == 0, err
-    engine = _Engine(d / "engine-cache")
+    engine = Engine(d / "engine-cache", "--idle-exit", "0")
     try:
         return out, engine.run("ablate", {"checkpoint": str(ckpt), **params, **FEW_PARAMS})
     finally:
@@ -384,9 +329,10 @@ def test_kinds_describe_every_declared_param():
 
 
 def test_kinds_of_the_operations():
-    for name, cls in (("train", Train), ("sample", Sample), ("ablate", Ablate),
-                      ("variance", Variance)):  # fmt: skip
-        k = JOB_KINDS[name]
-        assert (k.heavy, k.resumable, k.help) == (cls.heavy, cls.resumable, cls.help)
-    assert JOB_KINDS["train"].resumable and not JOB_KINDS["variance"].heavy
-    assert JOB_KINDS["selftest"].resumable and JOB_KINDS["selftest"].heavy
+    """Which jobs take the accelerator one at a time (heavy) and which `jobs resume` continues:
+    sampling and training are heavy; reading weights or scoring images on the CPU is not."""
+    heavy = {name for name, k in JOB_KINDS.items() if k.heavy}
+    resumable = {name for name, k in JOB_KINDS.items() if k.resumable}
+    assert heavy == {"selftest", "train", "sample", "ablate", "synopsis"}
+    assert resumable == {"selftest", "train", "synopsis"}
+    assert all(k.help for k in JOB_KINDS.values())

@@ -4,18 +4,19 @@ and `screen` run as an engine daemon job store the same screening of the same ch
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
-from test_engine_server import Engine, _short_tmp, wait_for
+from engine_process import wait_for_job
 from typer.testing import CliRunner
 
 from engine.model.checkpoint import store_for_path
 from engine.probe.screening import load_screening
 
 
-def test_screen_in_the_cli_and_as_an_engine_job_store_the_same_result(nano_ckpt, tmp_path):
+def test_screen_in_the_cli_and_as_an_engine_job_store_the_same_result(
+    nano_ckpt, tmp_path, short_tmp, start_engine
+):
     from workbench.cli import app
 
     cli_cache = tmp_path / "cli-cache"
@@ -26,38 +27,33 @@ def test_screen_in_the_cli_and_as_an_engine_job_store_the_same_result(nano_ckpt,
     doc = json.loads(r.stdout)
     assert len(doc["rows"]) == 9  # 3 layers x 3 heads of the nano model
 
-    work = _short_tmp()
-    try:
-        root = nano_ckpt.parent.parent
-        engine = Engine(work / "cache", "--checkpoints", str(root))
-        try:
-            # by name under the engine's checkpoint roots, as the workbench submits it (not the
-            # bare "run": the engine's cache folder has a run/ of its own, looked in first)
-            name = str(nano_ckpt.relative_to(root))
-            job = engine.client.submit("screen", {"checkpoint": name})
-            rec = wait_for(engine.client, job["id"], timeout=180)
-        finally:
-            engine.stop()
-        assert rec["state"] == "done", rec["error"]
-        res = rec["result"]
-        assert "rows" not in res and res["seconds"] is not None  # computed, not reused
-        a = store_for_path(nano_ckpt, cli_cache)
-        b = store_for_path(nano_ckpt, work / "cache")
-        assert res["cache"] == str(b.path) != str(a.path)
-        assert a.runs("screening") == [doc["run"]] and b.runs("screening") == [res["run"]]
-        mine, theirs = a.attrs("screening", doc["run"]), b.attrs("screening", res["run"])
-        assert json.loads(mine["params"]) == json.loads(theirs["params"]) == doc["params"]
-        assert mine["checkpoint_hash"] == theirs["checkpoint_hash"]
-        got, want = load_screening(b, res["run"]), load_screening(a, doc["run"])
-        arrays, other = want.arrays(), got.arrays()
-        assert arrays.keys() == other.keys()
-        for name, value in arrays.items():
-            if isinstance(value, np.ndarray):
-                np.testing.assert_array_equal(other[name], value, err_msg=name)
-            else:
-                assert other[name] == value, name
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    work = short_tmp
+    root = nano_ckpt.parent.parent
+    engine = start_engine(work / "cache", "--checkpoints", str(root))
+    # by name under the engine's checkpoint roots, as the workbench submits it (not the bare
+    # "run": the engine's cache folder has a run/ of its own, looked in first)
+    name = str(nano_ckpt.relative_to(root))
+    job = engine.client.submit("screen", {"checkpoint": name})
+    rec = wait_for_job(engine.client, job["id"], timeout=180)
+    engine.stop()  # its cache file is read below
+    assert rec["state"] == "done", rec["error"]
+    res = rec["result"]
+    assert "rows" not in res and res["seconds"] is not None  # computed, not reused
+    a = store_for_path(nano_ckpt, cli_cache)
+    b = store_for_path(nano_ckpt, work / "cache")
+    assert res["cache"] == str(b.path) != str(a.path)
+    assert a.runs("screening") == [doc["run"]] and b.runs("screening") == [res["run"]]
+    mine, theirs = a.attrs("screening", doc["run"]), b.attrs("screening", res["run"])
+    assert json.loads(mine["params"]) == json.loads(theirs["params"]) == doc["params"]
+    assert mine["checkpoint_hash"] == theirs["checkpoint_hash"]
+    got, want = load_screening(b, res["run"]), load_screening(a, doc["run"])
+    arrays, other = want.arrays(), got.arrays()
+    assert arrays.keys() == other.keys()
+    for name, value in arrays.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(other[name], value, err_msg=name)
+        else:
+            assert other[name] == value, name
 
 
 def test_probe_ops_refuse_bad_params_before_any_model_loads(nano_ckpt, tmp_path):

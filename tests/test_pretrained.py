@@ -491,18 +491,18 @@ def test_tui_opens_the_import_and_exports_its_heads_table(pipe, tmp_path):
     exported with `e`, is the CLI's `heads --format csv`, byte for byte."""
     import subprocess
 
-    from test_tui_engine import CLI, _env, _export_in_app, _heads_csv
+    from tmux_app import CLI, export_in_app, heads_csv, tmux_env
 
     from engine.model.pipeline import import_pipeline
 
     work = tmp_path / "w"
     (work / "checkpoints").mkdir(parents=True)
     ck = import_pipeline(pipe, work / "checkpoints" / "pixart")
-    env = _env()
+    env = tmux_env()
     (work / "p.txt").write_text(f"{OURS}\n{FREE}\n")
     r = subprocess.run([*CLI, "synopsis", str(ck), "--prompts", "free:p.txt", "--n-per-prompt",
                         "1", "--steps", "2"], cwd=work, env=env, capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    want = _heads_csv(ck, work, env)
+    want = heads_csv(ck, work, env)
     assert want.count("\n") == 5
-    assert _export_in_app(work, env, 4) == want
+    assert export_in_app(work, env, 4) == want

@@ -3,14 +3,12 @@ the CLI on a nano checkpoint, resume."""
 
 import csv
 import io
-import subprocess
-import sys
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from clirunner import cli_result as cli
 from diffusers import PixArtTransformer2DModel
 
 from engine.core.errors import UserError
@@ -31,13 +29,7 @@ from engine.probe.synopsis import (
 from engine.store.cache import Store
 from engine.text import CATEGORIES
 
-ROOT = Path(__file__).resolve().parents[1]
 TEXTS = ["red square is above blue circle", "circle is to the left of blue triangle"]
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "workbench.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

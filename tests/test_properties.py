@@ -15,19 +15,18 @@ import contextlib
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
+from clirunner import run_cli  # noqa: E402
+from contract import one_line_error, tree_digest  # noqa: E402
+from engine_process import Engine, short_tmp  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from engine.core.errors import UserError  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from test_bad_input import Engine, _short_tmp, one_line_error, run_cli, tree_digest  # noqa: E402
 
 FAST, MANY = 15, 100
 _COMMON = dict(deadline=None, suppress_health_check=list(HealthCheck), derandomize=False)
@@ -86,7 +85,7 @@ NUMERIC = {
 @pytest.fixture(scope="module")
 def world(nano_ckpt):
     """A copy of the nano run (never written), an image folder and a prompts file."""
-    d = _short_tmp()
+    d = short_tmp()
     step = (nano_ckpt / "latest").resolve()
     ckpt = d / "ckpt"
     shutil.copytree(step, ckpt, ignore=shutil.ignore_patterns("train_state"))
@@ -315,7 +314,7 @@ test_cache_contents, test_cache_contents_many = pair(spec=flows_dataset())(_chec
 
 @pytest.fixture(scope="module")
 def engine():
-    d = _short_tmp()
+    d = short_tmp()
     e = Engine(d / "cache")
     yield e
     e.stop()

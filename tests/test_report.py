@@ -1,8 +1,7 @@
 """`dit-workbench report` regenerates the reproduction report from a tiny checkpoint's cache."""
 
-import subprocess
-import sys
-from pathlib import Path
+import pytest
+from clirunner import cli_result
 
 from engine.core.sampling import SamplingSettings
 from engine.data.prompts import parse_prompt
@@ -14,16 +13,15 @@ from engine.probe.screening import save_screening, screen
 from engine.probe.synopsis import run_synopsis
 from engine.store.cache import Store
 
-ROOT = Path(__file__).resolve().parents[1]
 
-
+@pytest.mark.slow  # the whole pipeline: synopsis, screening, two all-head sweeps, variance
 def test_report_from_a_tiny_checkpoint(nano_ckpt, tmp_path):
     cache = tmp_path / "cache"
     ck = load_checkpoint(nano_ckpt)
     store = Store.for_checkpoint(ck, cache)
-    cli = [sys.executable, "-m", "workbench.cli", "report", str(nano_ckpt), "--cache", str(cache)]
+    cli = ["report", nano_ckpt, "--cache", cache]
     # Before anything is computed the report says what is missing and how to get it.
-    r = subprocess.run(cli, capture_output=True, text=True, cwd=ROOT)
+    r = cli_result(*cli)
     assert r.returncode == 0, r.stderr
     assert "run `dit-workbench synopsis CKPT`" in r.stdout
 
@@ -38,7 +36,7 @@ def test_report_from_a_tiny_checkpoint(nano_ckpt, tmp_path):
                   resamples=50)  # fmt: skip
     run_variance(ck, prompts, store)
     out = tmp_path / "reproduction.md"
-    r = subprocess.run([*cli, "--out", str(out)], capture_output=True, text=True, cwd=ROOT)
+    r = cli_result(*cli, "--out", out)
     assert r.returncode == 0, r.stderr
     text = out.read_text()
     top = rank_heads(store, run, "relation->object1")[0]

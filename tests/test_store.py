@@ -136,10 +136,6 @@ def _kill_trials(tmp_path, trials: int, seed: int) -> None:
     assert len(confirmed) >= trials
 
 
-def test_killed_writer_loses_nothing_quick(tmp_path):
-    _kill_trials(tmp_path, trials=3, seed=1)
-
-
 @pytest.mark.slow
 def test_killed_writer_loses_nothing_20_trials(tmp_path):
     _kill_trials(tmp_path, trials=20, seed=0)

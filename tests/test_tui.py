@@ -891,10 +891,12 @@ def utc(monkeypatch):
         ("help", ("question_mark",)),
     ],
 )
+@pytest.mark.slow  # SVG snapshots: run with -m slow
 def test_snapshot_80x24(snap_compare, utc, name, keys):
     assert snap_compare(make_app(), terminal_size=(80, 24), run_before=_snap(keys, extra=0.2))
 
 
+@pytest.mark.slow  # SVG snapshots: run with -m slow
 def test_snapshot_80x24_without_colour(snap_compare, utc, monkeypatch):
     """NO_COLOR: the ablate dialog's checked box, unchecked boxes and focused field still read."""
     monkeypatch.setenv("NO_COLOR", "1")
