@@ -16,7 +16,7 @@ from textual.widgets import Static
 from workbench.components.engine_table import EngineTable
 from workbench.components.heads import head_of
 from workbench.components.pane import Pane
-from workbench.render.cells import Col, fmt_cell
+from workbench.render.cells import Col, fmt_cell, fmt_ci
 from workbench.services.engine import answer, engine_of
 from workbench.services.messages import HeadSelected, OpenHeadDetail
 
@@ -39,16 +39,7 @@ def fmt_pp_signed(v: Any, _row: dict | None = None) -> Text | str:
 
 def fmt_ci_pp(lo_key: str, hi_key: str):
     """The 95% CI in percentage points; bold (and marked *) when it excludes 0."""
-
-    def f(_v: Any, row: dict) -> Text:
-        lo, hi = row.get(lo_key), row.get(hi_key)
-        if not _num(lo) or not _num(hi):
-            return Text("–", style="dim", justify="center")
-        sig = lo > 0 or hi < 0
-        text = f"[{100 * lo:+.1f},{100 * hi:+.1f}]" + ("*" if sig else " ")
-        return Text(text, style="bold" if sig else "dim")
-
-    return f
+    return fmt_ci(lo_key, hi_key, num=lambda v: f"{100 * v:+.1f}", mark=True)
 
 
 # decisive columns first (intervention, metric, delta, CI, n): at 80 columns the rest scroll

@@ -11,7 +11,7 @@ from textual.widgets import Static
 from workbench.components.engine_table import EngineTable
 from workbench.components.pane import Pane
 from workbench.components.query import QueryBar
-from workbench.render.cells import Col, fmt_cell, fmt_signed
+from workbench.render.cells import Col, fmt_cell, fmt_ci, fmt_signed
 from workbench.services.messages import HeadSelected, OpenHeadDetail, QueryChanged
 from workbench.services.query import Query
 
@@ -19,17 +19,6 @@ from workbench.services.query import Query
 def _short(v: float) -> str:
     s = f"{v:+.2f}"
     return s.replace("0.", ".", 1) if abs(v) < 1 else s
-
-
-def fmt_ci_short(lo_key: str, hi_key: str):
-    def f(_v: Any, row: dict) -> Text:
-        lo, hi = row.get(lo_key), row.get(hi_key)
-        if not isinstance(lo, int | float) or not isinstance(hi, int | float):
-            return Text("–", style="dim", justify="center")
-        excludes_zero = lo > 0 or hi < 0
-        return Text(f"[{_short(lo)},{_short(hi)}]", style="bold" if excludes_zero else "dim")
-
-    return f
 
 
 def fmt_z(v: Any, _row: dict) -> Text | str:
@@ -48,7 +37,7 @@ HEADS_COLS = [
     Col(
         "ablation_ci_low",
         "CI95",
-        fmt_ci_short("ablation_ci_low", "ablation_ci_high"),
+        fmt_ci("ablation_ci_low", "ablation_ci_high", num=_short),
         uses=("ablation_ci_high",),
     ),
     Col("screen_score", "screen"),

@@ -58,13 +58,22 @@ def fmt_signed(v: Any, _row: dict | None = None) -> Text | str:
     return Text(f"{v:+.3f}", style=style, justify="right")
 
 
-def fmt_ci(lo_key: str, hi_key: str) -> Callable[[Any, dict], Text | str]:
+def fmt_ci(
+    lo_key: str,
+    hi_key: str,
+    num: Callable[[float], str] = lambda v: f"{v:+.2f}",
+    mark: bool = False,
+) -> Callable[[Any, dict], Text | str]:
+    """The interval [lo, hi] with each end written by `num`; bold when it excludes 0 (and, with
+    `mark`, followed by * so that it shows without colour or bold)."""
+
     def f(_v: Any, row: dict) -> Text | str:
         lo, hi = row.get(lo_key), row.get(hi_key)
         if not isinstance(lo, int | float) or not isinstance(hi, int | float):
             return Text("–", style="dim", justify="center")
         excludes_zero = lo > 0 or hi < 0
-        return Text(f"[{lo:+.2f},{hi:+.2f}]", style="bold" if excludes_zero else "dim")
+        text = f"[{num(lo)},{num(hi)}]" + (("*" if excludes_zero else " ") if mark else "")
+        return Text(text, style="bold" if excludes_zero else "dim")
 
     return f
 
