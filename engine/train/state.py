@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from engine import __version__
 from engine.core.errors import UserError
+from engine.core.fs import fsync_path, staged_folder
 from engine.model.checkpoint import save_checkpoint
 
 
@@ -142,8 +143,6 @@ class TrainState:
         a loadable checkpoint, plus train_state/), point `latest` at it, keep `cfg.keep`."""
         step, model, ema = self.step, self.model, self.ema
         name = f"step-{step:07d}"
-        tmp = out / f".tmp-{name}"
-        shutil.rmtree(tmp, ignore_errors=True)
         meta = {
             "preset": cfg.preset,
             "text": text_encoder.spec,
@@ -155,37 +154,37 @@ class TrainState:
             "code_version": __version__,
             "weights": "ema",
         }
-        save_checkpoint(tmp, ema_model, text_encoder, meta)
-        ts = tmp / "train_state"
-        ts.mkdir()
-        names = [n for n, _ in model.named_parameters()]
-        save_file(
-            {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()},
-            ts / "model.safetensors",
-        )
-        shadow = zip(names, ema.shadow_params, strict=True)
-        save_file({n: s.detach().cpu().contiguous() for n, s in shadow}, ts / "ema.safetensors")
-        save_optimizer_state(self.opt.state_dict(), ts)
-        save_file({"noise": self.noise_gen.get_state()}, ts / "rng.safetensors")
-        if self.scaler is not None:  # fp16: the loss scale must survive a resume (else 2**16)
-            (ts / "scaler.json").write_text(json.dumps(self.scaler.state_dict()))
-        (ts / "state.json").write_text(
-            json.dumps(
-                {
-                    "step": step,
-                    "epoch": self.batches.epoch,
-                    "pos": self.batches.pos,
-                    "ema": {"optimization_step": int(ema.optimization_step)},
-                }
-            )
-        )
         final = out / name
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        with staged_folder(final, create=False) as tmp:
+            save_checkpoint(tmp, ema_model, text_encoder, meta)
+            ts = tmp / "train_state"
+            ts.mkdir()
+            names = [n for n, _ in model.named_parameters()]
+            save_file(
+                {n: p.detach().cpu().contiguous() for n, p in model.named_parameters()},
+                ts / "model.safetensors",
+            )
+            shadow = zip(names, ema.shadow_params, strict=True)
+            save_file({n: s.detach().cpu().contiguous() for n, s in shadow}, ts / "ema.safetensors")
+            save_optimizer_state(self.opt.state_dict(), ts)
+            save_file({"noise": self.noise_gen.get_state()}, ts / "rng.safetensors")
+            if self.scaler is not None:  # fp16: the loss scale must survive a resume (else 2**16)
+                (ts / "scaler.json").write_text(json.dumps(self.scaler.state_dict()))
+            (ts / "state.json").write_text(
+                json.dumps(
+                    {
+                        "step": step,
+                        "epoch": self.batches.epoch,
+                        "pos": self.batches.pos,
+                        "ema": {"optimization_step": int(ema.optimization_step)},
+                    }
+                )
+            )
         link_tmp = out / ".latest.tmp"
         link_tmp.unlink(missing_ok=True)
         link_tmp.symlink_to(name)
         os.replace(link_tmp, out / "latest")
+        fsync_path(out)
         kept = sorted(p for p in out.glob("step-*") if p.is_dir())
         for old in kept[: -cfg.keep] if cfg.keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
