@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.core.errors import UserError
+from engine.core.sampling import DEFAULT_SAMPLING
 from engine.store.cache import Store
 from engine.store.emergence import run_store
 
@@ -53,7 +54,7 @@ HEAD_THRESHOLD = 0.5  # mean cosine over relations (L2H2 of mini-rte-lr1e-3 at s
 METRIC_THRESHOLD = 0.5  # evaluator metrics: the curves' "learned" threshold
 RELATION_QUERY = "relation->object1"
 EVAL_METRICS = ("color", "shape", "exist_binding", "unique_binding", "spatial", "color_relation")
-SYNOPSIS_STEPS = 14
+SYNOPSIS_STEPS = DEFAULT_SAMPLING.steps  # the small per-checkpoint synopsis samples as usual
 
 
 def head_name(layer: int, head: int) -> str:
