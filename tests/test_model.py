@@ -240,7 +240,9 @@ def test_resume_is_bit_for_bit(tmp_path):
         assert x.keys() == y.keys()
         for k in x:
             assert torch.equal(x[k], y[k]), (f, k)
-    with pytest.raises(UserError, match="resume with the same settings"):
+    with pytest.raises(
+        UserError, match=r"^--lr is 0.0003 but the run in .* resume with the same settings"
+    ):
         train(tiny_cfg(split, steps=6, lr=3e-4), resume=True, progress=lambda r: None)
     with pytest.raises(UserError, match="not empty"):
         train(tiny_cfg(split), progress=lambda r: None)

@@ -7,7 +7,9 @@ import pytest
 
 from engine.core import limits
 from engine.core.errors import UserError
-from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings, cli_name
+from engine.core.sampling import DEFAULT_SAMPLING, SamplingSettings
+from engine.core.spec import option_spelling, spec_of
+from engine.ops.sample import Sample
 
 
 def test_defaults_are_the_papers_and_pass_their_check():
@@ -31,7 +33,7 @@ def test_an_error_names_the_setting_as_the_client_spells_it(settings, engine, cl
     with pytest.raises(UserError, match=engine):
         settings.check()
     with pytest.raises(UserError, match=cli):
-        settings.check(name=cli_name)
+        settings.check(name=option_spelling(spec_of(Sample)))
 
 
 def test_images_per_prompt_times_prompts_is_bounded():

@@ -8,19 +8,11 @@ with it before queueing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from engine.core import limits
-from engine.core.spec import job_spelling, param
-
-# How the engine's errors name a parameter: `param 'batch_size'`.
-engine_name = job_spelling
-
-
-def cli_name(field: str) -> str:
-    """How the command line names it: `--batch-size`."""
-    return f"--{field.replace('_', '-')}"
+from engine.core.spec import Spelling, job_spelling, param
 
 
 @dataclass(frozen=True)
@@ -38,7 +30,7 @@ class SamplingSettings:
         self,
         counts: Mapping[str, int] | None = None,
         n_prompts: int | None = None,
-        name: Callable[[str], str] = engine_name,
+        name: Spelling = job_spelling,
     ) -> SamplingSettings:
         """These settings, or UserError naming the first one out of its bound.
 
@@ -49,10 +41,8 @@ class SamplingSettings:
             if n_prompts is not None:
                 limits.check_count(f"{name(k)} {v} x {n_prompts} prompts", v * n_prompts,
                                    limits.MAX_IMAGES, "images")  # fmt: skip
-        limits.SEED.check(name("seed"), self.seed)
-        limits.SAMPLER_STEPS.check(name("steps"), self.steps)
-        limits.CFG.check(name("cfg"), self.cfg)
-        limits.BATCH.check(name("batch_size"), self.batch_size)
+        for field, (bound, _) in _DECLARED.items():
+            bound.check(name(field), getattr(self, field))
         return self
 
     @classmethod

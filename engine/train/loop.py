@@ -38,6 +38,7 @@ from engine.core.errors import UserError
 from engine.core.fs import write_atomic
 from engine.core.sampling import SamplingSettings
 from engine.core.settings import settings
+from engine.core.spec import option_spelling, spec_of
 from engine.data.prompts import eval_prompts
 from engine.data.render import render_batch
 from engine.data.scenes import sample_scenes
@@ -109,10 +110,11 @@ def train(
                 f"nothing to resume in {str(out)!r} (no train_config.json); drop --resume to start"
             )
         old = json.loads(saved.read_text())
+        option = option_spelling(spec_of(TrainConfig))
         for f in fields(TrainConfig):
             if f.name not in TrainConfig.RESUMABLE and old.get(f.name) != getattr(cfg, f.name):
                 raise UserError(
-                    f"--{f.name.replace('_', '-')} is {getattr(cfg, f.name)!r} but the run in {str(out)!r} "
+                    f"{option(f.name)} is {getattr(cfg, f.name)!r} but the run in {str(out)!r} "
                     f"used {old.get(f.name)!r}; resume with the same settings"
                 )
     elif out.exists() and any(out.iterdir()):
