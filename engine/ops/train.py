@@ -42,9 +42,10 @@ class Train(Operation, TrainConfig):
                               "mixed_precision": mixed_precision})  # fmt: skip
 
     def check(self, cwd: str | None) -> None:
-        # Every setting as the loop checks it; "auto" precision is resolved where the run lands.
+        # from_params has checked every setting against its declaration; the rest as the loop
+        # checks it. "auto" precision is resolved where the run lands.
         cfg = self.config(self.mixed_precision)
-        cfg.validate(self.spelled)
+        cfg.check_across(self.spelled)
         self.device = cfg.device  # the normalised spelling; whether it exists: at run time
         out = Path(self.out)
         above = next(p for p in out.parents if p.exists())

@@ -104,6 +104,11 @@ class TrainConfig:
         name = spelled or option_spelling(spec)
         for field, p in spec.items():
             setattr(self, field, check_value(name(field), getattr(self, field), p))
+        self.check_across(name)
+
+    def check_across(self, name: Spelling) -> None:
+        """What the declarations do not say: ranges, the device, preset and encoder names
+        (each setting already checked against its declaration, as `check_params` does)."""
         if not 0 < self.lr < 1:
             raise UserError(f"{name('lr')} {self.lr} is out of range; use e.g. 1e-4")
         if not 0 <= self.null_caption_p < 1:
