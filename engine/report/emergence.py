@@ -1,4 +1,4 @@
-"""The report's section on when the relation head formed (issue 22): the stored emergence of
+"""The report's section on when the relation head formed: the stored emergence of
 the checkpoint's training run beside its learning curves, or how to produce it."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def emergence_section(run: str | os.PathLike | None, cache_dir=None, top: int = 
         )
         return out + [
             why + " To measure it on the GPU recipe (`mini-rte-lr1e-3`, "
-            "`../shared/gpu-runs/README.md`, with a checkpoint every 400 steps kept):",
+            "`checkpoints/mini-rte/train_config.json`, with a checkpoint every 400 steps kept):",
             "",
             "```",
             GPU_RECIPE,

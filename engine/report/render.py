@@ -284,7 +284,7 @@ def _word_section(rows: list[dict]) -> list[str]:
 
 
 def _relation_verdict(a: dict | None, syn: dict | None) -> str:
-    """The sentence the issue asks for: a relation head whose ablation interval excludes zero,
+    """The report's verdict: a relation head whose ablation interval excludes zero,
     or plainly that none was found, and why."""
     if not a:
         return "**Relation head:** no relation-token sweep is stored, so none can be named."
